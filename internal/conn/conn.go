@@ -1,0 +1,125 @@
+// Package conn holds the one type every part of hck-bpf talks about: a TCP
+// connection as the kernel tracker saw it, with its state and the exact time
+// it entered that state.
+package conn
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// State is a TCP state with the kernel's numbering (include/net/tcp_states.h).
+type State uint8
+
+// The kernel's TCP states.
+const (
+	Established State = 1
+	SynSent     State = 2
+	SynRecv     State = 3
+	FinWait1    State = 4
+	FinWait2    State = 5
+	TimeWait    State = 6
+	Close       State = 7
+	CloseWait   State = 8
+	LastAck     State = 9
+	Listen      State = 10
+	Closing     State = 11
+	NewSynRecv  State = 12
+)
+
+var stateNames = [...]string{
+	Established: "ESTABLISHED",
+	SynSent:     "SYN_SENT",
+	SynRecv:     "SYN_RECV",
+	FinWait1:    "FIN_WAIT1",
+	FinWait2:    "FIN_WAIT2",
+	TimeWait:    "TIME_WAIT",
+	Close:       "CLOSE",
+	CloseWait:   "CLOSE_WAIT",
+	LastAck:     "LAST_ACK",
+	Listen:      "LISTEN",
+	Closing:     "CLOSING",
+	NewSynRecv:  "NEW_SYN_RECV",
+}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) && stateNames[s] != "" {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("STATE(%d)", uint8(s))
+}
+
+// ClosingStates are the six states a sweep may destroy, in the order the
+// scripts list them.
+var ClosingStates = []State{CloseWait, FinWait1, FinWait2, Closing, LastAck, TimeWait}
+
+// Closing reports whether s is one of the six states a sweep may destroy.
+func (s State) Closing() bool {
+	switch s {
+	case CloseWait, FinWait1, FinWait2, Closing, LastAck, TimeWait:
+		return true
+	}
+	return false
+}
+
+// ParseState accepts the kernel's names and ss's spellings, any case:
+// CLOSE_WAIT, close-wait, closewait.
+func ParseState(s string) (State, error) {
+	norm := strings.ToUpper(strings.NewReplacer("-", "", "_", "").Replace(strings.TrimSpace(s)))
+	for i, name := range stateNames {
+		if name != "" && strings.ReplaceAll(name, "_", "") == norm {
+			return State(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown TCP state %q", s)
+}
+
+// Owner is the process holding a socket open.
+type Owner struct {
+	PID  int
+	Comm string
+}
+
+// Conn is one tracked TCP socket.
+type Conn struct {
+	Cookie  uint64 // the kernel's socket cookie: names exactly one socket
+	State   State
+	Local   netip.AddrPort
+	Remote  netip.AddrPort
+	NetNS   uint32 // network namespace inode number
+	Ifindex uint32 // bound device, needed to find IPv6 link-local sockets
+
+	// Entered is when the socket entered State, on CLOCK_BOOTTIME, in ns.
+	Entered uint64
+	// Exact is false when Entered is only the first time hck-bpf saw the
+	// socket: its age is then a lower bound.
+	Exact bool
+	// Timewait marks a socket the kernel keeps as a timewait socket after
+	// close (TIME_WAIT, or FIN_WAIT2 with no process left).
+	Timewait bool
+
+	Owner *Owner // nil when unknown or when no process holds it
+}
+
+// Age is how long the socket has been in its state at now (CLOCK_BOOTTIME ns).
+func (c *Conn) Age(now uint64) time.Duration {
+	if now < c.Entered {
+		return 0
+	}
+	return time.Duration(now - c.Entered)
+}
+
+// IPv6 reports whether the connection is IPv6 (IPv4-mapped addresses count
+// as IPv6: that is the family the kernel keeps them under).
+func (c *Conn) IPv6() bool { return c.Local.Addr().Is6() }
+
+// String renders the scripts' form: "tcp CLOSE_WAIT 10.0.0.5:8080 -> 10.0.0.100:52431".
+func (c *Conn) String() string {
+	s := fmt.Sprintf("tcp %s %s -> %s", c.State, c.Local, c.Remote)
+	if c.Owner != nil {
+		s += fmt.Sprintf(" (PID: %d, Process: %s)", c.Owner.PID, c.Owner.Comm)
+	}
+	return s
+}
