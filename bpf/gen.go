@@ -1,0 +1,8 @@
+// Package bpf holds hck-bpf's BPF programs and their generated Go bindings.
+//
+// The C sources are compiled by bpf2go with one pinned clang (see the
+// Makefile's generate target); the generated *_bpfel.go and *_bpfel.o files
+// are committed, so building hck-bpf needs no clang.
+package bpf
+
+//go:generate go tool bpf2go -tags linux -target bpfel -type hck_conn -type hck_event -type hck_counter -type hck_flag -type hck_cfg Tracker tracker.bpf.c

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every struct that crosses between the BPF programs and Go. bpf2go generates
+ * the Go side from these (-type), so nothing is copied by hand. No bitfields,
+ * no packing: fields are laid out so the natural alignment leaves no holes. */
+#ifndef HCK_H
+#define HCK_H
+
+/* hck_conn.flags */
+enum hck_flag {
+	/* entered_ns is when hck-bpf first saw the socket, not when it entered
+	 * its state: the age is a lower bound. */
+	HCK_F_LOWER_BOUND = 1,
+	/* the kernel keeps the socket as a timewait socket (TIME_WAIT, or
+	 * FIN_WAIT2 after the process closed it). */
+	HCK_F_TIMEWAIT = 2,
+};
+
+/* One tracked socket, the value of hck_conns (key: the u64 socket cookie). */
+struct hck_conn {
+	__u64 entered_ns; /* CLOCK_BOOTTIME when it entered state */
+	__u8 saddr[16];   /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];   /* remote address */
+	__u16 sport;      /* local port, host order */
+	__u16 dport;      /* remote port, host order */
+	__u32 netns;      /* network namespace inode */
+	__u32 ifindex;    /* bound device (IPv6 link-local lookups) */
+	__u16 family;     /* AF_INET or AF_INET6 */
+	__u8 state;       /* TCP state, kernel numbering */
+	__u8 flags;       /* enum hck_flag */
+};
+
+/* Sent on hck_events each time a socket enters a closing state, so the
+ * service can re-arm its timer without polling the map. */
+struct hck_event {
+	__u64 cookie;
+	struct hck_conn conn;
+};
+
+/* Indexes of the per-CPU hck_counters array. Nothing is dropped silently. */
+enum hck_counter {
+	HCK_CNT_TRACKED,      /* entries written (socket entered a closing state) */
+	HCK_CNT_UNTRACKED,    /* entries removed (socket left the closing states) */
+	HCK_CNT_OVERFLOW,     /* hck_conns full: the socket is not tracked */
+	HCK_CNT_UPDATE_ERROR, /* any other map update failure */
+	HCK_CNT_EVENT_LOST,   /* hck_events full while a service listens */
+	HCK_CNT_MAX,
+};
+
+/* The single entry of the hck_config map, written by userspace. */
+struct hck_cfg {
+	__u32 notify; /* a service consumes hck_events */
+	__u32 _pad;
+};
+
+#endif /* HCK_H */

@@ -1,0 +1,178 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* The tracker: stamps the exact time every TCP socket enters one of the six
+ * closing states, keyed by socket cookie, and forgets it when it leaves them. */
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "hck.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Sized from userspace (--map-size). No preallocation: memory follows the
+ * sockets really tracked, and a full map fails the update (counted) instead
+ * of evicting a socket whose age we know. Pinned by name so every hck-bpf
+ * process, and bpftool, sees the same entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct hck_conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HCK_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 512 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hck_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_config SEC(".maps");
+
+/* Keep the enums in BTF so bpf2go can generate them. */
+const enum hck_flag *_hck_flag __attribute__((unused));
+const enum hck_counter *_hck_counter __attribute__((unused));
+const struct hck_event *_hck_event __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&hck_counters, &idx);
+
+	if (v)
+		*v += 1; /* per-CPU: no atomics needed */
+}
+
+static __always_inline bool closing(int state)
+{
+	switch (state) {
+	case TCP_CLOSE_WAIT:
+	case TCP_FIN_WAIT1:
+	case TCP_FIN_WAIT2:
+	case TCP_CLOSING:
+	case TCP_LAST_ACK:
+	case TCP_TIME_WAIT:
+		return true;
+	}
+	return false;
+}
+
+static __always_inline void fill(struct hck_conn *c, const struct sock *sk)
+{
+	const struct sock_common *skc = &sk->__sk_common;
+
+	c->family = skc->skc_family;
+	if (c->family == AF_INET6) {
+		bpf_probe_read_kernel(c->saddr, 16, &skc->skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(c->daddr, 16, &skc->skc_v6_daddr);
+	} else {
+		*(__be32 *)c->saddr = skc->skc_rcv_saddr;
+		*(__be32 *)c->daddr = skc->skc_daddr;
+	}
+	c->sport = skc->skc_num;
+	c->dport = __builtin_bswap16(skc->skc_dport);
+	c->netns = skc->skc_net.net->ns.inum;
+	c->ifindex = skc->skc_bound_dev_if;
+}
+
+static __always_inline void notify(__u64 cookie, const struct hck_conn *c)
+{
+	__u32 zero = 0;
+	struct hck_cfg *cfg = bpf_map_lookup_elem(&hck_config, &zero);
+	struct hck_event *ev;
+
+	if (!cfg || !cfg->notify)
+		return;
+	ev = bpf_ringbuf_reserve(&hck_events, sizeof(*ev), 0);
+	if (!ev) {
+		count(HCK_CNT_EVENT_LOST);
+		return;
+	}
+	ev->cookie = cookie;
+	ev->conn = *c;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 state,
+				  __u8 flags, __u64 now)
+{
+	struct hck_conn c = {};
+	long err;
+
+	fill(&c, sk);
+	c.entered_ns = now;
+	c.state = state;
+	c.flags = flags;
+	err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_ANY);
+	if (err) {
+		count(err == -7 /* E2BIG */ ? HCK_CNT_OVERFLOW : HCK_CNT_UPDATE_ERROR);
+		return;
+	}
+	count(HCK_CNT_TRACKED);
+	notify(cookie, &c);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	struct hck_conn *c;
+	__u64 cookie;
+
+	/* Most transitions (SYN_SENT -> ESTABLISHED, LISTEN -> CLOSE...) are
+	 * none of our business: leave before touching anything. */
+	if (!closing(oldstate) && !closing(newstate))
+		return 0;
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	cookie = bpf_get_socket_cookie((void *)sk);
+
+	if (closing(newstate)) {
+		track(sk, cookie, newstate, 0, bpf_ktime_get_boot_ns());
+		return 0;
+	}
+
+	/* Leaving the closing states. A socket that enters TIME_WAIT, or is
+	 * closed by its process in FIN_WAIT2, is replaced by a timewait socket
+	 * with the same cookie, and the tracepoint never fires for timewait
+	 * sockets (Linux 6.18): all we see is FIN_WAIT2 -> CLOSE or
+	 * CLOSING -> CLOSE on the full socket, without an error (a reset or
+	 * abort sets sk_err before tcp_done()). */
+	if (newstate == TCP_CLOSE && sk->sk_err == 0) {
+		/* CLOSING ends in TIME_WAIT. So does FIN_WAIT2 when the peer's
+		 * FIN arrives while a process still holds the socket. */
+		if (oldstate == TCP_CLOSING || (oldstate == TCP_FIN_WAIT2 && sk->sk_socket)) {
+			track(sk, cookie, TCP_TIME_WAIT, HCK_F_TIMEWAIT, bpf_ktime_get_boot_ns());
+			return 0;
+		}
+		/* An orphan in FIN_WAIT2 goes on as a FIN_WAIT2 timewait socket:
+		 * same state, same entry time. */
+		if (oldstate == TCP_FIN_WAIT2) {
+			c = bpf_map_lookup_elem(&hck_conns, &cookie);
+			if (c) {
+				c->flags |= HCK_F_TIMEWAIT;
+				return 0;
+			}
+			track(sk, cookie, TCP_FIN_WAIT2, HCK_F_TIMEWAIT | HCK_F_LOWER_BOUND,
+			      bpf_ktime_get_boot_ns());
+			return 0;
+		}
+	}
+	if (bpf_map_delete_elem(&hck_conns, &cookie) == 0)
+		count(HCK_CNT_UNTRACKED);
+	return 0;
+}

@@ -1,0 +1,231 @@
+// Package tracking loads, pins and reads the kernel tracker: the BPF program
+// on inet_sock_set_state and the map of sockets in closing states it keeps.
+package tracking
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/bpf"
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+)
+
+// DefaultMapSize is how many sockets the tracker holds unless told otherwise.
+const DefaultMapSize = 262144
+
+// linkPin is the name of the pinned link that keeps the program attached.
+const linkPin = "hck_set_state_link"
+
+// Options say where and how big.
+type Options struct {
+	PinDir  string // bpffs directory; DefaultPinDir when empty
+	MapSize uint32 // max tracked sockets; DefaultMapSize when 0
+}
+
+// Tracker is an open handle on the pinned tracker. Close releases the handle;
+// the tracker stays attached and pinned until Unload.
+type Tracker struct {
+	objs   bpf.TrackerObjects
+	link   link.Link
+	pinDir string
+	// Attached is true when this Open attached the program: nothing was
+	// pinned before, so every socket it tracks was first seen now.
+	Attached bool
+}
+
+// Open attaches the tracker, or reuses the one pinned in opts.PinDir so that
+// no timestamp gathered by an earlier process is lost.
+func Open(opts Options) (*Tracker, error) {
+	if opts.PinDir == "" {
+		opts.PinDir = DefaultPinDir
+	}
+	if opts.MapSize == 0 {
+		opts.MapSize = DefaultMapSize
+	}
+	if err := checkKernel(); err != nil {
+		return nil, err
+	}
+	if err := ensurePinDir(opts.PinDir); err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadTracker()
+	if err != nil {
+		return nil, fmt.Errorf("load tracker spec: %w", err)
+	}
+	spec.Maps["hck_conns"].MaxEntries = opts.MapSize
+
+	t := &Tracker{pinDir: opts.PinDir}
+	err = spec.LoadAndAssign(&t.objs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: opts.PinDir},
+	})
+	if err != nil {
+		return nil, explainLoad(err, opts)
+	}
+	if err := t.attach(); err != nil {
+		t.objs.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Tracker) attach() error {
+	path := filepath.Join(t.pinDir, linkPin)
+	if l, err := link.LoadPinnedLink(path, nil); err == nil {
+		t.link = l
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("load pinned link %s: %w", path, err)
+	}
+	l, err := link.AttachTracing(link.TracingOptions{
+		Program:    t.objs.HckSetState,
+		AttachType: ebpf.AttachTraceRawTp,
+	})
+	if err != nil {
+		return fmt.Errorf("attach tp_btf/inet_sock_set_state: %w", err)
+	}
+	if err := l.Pin(path); err != nil {
+		l.Close()
+		if errors.Is(err, os.ErrExist) {
+			// Another hck-bpf attached first: share its link.
+			return t.attach()
+		}
+		return fmt.Errorf("pin link %s: %w", path, err)
+	}
+	t.link = l
+	t.Attached = true
+	return nil
+}
+
+// Close releases this process's handles; the pins keep the tracker running.
+func (t *Tracker) Close() error {
+	var errs []error
+	if t.link != nil {
+		errs = append(errs, t.link.Close())
+	}
+	errs = append(errs, t.objs.Close())
+	return errors.Join(errs...)
+}
+
+// PinDir is where the tracker is pinned.
+func (t *Tracker) PinDir() string { return t.pinDir }
+
+// Pinned reports whether a tracker is pinned in pinDir.
+func Pinned(pinDir string) bool {
+	_, err := os.Stat(filepath.Join(pinDir, linkPin))
+	return err == nil
+}
+
+// Unload detaches the tracker and removes everything pinned in pinDir.
+// Processes still holding the maps keep them until they exit.
+func Unload(pinDir string) error {
+	entries, err := os.ReadDir(pinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read pin dir %s: %w", pinDir, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(pinDir, e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", e.Name(), err))
+		}
+	}
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove pin dir %s: %w", pinDir, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Conns returns every tracked socket in network namespace netns (0: all).
+func (t *Tracker) Conns(netns uint32) ([]conn.Conn, error) {
+	var (
+		cookie uint64
+		v      bpf.TrackerHckConn
+		out    []conn.Conn
+	)
+	it := t.objs.HckConns.Iterate()
+	for it.Next(&cookie, &v) {
+		if netns != 0 && v.Netns != netns {
+			continue
+		}
+		out = append(out, fromBPF(cookie, &v))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("walk hck_conns: %w", err)
+	}
+	return out, nil
+}
+
+// Forget removes a socket the kernel no longer has (destroyed, or found
+// gone) so the map holds only live sockets.
+func (t *Tracker) Forget(cookie uint64) error {
+	err := t.objs.HckConns.Delete(cookie)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("forget socket %d: %w", cookie, err)
+	}
+	return nil
+}
+
+// Counters are the tracker's totals since it was first attached.
+type Counters struct {
+	Tracked, Untracked, Overflow, UpdateErrors, EventsLost uint64
+}
+
+// Counters sums the per-CPU counters.
+func (t *Tracker) Counters() (Counters, error) {
+	var c Counters
+	dst := []*uint64{&c.Tracked, &c.Untracked, &c.Overflow, &c.UpdateErrors, &c.EventsLost}
+	for i, p := range dst {
+		var perCPU []uint64
+		if err := t.objs.HckCounters.Lookup(uint32(i), &perCPU); err != nil {
+			return c, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range perCPU {
+			*p += v
+		}
+	}
+	return c, nil
+}
+
+// MapSize is the capacity of the pinned socket map.
+func (t *Tracker) MapSize() uint32 { return t.objs.HckConns.MaxEntries() }
+
+func fromBPF(cookie uint64, v *bpf.TrackerHckConn) conn.Conn {
+	c := conn.Conn{
+		Cookie:   cookie,
+		State:    conn.State(v.State),
+		NetNS:    v.Netns,
+		Ifindex:  v.Ifindex,
+		Entered:  v.EnteredNs,
+		Exact:    v.Flags&uint8(bpf.TrackerHckFlagHCK_F_LOWER_BOUND) == 0,
+		Timewait: v.Flags&uint8(bpf.TrackerHckFlagHCK_F_TIMEWAIT) != 0,
+	}
+	var src, dst netip.Addr
+	if v.Family == unix.AF_INET6 {
+		src, dst = netip.AddrFrom16(v.Saddr), netip.AddrFrom16(v.Daddr)
+	} else {
+		src = netip.AddrFrom4([4]byte(v.Saddr[:4]))
+		dst = netip.AddrFrom4([4]byte(v.Daddr[:4]))
+	}
+	c.Local = netip.AddrPortFrom(src, v.Sport)
+	c.Remote = netip.AddrPortFrom(dst, v.Dport)
+	return c
+}
+
+// CurrentNetNS is the inode of the calling thread's network namespace: the
+// default scope of every sweep.
+func CurrentNetNS() (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("stat own network namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
+}
