@@ -52,4 +52,12 @@ struct hck_cfg {
 	__u32 _pad;
 };
 
+/* One record of the owners iterator: a tracked socket held open by a process. */
+struct hck_owner {
+	__u64 cookie;
+	__u32 pid; /* thread group id: what ps calls the pid */
+	__u32 fd;
+	char comm[16];
+};
+
 #endif /* HCK_H */

@@ -87,14 +87,35 @@ struct sock_common {
 	struct in6_addr skc_v6_rcv_saddr;
 } __attribute__((preserve_access_index));
 
-struct socket;
-
 struct sock {
 	struct sock_common __sk_common;
 	int sk_err;
 	struct socket *sk_socket;
 	__u16 sk_protocol; /* a plain u16 since 5.6; tp_btf needs 5.5 and the
 			    * socket cookie helper 5.12, so no bitfield flavour */
+} __attribute__((preserve_access_index));
+
+struct socket {
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int tgid;
+	char comm[16];
+} __attribute__((preserve_access_index));
+
+struct file;
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
 } __attribute__((preserve_access_index));
 
 #endif /* HCK_KERNEL_H */

@@ -33,6 +33,7 @@ type Options struct {
 // the tracker stays attached and pinned until Unload.
 type Tracker struct {
 	objs   bpf.TrackerObjects
+	owners *bpf.OwnersObjects // loaded on first Owners call
 	link   link.Link
 	pinDir string
 	// Attached is true when this Open attached the program: nothing was
@@ -108,6 +109,9 @@ func (t *Tracker) Close() error {
 	var errs []error
 	if t.link != nil {
 		errs = append(errs, t.link.Close())
+	}
+	if t.owners != nil {
+		errs = append(errs, t.owners.Close())
 	}
 	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)
