@@ -95,6 +95,14 @@ struct sock {
 			    * socket cookie helper 5.12, so no bitfield flavour */
 } __attribute__((preserve_access_index));
 
+/* The local port as the socket was bound: unlike skc_num, it survives
+ * inet_put_port(), which zeroes skc_num just before the tracepoint reports
+ * X -> CLOSE (tcp_set_state, Linux 6.18). */
+struct inet_sock {
+	struct sock sk;
+	__be16 inet_sport;
+} __attribute__((preserve_access_index));
+
 struct socket {
 	struct sock *sk;
 } __attribute__((preserve_access_index));

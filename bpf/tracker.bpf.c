@@ -6,6 +6,7 @@
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "hck.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -73,7 +74,9 @@ static __always_inline void fill(struct hck_conn *c, const struct sock *sk)
 		*(__be32 *)c->saddr = skc->skc_rcv_saddr;
 		*(__be32 *)c->daddr = skc->skc_daddr;
 	}
-	c->sport = skc->skc_num;
+	/* The BTF pointer is typed struct sock: inet_sock fields beyond it
+	 * need a probe read. */
+	c->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	c->dport = __builtin_bswap16(skc->skc_dport);
 	c->netns = skc->skc_net.net->ns.inum;
 	c->ifindex = skc->skc_bound_dev_if;

@@ -101,7 +101,9 @@ func (ns *NS) MustDo(fn func() error) {
 
 // Command returns a command that runs inside the namespace.
 func (ns *NS) Command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+	// nsenter, not "ip netns exec": the latter remounts /sys, hiding the
+	// bpffs pins of the namespace the test runs in.
+	return exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--", name}, args...)...)
 }
 
 // Run runs a command inside the namespace and returns its combined output.

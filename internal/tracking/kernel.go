@@ -20,7 +20,7 @@ func explainLoad(err error, opts Options) error {
 	var verr *ebpf.VerifierError
 	switch {
 	case errors.As(err, &verr):
-		return fmt.Errorf("load tracker: the kernel's verifier refused it: %+v", verr)
+		return fmt.Errorf("load tracker: the kernel's verifier refused it: %v", verr)
 	case errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("load tracker: %w (needs root, or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_RESOURCE)", err)
 	case errors.Is(err, ebpf.ErrMapIncompatible):

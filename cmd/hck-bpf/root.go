@@ -1,0 +1,58 @@
+package main
+
+import (
+	"io"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/hck-bpf/hck-bpf/internal/logging"
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
+)
+
+// globals are the flags every command has.
+type globals struct {
+	pinDir    string
+	logFile   string
+	logFormat string
+	verbose   bool
+	stdout    io.Writer
+}
+
+func (g *globals) logger() (zerolog.Logger, func() error, error) {
+	log, closeFn, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose})
+	if err != nil {
+		return log, closeFn, usageError{err}
+	}
+	return log, closeFn, nil
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout}
+	root := &cobra.Command{
+		Use:   "hck-bpf",
+		Short: "Find TCP connections stuck in closing states and destroy them in the kernel",
+		Long: `hck-bpf records, in the kernel, the exact time every TCP socket enters
+CLOSE_WAIT, FIN_WAIT1, FIN_WAIT2, CLOSING, LAST_ACK or TIME_WAIT, and destroys
+the ones that overstay their threshold with netlink SOCK_DESTROY carrying the
+socket cookie: that socket, or nothing. The process that owns it lives on.
+
+"hck-bpf --dry-run ..." and "hck-bpf --live ..." run "scan", the
+hung_connection_killer command line.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.pinDir, "pin-dir", tracking.DefaultPinDir, "bpffs directory holding the tracker's pinned maps and link")
+	pf.StringVar(&g.logFile, "log-file", "", "also write logs to this file")
+	pf.StringVar(&g.logFormat, "log-format", logging.Text, "log format: text or json")
+	pf.BoolVarP(&g.verbose, "verbose", "v", false, "verbose/debug output (skipped connections and why)")
+	root.AddCommand(newScan(g), newRun(g), newList(g), newUnload(g))
+	return root
+}
+
+var version = "dev"

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hck-bpf/hck-bpf/internal/daemon"
+	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/report"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
+)
+
+func newRun(g *globals) *cobra.Command {
+	f := &sweepFlags{}
+	cmd := &cobra.Command{
+		Use:   "run [--dry-run|--live] [flags]",
+		Short: "The service: track and sweep continuously (dry run unless --live)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.dryRun && f.live {
+				return usagef("choose one mode: -n/--dry-run or -l/--live")
+			}
+			f.dryRun = !f.live
+			return runService(g, f)
+		},
+	}
+	f.register(cmd.Flags())
+	return cmd
+}
+
+func runService(g *globals, f *sweepFlags) error {
+	pol, err := f.policy()
+	if err != nil {
+		return err
+	}
+	log, closeLog, err := g.logger()
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	for _, w := range pol.Warnings() {
+		log.Warn().Msg(w)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	netns, err := tracking.CurrentNetNS()
+	if err != nil {
+		return err
+	}
+	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	var killer sweep.Killer = dryKiller{}
+	if f.live {
+		d, err := destroy.New()
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		killer = d
+	}
+	log.Info().Str("mode", report.Mode(f.dryRun)).Str("pin_dir", g.pinDir).Bool("attached", tr.Attached).Uint32("netns", netns).
+		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)
+	err = daemon.Run(ctx, tr, killer, daemon.Config{
+		Sweep: sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills},
+		Log:   log,
+		Ready: func() { sdNotify("READY=1") },
+	})
+	logCounters(log, tr)
+	log.Info().Msg("hck-bpf service stopped; the tracker stays pinned (hck-bpf unload removes it)")
+	return err
+}
+
+// sdNotify tells systemd (Type=notify) how the service is doing.
+func sdNotify(state string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte(state))
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/report"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
+)
+
+func newScan(g *globals) *cobra.Command {
+	f := &sweepFlags{}
+	cmd := &cobra.Command{
+		Use:   "scan (-n|--dry-run | -l|--live) [flags]",
+		Short: "One sweep: the hung_connection_killer command line",
+		Example: `  hck-bpf scan --dry-run -v
+  hck-bpf --live --close-wait-timeout 30
+  hck-bpf --live --exclude-ports 22 3306 5432 6379
+  hck-bpf --live --include-ports "80 443 8080"
+  hck-bpf --live --exclude-processes nginx postgres --log-file /var/log/hung_connections.log`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.dryRun == f.live {
+				return usagef("choose one mode: -n/--dry-run or -l/--live")
+			}
+			return scan(g, f)
+		},
+	}
+	f.register(cmd.Flags())
+	return cmd
+}
+
+func scan(g *globals, f *sweepFlags) error {
+	pol, err := f.policy()
+	if err != nil {
+		return err
+	}
+	log, closeLog, err := g.logger()
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	for _, w := range pol.Warnings() {
+		log.Warn().Msg(w)
+	}
+	netns, err := tracking.CurrentNetNS()
+	if err != nil {
+		return err
+	}
+	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	if tr.Attached {
+		log.Warn().Str("pin_dir", g.pinDir).Msgf("No tracker was pinned in %s: attached one now; sockets are tracked from now on", g.pinDir)
+	}
+	var killer sweep.Killer = dryKiller{}
+	if f.live {
+		d, err := destroy.New()
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		killer = d
+	}
+	report.Header(log, f.dryRun)
+	rep, err := sweep.Run(tr, killer, sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills}, conn.Now())
+	if err != nil {
+		return err
+	}
+	if rep.OwnerErr != nil {
+		log.Error().Err(rep.OwnerErr).Msg("Could not read socket owners: no hung connection destroyed")
+	}
+	report.Items(log, &rep)
+	report.Summary(log, &rep, f.dryRun)
+	logCounters(log, tr)
+	if rep.Failed > 0 {
+		return errFailed
+	}
+	return nil
+}
+
+// dryKiller stands in for the destroyer in a dry run; sweep never calls it,
+// and if it did nothing would be destroyed.
+type dryKiller struct{}
+
+func (dryKiller) Destroy(cs []*conn.Conn) []destroy.Result {
+	res := make([]destroy.Result, len(cs))
+	for i := range res {
+		res[i] = destroy.Result{Outcome: destroy.Failed, Err: errDryRun}
+	}
+	return res
+}
+
+var errDryRun = errors.New("dry run: nothing is destroyed")

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"github.com/spf13/pflag"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
+)
+
+// sweepFlags are the scripts' flags, shared by scan and run.
+type sweepFlags struct {
+	dryRun, live bool
+	timeouts     map[string]*string
+	excludePorts []string
+	includePorts []string
+	excludeProcs []string
+	maxKills     int
+	mapSize      uint32
+}
+
+// timeoutFlags maps each threshold flag to the states it sets, in help order.
+var timeoutFlags = []struct {
+	name, def, help string
+	states          []conn.State
+}{
+	{"close-wait-timeout", "60", "seconds before CLOSE_WAIT is considered hung", []conn.State{conn.CloseWait}},
+	{"fin-wait-timeout", "120", "seconds before FIN_WAIT1/FIN_WAIT2 are considered hung", []conn.State{conn.FinWait1, conn.FinWait2}},
+	{"time-wait-timeout", "120", "seconds before TIME_WAIT is considered hung", []conn.State{conn.TimeWait}},
+	{"closing-timeout", "60", "seconds before CLOSING is considered hung", []conn.State{conn.Closing}},
+	{"last-ack-timeout", "60", "seconds before LAST_ACK is considered hung", []conn.State{conn.LastAck}},
+}
+
+func (f *sweepFlags) register(fs *pflag.FlagSet) {
+	fs.BoolVarP(&f.dryRun, "dry-run", "n", false, "show what would be done without destroying anything (safe)")
+	fs.BoolVarP(&f.live, "live", "l", false, "destroy hung connections (requires root)")
+	f.timeouts = map[string]*string{}
+	for _, t := range timeoutFlags {
+		f.timeouts[t.name] = fs.String(t.name, t.def, t.help+" (seconds, 1.5, or 90s, 1m30s)")
+	}
+	fs.StringArrayVar(&f.excludePorts, "exclude-ports", []string{"22"}, "ports never destroyed, local or remote: 22 3306, \"22 3306\" or 22,3306")
+	fs.StringArrayVar(&f.includePorts, "include-ports", nil, "only connections on these ports, local or remote (default all)")
+	fs.StringArrayVar(&f.excludeProcs, "exclude-processes", nil, "process names never touched, on top of the protected ones")
+	fs.IntVar(&f.maxKills, "max-kills", 0, "destroy at most this many sockets per sweep; the rest wait (0: no cap)")
+	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold; more are counted as overflow")
+}
+
+
+// policy validates every flag into a policy, before anything is loaded.
+func (f *sweepFlags) policy() (*policy.Policy, error) {
+	p := policy.Default()
+	for _, t := range timeoutFlags {
+		d, err := policy.ParseDuration(*f.timeouts[t.name])
+		if err != nil {
+			return nil, usagef("--%s: %v", t.name, err)
+		}
+		for _, s := range t.states {
+			if err := p.Thresholds.Set(s, d); err != nil {
+				return nil, usagef("--%s: %v", t.name, err)
+			}
+		}
+	}
+	var err error
+	if p.ExcludePorts, err = policy.ParsePorts(f.excludePorts); err != nil {
+		return nil, usagef("--exclude-ports: %v", err)
+	}
+	if p.IncludePorts, err = policy.ParsePorts(f.includePorts); err != nil {
+		return nil, usagef("--include-ports: %v", err)
+	}
+	if p.ExcludeProcesses, err = policy.ParseNames(f.excludeProcs); err != nil {
+		return nil, usagef("--exclude-processes: %v", err)
+	}
+	if f.maxKills < 0 {
+		return nil, usagef("--max-kills: %d is negative", f.maxKills)
+	}
+	if f.mapSize == 0 {
+		return nil, usagef("--map-size: must be at least 1")
+	}
+	if err := p.Validate(); err != nil {
+		return nil, usageError{err}
+	}
+	return &p, nil
+}

@@ -1,0 +1,131 @@
+// Package report writes what a sweep saw and did to a zerolog logger: the
+// scripts' lines and summary for a person, the same events with fields for
+// machines (--log-format json).
+package report
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
+)
+
+const (
+	rule = "============================================================"
+	thin = "------------------------------------------------------------"
+)
+
+// Mode names the run in the header, as the scripts do.
+func Mode(dryRun bool) string {
+	if dryRun {
+		return "DRY RUN"
+	}
+	return "LIVE"
+}
+
+// Header opens a scan's output.
+func Header(log zerolog.Logger, dryRun bool) {
+	log.Info().Msg(rule)
+	log.Info().Str("mode", Mode(dryRun)).Msg("hck-bpf - " + Mode(dryRun))
+	log.Info().Msg(rule)
+}
+
+// connEvent adds one socket's fields to an event.
+func connEvent(e *zerolog.Event, c *conn.Conn, v *policy.Verdict) *zerolog.Event {
+	e = e.Str("state", c.State.String()).
+		Str("local", c.Local.String()).
+		Str("remote", c.Remote.String()).
+		Uint64("cookie", c.Cookie).
+		Float64("age_s", v.Age.Seconds()).
+		Bool("age_exact", c.Exact).
+		Float64("threshold_s", v.Threshold.Seconds())
+	if c.Owner != nil {
+		e = e.Int("pid", c.Owner.PID).Str("process", c.Owner.Comm)
+	}
+	return e
+}
+
+// Items logs every hung socket with its reason and fate, in the scripts'
+// words. Sockets kept by a filter are logged at debug level (-v), as the
+// scripts did.
+func Items(log zerolog.Logger, rep *sweep.Report) {
+	for i := range rep.Items {
+		it := &rep.Items[i]
+		c, v := &it.Conn, &it.Verdict
+		if it.Outcome == sweep.Skipped {
+			connEvent(log.Debug(), c, v).Str("action", "skip").Str("skip", v.Skip.String()).
+				Msgf("Skipping %s: %s", c, v.SkipDetail)
+			continue
+		}
+		connEvent(log.Warn(), c, v).Str("action", "detect").Str("reason", v.Reason).
+			Msgf("Hung connection detected: %s", c)
+		log.Warn().Msgf("  Reason: %s", v.Reason)
+		Fate(log, it)
+	}
+}
+
+// Fate logs what happened to one hung socket, one line: the form the
+// service uses for each kill.
+func Fate(log zerolog.Logger, it *sweep.Item) {
+	c, v := &it.Conn, &it.Verdict
+	switch it.Outcome {
+	case sweep.Planned:
+		connEvent(log.Info(), c, v).Str("action", "would_destroy").Msgf("[DRY RUN] Would terminate: %s", c)
+	case sweep.Destroyed:
+		connEvent(log.Info(), c, v).Str("action", "destroyed").
+			Msgf("Terminated: %s after %s (socket cookie %d)", c, policy.FormatAge(v.Age, c.Exact), c.Cookie)
+	case sweep.Gone:
+		connEvent(log.Info(), c, v).Str("action", "gone").Msgf("Already gone: %s", c)
+	case sweep.Held:
+		connEvent(log.Warn(), c, v).Str("action", "held").Msgf("Held back by --max-kills: %s", c)
+	case sweep.Failed:
+		connEvent(log.Error(), c, v).Str("action", "failed").AnErr("error", it.Err).
+			Msgf("Failed to terminate: %s", c)
+	}
+}
+
+// Summary closes a scan's output with the scripts' totals.
+func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
+	skipped := 0
+	var reasons []string
+	for _, r := range policy.SkipReasons {
+		if n := rep.Skipped[r]; n > 0 {
+			skipped += n
+			reasons = append(reasons, fmt.Sprintf("%s: %d", r, n))
+		}
+	}
+	terminated := rep.Destroyed
+	note := ""
+	if dryRun {
+		terminated, note = rep.Planned, " (dry run: would terminate)"
+	}
+	ev := log.Info().Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
+		Int("skipped", skipped).Int("terminated", terminated).Int("gone", rep.Gone).
+		Int("held", rep.Held).Int("failed", rep.Failed).Bool("dry_run", dryRun).
+		Dur("took", rep.Took)
+	for _, r := range policy.SkipReasons {
+		ev = ev.Int("skipped_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Skipped[r])
+	}
+	ev.Msg(thin)
+	log.Info().Msg("Summary:")
+	log.Info().Msgf("  Total connections scanned: %d (tracked in closing states)", rep.Scanned)
+	log.Info().Msgf("  Hung connections found: %d", rep.Hung)
+	line := fmt.Sprintf("  Connections skipped: %d", skipped)
+	if len(reasons) > 0 {
+		line += " (" + strings.Join(reasons, ", ") + ")"
+	}
+	log.Info().Msg(line)
+	log.Info().Msgf("  Connections terminated: %d%s", terminated, note)
+	if rep.Gone > 0 {
+		log.Info().Msgf("  Already gone: %d", rep.Gone)
+	}
+	if rep.Held > 0 {
+		log.Warn().Msgf("  Held back by --max-kills: %d", rep.Held)
+	}
+	log.Info().Msgf("  Failed terminations: %d", rep.Failed)
+	log.Info().Msg(rule)
+}

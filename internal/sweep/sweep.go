@@ -1,0 +1,212 @@
+// Package sweep is one pass over the tracked sockets: decide which overstayed
+// their threshold, learn their owners, and destroy them (or, in a dry run,
+// say exactly what would be destroyed).
+package sweep
+
+import (
+	"sort"
+	"time"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/policy"
+)
+
+// Source is where the tracked sockets come from (the kernel tracker).
+type Source interface {
+	Conns(netns uint32) ([]conn.Conn, error)
+	Owners() (map[uint64][]conn.Owner, error)
+	Forget(cookie uint64) error
+}
+
+// Killer destroys sockets (a netlink SOCK_DESTROY socket).
+type Killer interface {
+	Destroy(conns []*conn.Conn) []destroy.Result
+}
+
+// Options for one sweep.
+type Options struct {
+	Policy   *policy.Policy
+	NetNS    uint32 // only sockets of this network namespace; 0: all
+	DryRun   bool
+	MaxKills int // most sockets destroyed in one sweep; 0: no cap
+}
+
+// Outcome of one hung socket.
+type Outcome int
+
+// What happened to a hung socket.
+const (
+	Skipped   Outcome = iota // policy kept it: Verdict.Skip says why
+	Planned                  // dry run: live mode would destroy it
+	Held                     // over --max-kills: left for a later sweep
+	Destroyed                // SOCK_DESTROY succeeded
+	Gone                     // the kernel no longer had it
+	Failed                   // SOCK_DESTROY failed: Item.Err says why
+)
+
+func (o Outcome) String() string {
+	return [...]string{"skipped", "planned", "held", "destroyed", "gone", "failed"}[o]
+}
+
+// Item is one hung socket and what the sweep did with it.
+type Item struct {
+	Conn    conn.Conn
+	Verdict policy.Verdict
+	Outcome Outcome
+	Err     error
+}
+
+// Report is what one sweep saw and did.
+type Report struct {
+	Scanned   int // tracked sockets in scope
+	Hung      int // overstayed their threshold
+	Skipped   map[policy.SkipReason]int
+	Planned   int
+	Held      int
+	Destroyed int
+	Gone      int
+	Failed    int
+	Items     []Item // the hung sockets, oldest first
+	// Next is the earliest CLOCK_BOOTTIME at which a socket still tracked
+	// becomes hung, or should be retried; 0 when nothing is pending.
+	Next uint64
+	// OwnerErr is set when owners could not be read: they show as unknown
+	// and process rules cannot protect anything, so nothing is destroyed.
+	OwnerErr error
+	Took     time.Duration
+}
+
+// RetryAfter is how long a sweep waits before trying a failed destroy again.
+const RetryAfter = 10 * time.Second
+
+// Run performs one sweep at now (CLOCK_BOOTTIME ns).
+func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
+	start := time.Now()
+	rep := Report{Skipped: map[policy.SkipReason]int{}}
+	conns, err := src.Conns(opts.NetNS)
+	if err != nil {
+		return rep, err
+	}
+	rep.Scanned = len(conns)
+
+	var hung []int
+	for i := range conns {
+		v := opts.Policy.Decide(&conns[i], now)
+		switch {
+		case v.Hung:
+			hung = append(hung, i)
+		case v.Deadline > now:
+			rep.next(v.Deadline)
+		}
+	}
+	rep.Hung = len(hung)
+	if len(hung) > 0 {
+		owners, err := src.Owners()
+		if err != nil {
+			rep.OwnerErr = err
+		}
+		for _, i := range hung {
+			c := conns[i]
+			item := decideOwned(opts.Policy, c, owners[c.Cookie], now)
+			if rep.OwnerErr != nil && item.Outcome != Skipped {
+				// Without owners a protected process could be hit.
+				item.Outcome, item.Err = Failed, rep.OwnerErr
+			}
+			rep.Items = append(rep.Items, item)
+		}
+	}
+	sort.SliceStable(rep.Items, func(a, b int) bool {
+		return rep.Items[a].Conn.Entered < rep.Items[b].Conn.Entered
+	})
+
+	var kill []*Item
+	for i := range rep.Items {
+		it := &rep.Items[i]
+		switch {
+		case it.Outcome == Skipped || it.Outcome == Failed:
+		case opts.MaxKills > 0 && len(kill) >= opts.MaxKills:
+			it.Outcome = Held
+		case opts.DryRun:
+			it.Outcome = Planned
+			kill = append(kill, it)
+		default:
+			kill = append(kill, it)
+		}
+	}
+	if !opts.DryRun && len(kill) > 0 {
+		targets := make([]*conn.Conn, len(kill))
+		for i, it := range kill {
+			targets[i] = &it.Conn
+		}
+		for i, res := range k.Destroy(targets) {
+			it := kill[i]
+			switch res.Outcome {
+			case destroy.Destroyed:
+				it.Outcome = Destroyed
+			case destroy.Gone:
+				it.Outcome = Gone
+			default:
+				it.Outcome, it.Err = Failed, res.Err
+			}
+			if it.Outcome != Failed {
+				// The kernel's socket is gone: so is our entry.
+				_ = src.Forget(it.Conn.Cookie)
+			}
+		}
+	}
+	for _, it := range rep.Items {
+		switch it.Outcome {
+		case Skipped:
+			rep.Skipped[it.Verdict.Skip]++
+		case Planned:
+			rep.Planned++
+		case Held:
+			rep.Held++
+			rep.next(now) // more to do right away
+		case Destroyed:
+			rep.Destroyed++
+		case Gone:
+			rep.Gone++
+		case Failed:
+			rep.Failed++
+			rep.next(now + uint64(RetryAfter))
+		}
+	}
+	rep.Took = time.Since(start)
+	return rep, nil
+}
+
+// decideOwned decides with the owners known: a socket shared by several
+// processes is kept if any of them is protected or excluded.
+func decideOwned(p *policy.Policy, c conn.Conn, owners []conn.Owner, now uint64) Item {
+	if len(owners) == 0 {
+		return itemFor(c, p.Decide(&c, now))
+	}
+	var first Item
+	for i := range owners {
+		cc := c
+		cc.Owner = &owners[i]
+		it := itemFor(cc, p.Decide(&cc, now))
+		if it.Outcome == Skipped {
+			return it
+		}
+		if i == 0 {
+			first = it
+		}
+	}
+	return first
+}
+
+func itemFor(c conn.Conn, v policy.Verdict) Item {
+	if v.Action == policy.Skip {
+		return Item{Conn: c, Verdict: v, Outcome: Skipped}
+	}
+	return Item{Conn: c, Verdict: v, Outcome: Planned}
+}
+
+func (r *Report) next(t uint64) {
+	if r.Next == 0 || t < r.Next {
+		r.Next = t
+	}
+}
