@@ -45,7 +45,6 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold; more are counted as overflow")
 }
 
-
 // policy validates every flag into a policy, before anything is loaded.
 func (f *sweepFlags) policy() (*policy.Policy, error) {
 	p := policy.Default()

@@ -1,0 +1,270 @@
+// Package policy decides which TCP connections are hung and which of those
+// may be destroyed: the per-state thresholds, the port and process filters and
+// the protected processes of the hung_connection_killer scripts, plus the
+// parsers for their flag values. It does no I/O and keeps no state.
+package policy
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+)
+
+// Policy is what a sweep applies to every connection.
+type Policy struct {
+	Thresholds Thresholds
+	// ExcludePorts protects a connection whose local OR remote port is listed.
+	ExcludePorts []uint16
+	// IncludePorts, when not empty, limits destruction to connections whose
+	// local OR remote port is listed. Exclusion wins over inclusion.
+	IncludePorts []uint16
+	// ExcludeProcesses protects connections of processes with these names
+	// (matched with CommMatches), on top of ProtectedProcesses.
+	ExcludeProcesses []string
+}
+
+// Default is the scripts' default policy: DefaultThresholds, port 22
+// excluded, every port included, no process excluded beyond the protected ones.
+func Default() Policy {
+	return Policy{Thresholds: DefaultThresholds(), ExcludePorts: []uint16{22}}
+}
+
+// Validate reports the first problem that makes p unusable: a closing state
+// without a threshold or with one above MaxDuration, port 0, or a process
+// name ParseNames would refuse. A port both included and excluded is not an
+// error (the scripts accepted it; exclusion wins): see Warnings.
+func (p *Policy) Validate() error {
+	if err := p.Thresholds.Validate(); err != nil {
+		return err
+	}
+	if slices.Contains(p.ExcludePorts, 0) {
+		return fmt.Errorf("invalid excluded port 0: want a number from 1 to 65535")
+	}
+	if slices.Contains(p.IncludePorts, 0) {
+		return fmt.Errorf("invalid included port 0: want a number from 1 to 65535")
+	}
+	for _, n := range p.ExcludeProcesses {
+		if err := checkName(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Warnings lists settings that are valid but probably not what the user
+// meant, one line each, for the command to log before it starts.
+func (p *Policy) Warnings() []string {
+	var w []string
+	for _, port := range p.IncludePorts {
+		if slices.Contains(p.ExcludePorts, port) {
+			w = append(w, fmt.Sprintf("port %d is both included and excluded: excluded wins, its connections are never destroyed", port))
+		}
+	}
+	for _, n := range p.ExcludeProcesses {
+		if len(n) > CommLen {
+			w = append(w, fmt.Sprintf("process name %q is longer than the kernel's %d-byte comm: it matches comm %q", n, CommLen, n[:CommLen]))
+		}
+	}
+	return w
+}
+
+// Action is what a sweep does with one connection.
+type Action uint8
+
+const (
+	// Ignore: not a closing state, or not hung yet. The zero value.
+	Ignore Action = iota
+	// Destroy: hung and not protected by any filter.
+	Destroy
+	// Skip: hung, but a filter or the protected list keeps it (see SkipReason).
+	Skip
+)
+
+func (a Action) String() string {
+	switch a {
+	case Ignore:
+		return "ignore"
+	case Destroy:
+		return "destroy"
+	case Skip:
+		return "skip"
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// SkipReason says why a hung connection was kept.
+type SkipReason uint8
+
+// Skip reasons, in the order Decide checks them.
+const (
+	NotSkipped SkipReason = iota
+	SkipExcludedPort
+	SkipNotIncluded
+	SkipProtectedProcess
+	SkipExcludedProcess
+)
+
+// SkipReasons lists every reason a hung connection is kept, in a stable
+// order for summaries.
+var SkipReasons = []SkipReason{SkipExcludedPort, SkipNotIncluded, SkipProtectedProcess, SkipExcludedProcess}
+
+func (r SkipReason) String() string {
+	switch r {
+	case NotSkipped:
+		return "not skipped"
+	case SkipExcludedPort:
+		return "excluded port"
+	case SkipNotIncluded:
+		return "not in included ports"
+	case SkipProtectedProcess:
+		return "protected process"
+	case SkipExcludedProcess:
+		return "excluded process"
+	}
+	return fmt.Sprintf("skip(%d)", uint8(r))
+}
+
+// NoDeadline is Verdict.Deadline for a connection that never becomes hung:
+// a state a sweep never destroys, or a closing state without a threshold.
+const NoDeadline uint64 = 0
+
+// Verdict is Decide's answer for one connection.
+type Verdict struct {
+	Action Action
+	// Hung: the connection has been in a closing state for at least its
+	// threshold (true for Destroy and for Skip).
+	Hung bool
+	// Skip is set when Action is Skip; SkipDetail then says which port or
+	// process, e.g. "local port 22 is excluded".
+	Skip       SkipReason
+	SkipDetail string
+	// Threshold for the connection's state; 0 when it has none.
+	Threshold time.Duration
+	// Age in the state; a lower bound when the Conn is not Exact.
+	Age time.Duration
+	// Deadline is when the connection becomes (or became) hung, CLOCK_BOOTTIME
+	// ns: Entered + Threshold, saturating at math.MaxUint64. NoDeadline (0)
+	// when it never does. A service can sleep until the earliest deadline.
+	Deadline uint64
+	// Reason is one human line on the connection's age against its threshold,
+	// e.g. "CLOSE_WAIT for 75.3s ≥ 60s threshold (peer closed; the
+	// application never closed its socket)".
+	Reason string
+}
+
+// why says, per closing state, what being stuck in it means.
+var why = map[conn.State]string{
+	conn.CloseWait: "peer closed; the application never closed its socket",
+	conn.FinWait1:  "our FIN not acknowledged",
+	conn.FinWait2:  "peer never sent its FIN",
+	conn.Closing:   "simultaneous close, final ACK missing",
+	conn.LastAck:   "final ACK from peer missing",
+	conn.TimeWait:  "kept past its threshold",
+}
+
+const lowerBound = "age is a lower bound: the socket predates the tracker"
+
+// Decide says what a sweep at now (CLOCK_BOOTTIME ns, like c.Entered) does
+// with c. In order: a state that is never destroyed, or not hung yet (age <
+// threshold), is ignored; a hung connection is skipped when its local or
+// remote port is excluded, when included ports are set and neither port is
+// among them, when its owner is protected, or when its owner is excluded;
+// otherwise it is destroyed. An unknown owner (c.Owner nil, or empty comm)
+// is not a reason to skip: unlike the scripts, hck-bpf destroys in the kernel
+// and needs no process. c must not be nil.
+func (p *Policy) Decide(c *conn.Conn, now uint64) Verdict {
+	v := Verdict{Age: c.Age(now)}
+	if v.Age < 0 { // more than 292 years apart: saturate rather than wrap
+		v.Age = math.MaxInt64
+	}
+	th, ok := p.Thresholds.For(c.State)
+	if !ok {
+		if c.State.Closing() {
+			v.Reason = fmt.Sprintf("%s has no threshold: never destroyed", c.State)
+		} else {
+			v.Reason = fmt.Sprintf("%s is never destroyed", c.State)
+		}
+		return v
+	}
+	v.Threshold = th
+	v.Deadline = c.Entered + uint64(th)
+	if v.Deadline < c.Entered {
+		v.Deadline = math.MaxUint64
+	}
+	age, limit := FormatAge(v.Age, c.Exact), FormatThreshold(th)
+	if v.Age < th {
+		left := FormatAge(th-v.Age, true)
+		if c.Exact {
+			v.Reason = fmt.Sprintf("%s for %s < %s threshold (hung in %s)", c.State, age, limit, left)
+		} else {
+			v.Reason = fmt.Sprintf("%s for %s < %s threshold (hung in at most %s; %s)", c.State, age, limit, left, lowerBound)
+		}
+		return v
+	}
+	v.Hung = true
+	if c.Exact {
+		v.Reason = fmt.Sprintf("%s for %s ≥ %s threshold (%s)", c.State, age, limit, why[c.State])
+	} else {
+		v.Reason = fmt.Sprintf("%s for %s ≥ %s threshold (%s; %s)", c.State, age, limit, why[c.State], lowerBound)
+	}
+	v.Skip, v.SkipDetail = p.skip(c)
+	if v.Skip != NotSkipped {
+		v.Action = Skip
+	} else {
+		v.Action = Destroy
+	}
+	return v
+}
+
+// skip applies the filters to a hung connection, in Decide's order.
+func (p *Policy) skip(c *conn.Conn) (SkipReason, string) {
+	lp, rp := c.Local.Port(), c.Remote.Port()
+	switch {
+	case slices.Contains(p.ExcludePorts, lp):
+		return SkipExcludedPort, fmt.Sprintf("local port %d is excluded", lp)
+	case slices.Contains(p.ExcludePorts, rp):
+		return SkipExcludedPort, fmt.Sprintf("remote port %d is excluded", rp)
+	case len(p.IncludePorts) > 0 && !slices.Contains(p.IncludePorts, lp) && !slices.Contains(p.IncludePorts, rp):
+		return SkipNotIncluded, fmt.Sprintf("neither local port %d nor remote port %d is included", lp, rp)
+	}
+	if c.Owner == nil {
+		return NotSkipped, ""
+	}
+	comm := strings.TrimRight(c.Owner.Comm, "\x00")
+	if name, ok := protectedBy(comm); ok {
+		d := fmt.Sprintf("process %s (pid %d) is protected", showComm(comm), c.Owner.PID)
+		if name != comm {
+			d += " as " + name
+		}
+		return SkipProtectedProcess, d
+	}
+	if name, ok := excludedBy(p.ExcludeProcesses, comm); ok {
+		d := fmt.Sprintf("process %s (pid %d) is excluded", showComm(comm), c.Owner.PID)
+		if name != comm {
+			d += " as " + name
+		}
+		return SkipExcludedProcess, d
+	}
+	return NotSkipped, ""
+}
+
+// showComm prints a comm as is when it is plain, quoted when it holds
+// spaces or unprintable bytes (a comm is whatever the process set), so that
+// details stay one unambiguous line.
+func showComm(comm string) string {
+	if !utf8.ValidString(comm) {
+		return strconv.Quote(comm)
+	}
+	for _, r := range comm {
+		if r == ' ' || !strconv.IsPrint(r) {
+			return strconv.Quote(comm)
+		}
+	}
+	return comm
+}
