@@ -1,0 +1,46 @@
+# hck-bpf: one entry per job. The generated BPF objects and bindings are
+# committed, so only `generate` needs clang; everything else needs Go.
+
+CLANG   ?= clang-19
+STRIP   ?= llvm-strip-19
+GO      ?= go
+BIN     := bin/hck-bpf
+
+# The one place for the BPF compiler and its flags (bpf2go reads these).
+export BPF2GO_CC     := $(CLANG)
+export BPF2GO_STRIP  := $(STRIP)
+export BPF2GO_CFLAGS := -O2 -g -Wall -Werror
+
+.PHONY: all build generate check-generate test lint demo bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/hck-bpf
+
+# Rebuild bpf/*_bpfel.{go,o} from bpf/*.c with the pinned clang.
+generate:
+	$(GO) generate ./bpf/
+
+# CI: fail when the committed generated files differ from a fresh build.
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || \
+		{ echo "generated BPF files are stale: run 'make generate' and commit them"; exit 1; }
+
+# Everything, privileged tests included: they need root, and build their
+# sockets in network namespaces of their own. Without root they skip, saying why.
+test: build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+	$(GO) vet ./...
+
+# The main job in a throwaway network namespace: hung sockets destroyed,
+# healthy ones alive.
+demo: build
+	$(GO) run ./tools/demo -bin $(BIN)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestNormalizeArgs(t *testing.T) {
+	tests := []struct {
+		in, want string
+	}{
+		// The scripts' cron lines: no subcommand means scan.
+		{"--dry-run", "scan --dry-run"},
+		{"-l --close-wait-timeout 30", "scan -l --close-wait-timeout 30"},
+		// Python nargs form: one flag, several values.
+		{"--live --exclude-ports 22 3306 5432 6379", "scan --live --exclude-ports 22 --exclude-ports 3306 --exclude-ports 5432 --exclude-ports 6379"},
+		{"scan -n --include-ports 80 443 8080 -v", "scan -n --include-ports 80 --include-ports 443 --include-ports 8080 -v"},
+		{"--live --exclude-processes nginx postgres", "scan --live --exclude-processes nginx --exclude-processes postgres"},
+		// Bash form and repeated flags pass through untouched.
+		{"--live --exclude-ports 22_3306", "scan --live --exclude-ports 22_3306"},
+		{"run --exclude-ports 22 --exclude-ports 80", "run --exclude-ports 22 --exclude-ports 80"},
+		// The = form takes exactly one value.
+		{"run --exclude-ports=22 -v", "run --exclude-ports=22 -v"},
+		// Other commands are left alone.
+		{"list --json", "list --json"},
+		{"--help", "--help"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		in := strings.Fields(tt.in)
+		for i := range in {
+			in[i] = strings.ReplaceAll(in[i], "_", " ")
+		}
+		got := strings.Join(normalizeArgs(in), " ")
+		want := strings.ReplaceAll(tt.want, "_", " ")
+		if got != want {
+			t.Errorf("normalizeArgs(%q)\n got %q\nwant %q", tt.in, got, want)
+		}
+	}
+}
+
+// Bad input exits 2 with one line on stderr, before anything is loaded:
+// these run as any user, and a load would need root and a kernel.
+func TestBadInputExits2(t *testing.T) {
+	pin := filepath.Join(t.TempDir(), "pins")
+	cases := [][]string{
+		{"scan"},                        // no mode
+		{"scan", "-n", "-l"},            // both modes
+		{"run", "-n", "-l"},             // both modes
+		{"--live", "--close-wait-timeout", "abc"},
+		{"--live", "--close-wait-timeout", "0"},
+		{"--live", "--fin-wait-timeout", "-5"},
+		{"--live", "--time-wait-timeout", "1e9"},
+		{"--live", "--exclude-ports", "70000"},
+		{"--live", "--exclude-ports", "22", "abc"},
+		{"--live", "--include-ports", ","},
+		{"--live", "--exclude-processes", "/usr/sbin/nginx"},
+		{"--live", "--max-kills", "-1"},
+		{"--live", "--map-size", "0"},
+		{"--live", "--bogus"},
+		{"--live", "stray"},
+		{"--dry-run", "--log-format", "xml"},
+		{"list", "--state", "ESTABLISHED-ish"},
+		{"frobnicate"},
+	}
+	for _, args := range cases {
+		var out, errb bytes.Buffer
+		code := Main(append(args, "--pin-dir", pin), &out, &errb)
+		if code != exitUsage {
+			t.Errorf("%q: exit %d, want %d (stderr %q)", args, code, exitUsage, errb.String())
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(errb.String(), "\n"), "\n")
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], "hck-bpf: ") {
+			t.Errorf("%q: want one 'hck-bpf: ...' line on stderr, got %q", args, errb.String())
+		}
+		if out.Len() != 0 {
+			t.Errorf("%q: wrote to stdout: %q", args, out.String())
+		}
+		if _, err := os.Stat(pin); err == nil {
+			t.Errorf("%q: created the pin dir: something was loaded", args)
+		}
+	}
+}
+
+func FuzzNormalizeArgs(f *testing.F) {
+	f.Add("--live --exclude-ports 22 3306 -v")
+	f.Add("run --include-ports -- 80")
+	f.Fuzz(func(t *testing.T, s string) {
+		in := strings.Fields(s)
+		out := normalizeArgs(slices.Clone(in))
+		// Nothing is lost or invented: every input word survives, in order,
+		// and only "scan" or repeated list flags are added.
+		j := 0
+		for _, w := range out {
+			if j < len(in) && w == in[j] {
+				j++
+				continue
+			}
+			if w != "scan" && !listFlags[w] {
+				t.Fatalf("normalizeArgs(%q) = %q: invented %q", in, out, w)
+			}
+		}
+		if j != len(in) {
+			t.Fatalf("normalizeArgs(%q) = %q: lost words", in, out)
+		}
+	})
+}
