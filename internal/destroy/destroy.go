@@ -1,0 +1,406 @@
+// Package destroy kills TCP sockets inside the kernel with netlink
+// SOCK_DESTROY (what `ss -K` sends). Every request names its socket by
+// cookie as well as by 4-tuple, so a socket that has since taken over the
+// same tuple — or the listener the tuple falls back to — is never hit.
+package destroy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+)
+
+// Outcome is what became of one destroy request.
+type Outcome uint8
+
+// The zero Outcome is Failed, so a Result nobody filled in never reads as
+// a success.
+const (
+	// Failed: the socket may still be alive; Result.Err says why.
+	Failed Outcome = iota
+	// Destroyed: the kernel aborted the socket (ECONNABORTED for its owner,
+	// RST to the peer where the state calls for one).
+	Destroyed
+	// Gone: the socket no longer exists; nothing was done.
+	Gone
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Failed:
+		return "failed"
+	case Destroyed:
+		return "destroyed"
+	case Gone:
+		return "gone"
+	}
+	return fmt.Sprintf("outcome(%d)", uint8(o))
+}
+
+// Result is the outcome of destroying one connection. Err is set exactly
+// when Outcome is Failed.
+type Result struct {
+	Outcome Outcome
+	Err     error
+}
+
+var (
+	// ErrNoCookie refuses a connection without a socket cookie (0, or the
+	// all-ones INET_DIAG_NOCOOKIE). A request carrying INET_DIAG_NOCOOKIE
+	// is matched by tuple alone, and the tuple of a server connection that
+	// is already gone resolves to the LISTEN socket it came from: the
+	// kernel destroys the service's listener. (Cookie 0 would only miss,
+	// but it always means the caller lost track of the socket.)
+	ErrNoCookie = errors.New("no socket cookie: refusing a tuple-only destroy")
+	// ErrNoAnswer: the kernel's answer to a request never arrived (receive
+	// timeout, or the answer was dropped on a full receive queue). The
+	// socket may or may not have been destroyed.
+	ErrNoAnswer = errors.New("no answer from the kernel")
+	// ErrClosed: the Destroyer has been closed.
+	ErrClosed = errors.New("destroyer closed")
+)
+
+const (
+	// recvTimeout bounds the wait for each answer, so that a lost answer
+	// becomes an error instead of a hang.
+	recvTimeout = 5 * time.Second
+
+	// sizeof(struct nlmsghdr) + sizeof(struct inet_diag_req_v2).
+	nlmsgHdrLen = 16
+	reqLen      = nlmsgHdrLen + 56
+
+	// Requests go out in datagrams of at most this many bytes (910
+	// requests); the kernel handles them one after another in the sendmsg
+	// call and queues one ACK per request before sendmsg returns.
+	maxBatchBytes = 64 << 10
+	// rcvBuf is asked for with SO_RCVBUFFORCE (needs CAP_NET_ADMIN, which
+	// SOCK_DESTROY needs anyway), falling back to SO_RCVBUF (capped by
+	// net.core.rmem_max). The kernel doubles it.
+	rcvBuf = 4 << 20
+	// ackCost is what one queued ACK costs in the receive buffer (skb
+	// truesize, measured at about 830 bytes on 6.18), with a margin. A
+	// batch never holds more requests than the buffer has room for ACKs:
+	// an ACK that does not fit is dropped by the kernel (ENOBUFS).
+	ackCost = 1536
+
+	// INET_DIAG_NOCOOKIE in both cookie words switches the kernel's cookie
+	// check off.
+	noCookie = ^uint64(0)
+)
+
+// Destroyer holds one NETLINK_SOCK_DIAG socket in the network namespace of
+// the thread that called New; it destroys sockets of that namespace only,
+// whichever thread calls it later. It is safe for concurrent use: calls are
+// serialised.
+type Destroyer struct {
+	mu     sync.Mutex
+	fd     int // -1 once closed
+	portid uint32
+	seq    uint32
+	batch  int // requests per sendmsg
+	wbuf   []byte
+	rbuf   []byte
+}
+
+// New opens the netlink socket in the calling thread's network namespace.
+// To work on another namespace, call it from a thread locked to (and
+// setns'ed into) that namespace.
+func New() (*Destroyer, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("open sock_diag socket: %w", err)
+	}
+	d := &Destroyer{fd: fd, rbuf: make([]byte, 32<<10)}
+	if err := d.setup(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Destroyer) setup() error {
+	if err := unix.SetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf); err != nil {
+		if err := unix.SetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf); err != nil {
+			return fmt.Errorf("set sock_diag receive buffer: %w", err)
+		}
+	}
+	tv := unix.NsecToTimeval(recvTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(d.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("set sock_diag receive timeout: %w", err)
+	}
+	// Without NETLINK_CAP_ACK an error ACK echoes the whole request; with it
+	// every ACK is 36 bytes. Only an optimisation: the parser takes both.
+	_ = unix.SetsockoptInt(d.fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+
+	if err := unix.Bind(d.fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("bind sock_diag socket: %w", err)
+	}
+	sa, err := unix.Getsockname(d.fd)
+	if err != nil {
+		return fmt.Errorf("read sock_diag port id: %w", err)
+	}
+	nl, ok := sa.(*unix.SockaddrNetlink)
+	if !ok {
+		return fmt.Errorf("read sock_diag port id: unexpected address %T", sa)
+	}
+	d.portid = nl.Pid
+	// Connected to the kernel (port 0), the socket refuses datagrams from
+	// any other netlink socket: only the kernel can answer.
+	if err := unix.Connect(d.fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("connect sock_diag socket: %w", err)
+	}
+
+	rcv, err := unix.GetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	if err != nil {
+		return fmt.Errorf("read sock_diag receive buffer: %w", err)
+	}
+	snd, err := unix.GetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	if err != nil {
+		return fmt.Errorf("read sock_diag send buffer: %w", err)
+	}
+	// netlink_sendmsg refuses datagrams longer than sk_sndbuf-32 (EMSGSIZE).
+	d.batch = min(maxBatchBytes, snd-32) / reqLen
+	d.batch = max(1, min(d.batch, rcv/ackCost))
+	d.wbuf = make([]byte, 0, d.batch*reqLen)
+	return nil
+}
+
+// Close closes the netlink socket. Later calls to Destroy fail with
+// ErrClosed.
+func (d *Destroyer) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fd < 0 {
+		return nil
+	}
+	err := unix.Close(d.fd)
+	d.fd = -1
+	if err != nil {
+		return fmt.Errorf("close sock_diag socket: %w", err)
+	}
+	return nil
+}
+
+// DestroyOne destroys one connection.
+func (d *Destroyer) DestroyOne(c *conn.Conn) Result {
+	return d.Destroy([]*conn.Conn{c})[0]
+}
+
+// Destroy destroys every connection in conns, each by its cookie, and
+// returns one Result per connection, in order. A connection without a
+// cookie, or with unusable addresses, fails without anything being sent.
+// Requests go out many per sendmsg.
+func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
+	res := make([]Result, len(conns))
+	reqs := make([][reqLen]byte, 0, len(conns))
+	idx := make([]int, 0, len(conns)) // reqs[i] destroys conns[idx[i]]
+	for i, c := range conns {
+		if c == nil {
+			res[i] = Result{Outcome: Failed, Err: errors.New("destroy: nil connection")}
+			continue
+		}
+		req, err := encode(c)
+		if err != nil {
+			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, err)}
+			continue
+		}
+		reqs = append(reqs, req)
+		idx = append(idx, i)
+	}
+	for j, a := range d.exchange(reqs) {
+		c := conns[idx[j]]
+		switch {
+		case a.err != nil:
+			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.err)}
+		case a.errno == 0:
+			res[idx[j]] = Result{Outcome: Destroyed}
+		// ENOENT: no socket on the tuple carries our cookie. The tuple may
+		// be free, or name another socket: a new connection on the same
+		// ports, or — for the accepted end of a dead connection — the
+		// listener it came from (the lookup falls back to listeners). The
+		// kernel (6.18) answers ENOENT to a cookie mismatch; the ESTALE of
+		// sock_diag_check_cookie() is what older kernels leaked for it.
+		case a.errno == unix.ENOENT || a.errno == unix.ESTALE:
+			res[idx[j]] = Result{Outcome: Gone}
+		default:
+			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.errno)}
+		}
+	}
+	return res
+}
+
+// encode builds the SOCK_DESTROY request for c: an nlmsghdr (sequence
+// number left for exchange to fill) and a struct inet_diag_req_v2.
+func encode(c *conn.Conn) ([reqLen]byte, error) {
+	var b [reqLen]byte
+	if c.Cookie == 0 || c.Cookie == noCookie {
+		return b, ErrNoCookie
+	}
+	l, r := c.Local.Addr(), c.Remote.Addr()
+	var family uint8
+	switch {
+	case !l.IsValid() || !r.IsValid():
+		return b, errors.New("missing address")
+	case l.Is4() && r.Is4():
+		family = unix.AF_INET
+	case l.Is6() && r.Is6():
+		// IPv4-mapped addresses included: such sockets are AF_INET6 ones.
+		family = unix.AF_INET6
+	default:
+		return b, fmt.Errorf("mixed address families %s and %s", l, r)
+	}
+	// The kernel does not filter the exact lookup by state; the mask is
+	// sent for completeness.
+	states := ^uint32(0)
+	if c.State > 0 && c.State < 32 {
+		states = 1 << c.State
+	}
+
+	ne := binary.NativeEndian
+	ne.PutUint32(b[0:], reqLen)
+	ne.PutUint16(b[4:], unix.SOCK_DESTROY)
+	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	// b[8:12] sequence, b[12:16] port id 0 (the kernel fills it in).
+	b[16] = family
+	b[17] = unix.IPPROTO_TCP
+	ne.PutUint32(b[20:], states)
+	binary.BigEndian.PutUint16(b[24:], c.Local.Port())
+	binary.BigEndian.PutUint16(b[26:], c.Remote.Port())
+	if family == unix.AF_INET {
+		l4, r4 := l.As4(), r.As4()
+		copy(b[28:], l4[:])
+		copy(b[44:], r4[:])
+	} else {
+		l16, r16 := l.As16(), r.As16()
+		copy(b[28:], l16[:])
+		copy(b[44:], r16[:])
+	}
+	ne.PutUint32(b[60:], c.Ifindex)
+	ne.PutUint32(b[64:], uint32(c.Cookie))
+	ne.PutUint32(b[68:], uint32(c.Cookie>>32))
+	return b, nil
+}
+
+// answer is the kernel's reply to one request: errno (0 for success), or
+// err when no reply came.
+type answer struct {
+	errno unix.Errno
+	err   error
+	done  bool
+}
+
+// exchange sends reqs in batches, each request with its own sequence
+// number, and collects one answer per request.
+func (d *Destroyer) exchange(reqs [][reqLen]byte) []answer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ans := make([]answer, len(reqs))
+	for lo := 0; lo < len(reqs); lo += d.batchSize() {
+		hi := min(len(reqs), lo+d.batchSize())
+		if err := d.roundTrip(reqs[lo:hi], ans[lo:hi]); err != nil {
+			for i := lo; i < hi; i++ {
+				if !ans[i].done {
+					ans[i] = answer{err: err, done: true}
+				}
+			}
+		}
+	}
+	return ans
+}
+
+func (d *Destroyer) batchSize() int { return max(1, d.batch) }
+
+// roundTrip sends one datagram of requests and reads answers until every
+// request has one. It returns the reason when some did not get one.
+func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
+	if d.fd < 0 {
+		return ErrClosed
+	}
+	first := d.seq + 1
+	d.seq += uint32(len(reqs))
+	d.wbuf = d.wbuf[:0]
+	for i := range reqs {
+		d.wbuf = append(d.wbuf, reqs[i][:]...)
+		binary.NativeEndian.PutUint32(d.wbuf[i*reqLen+8:], first+uint32(i))
+	}
+	for {
+		_, err := unix.Write(d.fd, d.wbuf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("send sock_diag requests: %w", err)
+		}
+		break
+	}
+
+	pending := len(reqs)
+	overrun := false
+	for pending > 0 {
+		var n int
+		var err error
+		if overrun {
+			n, _, err = unix.Recvfrom(d.fd, d.rbuf, unix.MSG_DONTWAIT)
+		} else {
+			n, err = unix.Read(d.fd, d.rbuf)
+		}
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.ENOBUFS:
+			// Answers were dropped on a full receive queue. The kernel
+			// queues every answer before sendmsg returns, so once the
+			// queue is drained the missing ones are lost, not late.
+			overrun = true
+			continue
+		case err == unix.EAGAIN && overrun:
+			return fmt.Errorf("%w: %w", ErrNoAnswer, unix.ENOBUFS)
+		case err == unix.EAGAIN:
+			return fmt.Errorf("%w within %s", ErrNoAnswer, recvTimeout)
+		case err != nil:
+			return fmt.Errorf("receive sock_diag answer: %w", err)
+		}
+		parseAnswers(d.rbuf[:n], d.portid, func(seq uint32, errno unix.Errno) {
+			i := seq - first // wraps past len(ans) for foreign sequences
+			if i < uint32(len(ans)) && !ans[i].done {
+				ans[i] = answer{errno: errno, done: true}
+				pending--
+			}
+		})
+	}
+	return nil
+}
+
+// parseAnswers walks one datagram of netlink messages and calls fn with the
+// sequence number and errno of every NLMSG_ERROR addressed to portid.
+// Other messages, and anything truncated, are skipped; it never reads past
+// b.
+func parseAnswers(b []byte, portid uint32, fn func(seq uint32, errno unix.Errno)) {
+	ne := binary.NativeEndian
+	for len(b) >= nlmsgHdrLen {
+		l := ne.Uint32(b[0:])
+		if l < nlmsgHdrLen || l > uint32(len(b)) {
+			return
+		}
+		msg := b[:l]
+		if ne.Uint16(msg[4:]) == unix.NLMSG_ERROR && ne.Uint32(msg[12:]) == portid && len(msg) >= nlmsgHdrLen+4 {
+			code := int64(int32(ne.Uint32(msg[16:])))
+			if code < 0 {
+				code = -code
+			}
+			fn(ne.Uint32(msg[8:]), unix.Errno(code))
+		}
+		// Messages are 4-byte aligned; the last one may lack its padding.
+		next := (uint64(l) + 3) &^ 3
+		if next >= uint64(len(b)) {
+			return
+		}
+		b = b[next:]
+	}
+}

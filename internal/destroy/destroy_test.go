@@ -1,0 +1,874 @@
+package destroy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/testnet"
+)
+
+// Privileged tests build real sockets in a namespace of their own. The
+// Destroyer is always created inside ns.Do, so it only ever sees that
+// namespace; nothing here touches the namespace the test binary started in.
+
+var (
+	lo4   = netip.MustParseAddr("127.0.0.1")
+	lo6   = netip.MustParseAddr("::1")
+	wild6 = netip.MustParseAddr("::")
+)
+
+// --- unprivileged tests ---
+
+func TestEncode(t *testing.T) {
+	c := &conn.Conn{
+		Cookie:  0x1122334455667788,
+		State:   conn.CloseWait,
+		Local:   netip.MustParseAddrPort("10.0.0.5:8080"),
+		Remote:  netip.MustParseAddrPort("10.0.0.100:52431"),
+		Ifindex: 3,
+	}
+	b, err := encode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ne := binary.NativeEndian
+	if ne.Uint32(b[0:]) != 72 || ne.Uint16(b[4:]) != 21 || ne.Uint16(b[6:]) != unix.NLM_F_REQUEST|unix.NLM_F_ACK {
+		t.Errorf("bad nlmsghdr % x", b[:16])
+	}
+	if b[16] != unix.AF_INET || b[17] != unix.IPPROTO_TCP || ne.Uint32(b[20:]) != 1<<8 {
+		t.Errorf("bad family/protocol/states % x", b[16:24])
+	}
+	if got, want := b[24:28], []byte{0x1f, 0x90, 0xcc, 0xcf}; !bytes.Equal(got, want) {
+		t.Errorf("ports % x, want % x", got, want)
+	}
+	if !bytes.Equal(b[28:44], []byte{10, 0, 0, 5, 11: 0, 15: 0}) || !bytes.Equal(b[44:48], []byte{10, 0, 0, 100}) {
+		t.Errorf("addresses % x", b[28:60])
+	}
+	if ne.Uint32(b[60:]) != 3 || ne.Uint32(b[64:]) != 0x55667788 || ne.Uint32(b[68:]) != 0x11223344 {
+		t.Errorf("ifindex/cookie % x", b[60:72])
+	}
+
+	// IPv4-mapped addresses belong to AF_INET6 sockets: all 16 bytes go out.
+	c.Local = netip.MustParseAddrPort("[::ffff:10.0.0.5]:8080")
+	c.Remote = netip.MustParseAddrPort("[::ffff:10.0.0.100]:52431")
+	b, err = encode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.Local.Addr().As16()
+	if b[16] != unix.AF_INET6 || !bytes.Equal(b[28:44], l[:]) {
+		t.Errorf("mapped: family %d, src % x", b[16], b[28:44])
+	}
+}
+
+func TestRefusedWithoutSending(t *testing.T) {
+	d := &Destroyer{fd: -1} // any request that got as far as sending would fail with ErrClosed
+	good := netip.MustParseAddrPort("127.0.0.1:80")
+	peer := netip.MustParseAddrPort("127.0.0.1:40000")
+	for _, tc := range []struct {
+		name string
+		c    *conn.Conn
+		want error
+	}{
+		{"cookie 0", &conn.Conn{State: conn.CloseWait, Local: good, Remote: peer}, ErrNoCookie},
+		{"no-cookie marker", &conn.Conn{Cookie: ^uint64(0), State: conn.CloseWait, Local: good, Remote: peer}, ErrNoCookie},
+		{"mixed families", &conn.Conn{Cookie: 1, Local: good, Remote: netip.MustParseAddrPort("[::1]:1")}, nil},
+		{"no address", &conn.Conn{Cookie: 1}, nil},
+		{"nil", nil, nil},
+		{"valid, closed destroyer", &conn.Conn{Cookie: 1, Local: good, Remote: peer}, ErrClosed},
+	} {
+		r := d.DestroyOne(tc.c)
+		if r.Outcome != Failed || r.Err == nil || (tc.want != nil && !errors.Is(r.Err, tc.want)) {
+			t.Errorf("%s: got %v %v, want failed %v", tc.name, r.Outcome, r.Err, tc.want)
+		}
+		t.Logf("%s: %v", tc.name, r.Err)
+	}
+}
+
+func ack(seq, portid uint32, code int32) []byte {
+	b := make([]byte, 36)
+	ne := binary.NativeEndian
+	ne.PutUint32(b[0:], 36)
+	ne.PutUint16(b[4:], unix.NLMSG_ERROR)
+	ne.PutUint32(b[8:], seq)
+	ne.PutUint32(b[12:], portid)
+	ne.PutUint32(b[16:], uint32(code))
+	return b
+}
+
+func TestParseAnswers(t *testing.T) {
+	var msgs []byte
+	msgs = append(msgs, ack(7, 42, 0)...)
+	msgs = append(msgs, ack(8, 99, 0)...) // another port: ignored
+	msgs = append(msgs, ack(9, 42, -int32(unix.ESTALE))...)
+	type got struct {
+		seq   uint32
+		errno unix.Errno
+	}
+	var all []got
+	parseAnswers(msgs, 42, func(seq uint32, errno unix.Errno) { all = append(all, got{seq, errno}) })
+	if fmt.Sprint(all) != fmt.Sprint([]got{{7, 0}, {9, unix.ESTALE}}) {
+		t.Errorf("got %v", all)
+	}
+	// A zero length must not loop forever, a long one must not read past.
+	bad := ack(1, 42, 0)
+	binary.NativeEndian.PutUint32(bad, 0)
+	parseAnswers(bad, 42, func(uint32, unix.Errno) { t.Error("answer from a zero-length message") })
+	binary.NativeEndian.PutUint32(bad, 1000)
+	parseAnswers(bad, 42, func(uint32, unix.Errno) { t.Error("answer from an overlong message") })
+	parseAnswers(ack(1, 42, 0)[:19], 42, func(uint32, unix.Errno) { t.Error("answer from a truncated message") })
+}
+
+func FuzzParseAnswers(f *testing.F) {
+	f.Add(ack(1, 42, 0), uint32(42))
+	f.Add(append(ack(1, 42, -2), ack(2, 42, -116)...), uint32(42))
+	f.Add(ack(1, 42, -2)[:17], uint32(42))
+	f.Fuzz(func(t *testing.T, b []byte, portid uint32) {
+		parseAnswers(b, portid, func(uint32, unix.Errno) {})
+	})
+}
+
+// --- socket helpers (call them inside ns.Do) ---
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+func addrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// closeLater closes *fd when the test ends unless the test closed it first
+// (and set it to -1): closing a number twice could close a stranger's fd.
+func closeLater(t testing.TB, fds ...*int) {
+	t.Cleanup(func() {
+		for _, fd := range fds {
+			closeFD(fd)
+		}
+	})
+}
+
+func closeFD(fd *int) {
+	if *fd >= 0 {
+		unix.Close(*fd)
+		*fd = -1
+	}
+}
+
+func newDestroyer(t testing.TB) (*Destroyer, error) {
+	d, err := New()
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, nil
+}
+
+type listener struct {
+	fd   int
+	addr netip.AddrPort
+}
+
+// listen opens a TCP listener on ip, port chosen by the kernel. "::" is
+// dual-stack: IPv4 clients reach it with IPv4-mapped addresses.
+func listen(t testing.TB, ip netip.Addr) (*listener, error) {
+	fd, err := unix.Socket(family(ip), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	ln := &listener{fd: fd}
+	closeLater(t, &ln.fd)
+	if ip.Is6() {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return nil, err
+		}
+	}
+	if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(ip, 0))); err != nil {
+		return nil, err
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		return nil, err
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, err
+	}
+	ln.addr = addrPort(sa)
+	return ln, nil
+}
+
+// pair is both ends of one connection; conn describes the server end.
+type pair struct {
+	client, server int
+	conn           *conn.Conn
+}
+
+// dial connects a client to ln at to (from a fixed local address when from
+// is valid) and accepts it.
+func dial(t testing.TB, ln *listener, to, from netip.AddrPort) (*pair, error) {
+	fd, err := unix.Socket(family(to.Addr()), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	p := &pair{client: fd, server: -1}
+	closeLater(t, &p.client, &p.server)
+	if from.IsValid() {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return nil, err
+		}
+		if err := unix.Bind(fd, sockaddr(from)); err != nil {
+			return nil, fmt.Errorf("bind %s: %w", from, err)
+		}
+	}
+	if err := unix.Connect(fd, sockaddr(to)); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", to, err)
+	}
+	if p.server, _, err = unix.Accept4(ln.fd, unix.SOCK_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("accept: %w", err)
+	}
+	p.conn, err = connOf(p.server, conn.Established)
+	return p, err
+}
+
+func connOf(fd int, state conn.State) (*conn.Conn, error) {
+	local, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, err
+	}
+	remote, err := unix.Getpeername(fd)
+	if err != nil {
+		return nil, err
+	}
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+	if err != nil {
+		return nil, err
+	}
+	return &conn.Conn{Cookie: cookie, State: state, Local: addrPort(local), Remote: addrPort(remote)}, nil
+}
+
+// closeWait makes a connection whose server end is in CLOSE_WAIT: the
+// client shuts down its sending side and keeps its fd.
+func closeWait(t testing.TB, ln *listener, to netip.AddrPort) (*pair, error) {
+	p, err := dial(t, ln, to, netip.AddrPort{})
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Shutdown(p.client, unix.SHUT_WR); err != nil {
+		return nil, err
+	}
+	if err := waitState(p.server, conn.CloseWait); err != nil {
+		return nil, err
+	}
+	p.conn.State = conn.CloseWait
+	return p, nil
+}
+
+func tcpState(fd int) conn.State {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0
+	}
+	return conn.State(info.State)
+}
+
+func waitState(fd int, want conn.State) error {
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+		got := tcpState(fd)
+		if got == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fd %d in %s, want %s", fd, got, want)
+		}
+	}
+}
+
+func send(fd int) error {
+	return unix.Sendto(fd, []byte("ping"), unix.MSG_NOSIGNAL, nil)
+}
+
+// roundTripData proves a connection alive: server writes, client reads.
+func roundTripData(p *pair) error {
+	if err := send(p.server); err != nil {
+		return fmt.Errorf("server write: %w", err)
+	}
+	buf := make([]byte, 16)
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+		n, _, err := unix.Recvfrom(p.client, buf, unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN && time.Now().Before(deadline) {
+			continue
+		}
+		if err != nil || string(buf[:n]) != "ping" {
+			return fmt.Errorf("client read %q: %v", buf[:n], err)
+		}
+		return nil
+	}
+}
+
+// --- sock_diag dump, for the sockets no fd holds (timewait) ---
+
+type diagSock struct {
+	state         conn.State
+	local, remote netip.AddrPort
+	cookie        uint64
+}
+
+// dumpTCP lists the TCP sockets of the calling thread's namespace (call it
+// inside ns.Do), timewait and request sockets included.
+func dumpTCP() ([]diagSock, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(int64(recvTimeout))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return nil, err
+	}
+	ne := binary.NativeEndian
+	var out []diagSock
+	buf := make([]byte, 64<<10)
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		req := make([]byte, reqLen)
+		ne.PutUint32(req[0:], reqLen)
+		ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+		ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+		req[16], req[17] = fam, unix.IPPROTO_TCP
+		ne.PutUint32(req[20:], ^uint32(0))
+		if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return nil, fmt.Errorf("send dump request: %w", err)
+		}
+	dump:
+		for {
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				return nil, fmt.Errorf("receive dump: %w", err)
+			}
+			for b := buf[:n]; len(b) >= nlmsgHdrLen; {
+				l := int(ne.Uint32(b))
+				if l < nlmsgHdrLen || l > len(b) {
+					return nil, fmt.Errorf("garbled dump message")
+				}
+				m := b[nlmsgHdrLen:l]
+				switch ne.Uint16(b[4:]) {
+				case unix.NLMSG_DONE:
+					break dump
+				case unix.NLMSG_ERROR:
+					return nil, fmt.Errorf("dump: %w", unix.Errno(-int32(ne.Uint32(m))))
+				case unix.SOCK_DIAG_BY_FAMILY:
+					// struct inet_diag_msg: family, state, timer, retrans, id.
+					if len(m) < 52 {
+						return nil, fmt.Errorf("short inet_diag_msg")
+					}
+					s := diagSock{state: conn.State(m[1]), cookie: uint64(ne.Uint32(m[44:])) | uint64(ne.Uint32(m[48:]))<<32}
+					sp, dp := binary.BigEndian.Uint16(m[4:]), binary.BigEndian.Uint16(m[6:])
+					if m[0] == unix.AF_INET {
+						s.local = netip.AddrPortFrom(netip.AddrFrom4([4]byte(m[8:12])), sp)
+						s.remote = netip.AddrPortFrom(netip.AddrFrom4([4]byte(m[24:28])), dp)
+					} else {
+						s.local = netip.AddrPortFrom(netip.AddrFrom16([16]byte(m[8:24])), sp)
+						s.remote = netip.AddrPortFrom(netip.AddrFrom16([16]byte(m[24:40])), dp)
+					}
+					out = append(out, s)
+				}
+				b = b[min(len(b), (l+3)&^3):]
+			}
+		}
+	}
+	return out, nil
+}
+
+// find returns the dumped socket on local->remote, or nil.
+func find(socks []diagSock, local, remote netip.AddrPort) *diagSock {
+	for i := range socks {
+		if socks[i].local == local && socks[i].remote == remote {
+			return &socks[i]
+		}
+	}
+	return nil
+}
+
+// --- privileged tests ---
+
+func TestCloseWait(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		listen netip.Addr
+		dial   netip.Addr
+	}{
+		{"ipv4", lo4, lo4},
+		{"ipv6", lo6, lo6},
+		{"ipv4-mapped", wild6, lo4}, // AF_INET6 server socket, ::ffff:127.0.0.1
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := testnet.New(t)
+			var d *Destroyer
+			var p *pair
+			ns.MustDo(func() error {
+				var err error
+				if d, err = newDestroyer(t); err != nil {
+					return err
+				}
+				ln, err := listen(t, tc.listen)
+				if err != nil {
+					return err
+				}
+				p, err = closeWait(t, ln, netip.AddrPortFrom(tc.dial, ln.addr.Port()))
+				return err
+			})
+			if tc.name == "ipv4-mapped" && !p.conn.Local.Addr().Is4In6() {
+				t.Fatalf("server end is %s, want an IPv4-mapped address", p.conn.Local)
+			}
+
+			if r := d.DestroyOne(p.conn); r.Outcome != Destroyed {
+				t.Fatalf("destroy %s: %v %v", p.conn, r.Outcome, r.Err)
+			}
+			// The process keeps its fd; the socket under it is dead.
+			if _, err := unix.FcntlInt(uintptr(p.server), unix.F_GETFD, 0); err != nil {
+				t.Errorf("fd gone after destroy: %v", err)
+			}
+			if got := tcpState(p.server); got != conn.Close {
+				t.Errorf("state after destroy %s, want CLOSE", got)
+			}
+			if err := send(p.server); !errors.Is(err, unix.ECONNABORTED) {
+				t.Errorf("write after destroy: %v, want ECONNABORTED", err)
+			}
+			// The peer got a RST.
+			if _, err := unix.Read(p.client, make([]byte, 1)); !errors.Is(err, unix.ECONNRESET) {
+				t.Errorf("peer read: %v, want ECONNRESET", err)
+			}
+
+			// Our socket is unhashed: the tuple now leads to the listener,
+			// whose cookie differs.
+			if r := d.DestroyOne(p.conn); r.Outcome != Gone {
+				t.Errorf("second destroy: %v %v, want gone", r.Outcome, r.Err)
+			}
+		})
+	}
+}
+
+func TestCookieExact(t *testing.T) {
+	t.Run("wrong cookie", func(t *testing.T) {
+		ns := testnet.New(t)
+		var d *Destroyer
+		var p *pair
+		var other uint64
+		ns.MustDo(func() error {
+			var err error
+			if d, err = newDestroyer(t); err != nil {
+				return err
+			}
+			ln, err := listen(t, lo4)
+			if err != nil {
+				return err
+			}
+			if p, err = closeWait(t, ln, ln.addr); err != nil {
+				return err
+			}
+			other, err = unix.GetsockoptUint64(p.client, unix.SOL_SOCKET, unix.SO_COOKIE)
+			return err
+		})
+		wrong := *p.conn
+		wrong.Cookie = other // a real cookie, of another socket
+		req, _ := encode(&wrong)
+		// ENOENT on 6.18; kernels before the cookie check moved into
+		// inet_diag_find_one_icsk() said ESTALE.
+		if a := d.exchange([][reqLen]byte{req})[0]; a.err != nil || (a.errno != unix.ENOENT && a.errno != unix.ESTALE) {
+			t.Errorf("right tuple, wrong cookie: errno %v (%v), want ENOENT", a.errno, a.err)
+		}
+		if r := d.DestroyOne(&wrong); r.Outcome != Gone {
+			t.Errorf("right tuple, wrong cookie: %v %v, want gone", r.Outcome, r.Err)
+		}
+		if got := tcpState(p.server); got != conn.CloseWait {
+			t.Errorf("socket in %s after a miss, want CLOSE_WAIT", got)
+		}
+		if err := roundTripData(p); err != nil {
+			t.Errorf("socket hurt by a miss: %v", err)
+		}
+		if r := d.DestroyOne(p.conn); r.Outcome != Destroyed {
+			t.Errorf("right cookie: %v %v", r.Outcome, r.Err)
+		}
+	})
+
+	t.Run("tuple reused", func(t *testing.T) {
+		ns := testnet.New(t)
+		var d *Destroyer
+		var old, cur *pair
+		ns.MustDo(func() error {
+			var err error
+			if d, err = newDestroyer(t); err != nil {
+				return err
+			}
+			ln, err := listen(t, lo6)
+			if err != nil {
+				return err
+			}
+			from := netip.AddrPortFrom(lo6, 40404)
+			if old, err = dial(t, ln, ln.addr, from); err != nil {
+				return err
+			}
+			// Abort the client (RST, no TIME_WAIT), close the server end:
+			// the 4-tuple is free again.
+			if err := unix.SetsockoptLinger(old.client, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}); err != nil {
+				return err
+			}
+			closeFD(&old.client)
+			if err := waitState(old.server, conn.Close); err != nil {
+				return err
+			}
+			closeFD(&old.server)
+			cur, err = dial(t, ln, ln.addr, from)
+			return err
+		})
+		if cur.conn.Local != old.conn.Local || cur.conn.Remote != old.conn.Remote || cur.conn.Cookie == old.conn.Cookie {
+			t.Fatalf("old %s cookie %d, new %s cookie %d: want same tuple, new cookie",
+				old.conn, old.conn.Cookie, cur.conn, cur.conn.Cookie)
+		}
+		if r := d.DestroyOne(old.conn); r.Outcome != Gone {
+			t.Errorf("destroy of the replaced connection: %v %v, want gone", r.Outcome, r.Err)
+		}
+		if got := tcpState(cur.server); got != conn.Established {
+			t.Errorf("new connection in %s, want ESTABLISHED", got)
+		}
+		if err := roundTripData(cur); err != nil {
+			t.Errorf("new connection hurt: %v", err)
+		}
+	})
+}
+
+func TestNoCookie(t *testing.T) {
+	ns := testnet.New(t)
+	var d *Destroyer
+	var ln *listener
+	var dead *conn.Conn
+	ns.MustDo(func() error {
+		var err error
+		if d, err = newDestroyer(t); err != nil {
+			return err
+		}
+		if ln, err = listen(t, lo4); err != nil {
+			return err
+		}
+		// The accepted end of a connection that is gone: its tuple now
+		// resolves to the listener.
+		p, err := dial(t, ln, ln.addr, netip.AddrPort{})
+		if err != nil {
+			return err
+		}
+		dead = p.conn
+		closeFD(&p.client)
+		closeFD(&p.server)
+		return nil
+	})
+	for _, cookie := range []uint64{0, ^uint64(0)} {
+		c := *dead
+		c.Cookie = cookie
+		r := d.DestroyOne(&c)
+		if r.Outcome != Failed || !errors.Is(r.Err, ErrNoCookie) {
+			t.Errorf("cookie %#x: %v %v, want ErrNoCookie", cookie, r.Outcome, r.Err)
+		}
+	}
+	if got := tcpState(ln.fd); got != conn.Listen {
+		t.Fatalf("listener in %s, want LISTEN", got)
+	}
+	// Why it matters (kernel behaviour, shown here in the test namespace):
+	// the kernel compares cookie 0 like any cookie (a miss: ENOENT), but
+	// reads all-ones as "no cookie" — and the dead tuple then destroys the
+	// listener.
+	req, _ := encode(dead)
+	binary.NativeEndian.PutUint64(req[64:], 0)
+	if a := d.exchange([][reqLen]byte{req})[0]; a.err != nil || (a.errno != unix.ENOENT && a.errno != unix.ESTALE) {
+		t.Errorf("raw cookie 0: %v %v, want ENOENT", a.errno, a.err)
+	}
+	binary.NativeEndian.PutUint64(req[64:], ^uint64(0))
+	if a := d.exchange([][reqLen]byte{req})[0]; a.err != nil || a.errno != 0 {
+		t.Errorf("raw no-cookie request: %v %v, want success", a.errno, a.err)
+	}
+	if got := tcpState(ln.fd); got != conn.Close {
+		t.Errorf("listener after a raw no-cookie request: %s, want CLOSE (destroyed)", got)
+	}
+}
+
+func TestBatch(t *testing.T) {
+	const perFamily = 1000
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if need := uint64(4*perFamily + 256); lim.Cur < need {
+		if lim.Max < need {
+			t.Skipf("RLIMIT_NOFILE hard limit %d < %d", lim.Max, need)
+		}
+		old := lim
+		lim.Cur = need
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &old) })
+	}
+
+	ns := testnet.New(t)
+	var d *Destroyer
+	var pairs []*pair
+	ns.MustDo(func() error {
+		var err error
+		if d, err = newDestroyer(t); err != nil {
+			return err
+		}
+		for _, ip := range []netip.Addr{lo4, lo6} {
+			ln, err := listen(t, ip)
+			if err != nil {
+				return err
+			}
+			for range perFamily {
+				p, err := closeWait(t, ln, ln.addr)
+				if err != nil {
+					return err
+				}
+				pairs = append(pairs, p)
+			}
+		}
+		return nil
+	})
+	conns := make([]*conn.Conn, len(pairs))
+	for i, p := range pairs {
+		conns[i] = p.conn
+	}
+	start := time.Now()
+	res := d.Destroy(conns)
+	elapsed := time.Since(start)
+	t.Logf("destroyed %d sockets in %v (%.0f/s), %d per sendmsg",
+		len(conns), elapsed, float64(len(conns))/elapsed.Seconds(), d.batch)
+	for i, r := range res {
+		if r.Outcome != Destroyed {
+			t.Errorf("%s: %v %v", conns[i], r.Outcome, r.Err)
+		}
+	}
+	var socks []diagSock
+	ns.MustDo(func() (err error) { socks, err = dumpTCP(); return err })
+	for _, s := range socks {
+		if s.state == conn.CloseWait {
+			t.Errorf("still CLOSE_WAIT: %s -> %s", s.local, s.remote)
+		}
+	}
+}
+
+func TestEstablished(t *testing.T) {
+	ns := testnet.New(t)
+	var d *Destroyer
+	var p *pair
+	ns.MustDo(func() error {
+		var err error
+		if d, err = newDestroyer(t); err != nil {
+			return err
+		}
+		ln, err := listen(t, lo6)
+		if err != nil {
+			return err
+		}
+		p, err = dial(t, ln, ln.addr, netip.AddrPort{})
+		return err
+	})
+	if r := d.DestroyOne(p.conn); r.Outcome != Destroyed {
+		t.Fatalf("destroy %s: %v %v", p.conn, r.Outcome, r.Err)
+	}
+	if err := send(p.server); !errors.Is(err, unix.ECONNABORTED) {
+		t.Errorf("owner write: %v, want ECONNABORTED", err)
+	}
+	if _, err := unix.Read(p.client, make([]byte, 1)); !errors.Is(err, unix.ECONNRESET) {
+		t.Errorf("peer read: %v, want ECONNRESET", err)
+	}
+}
+
+// TestTimewait destroys the timewait sockets the kernel keeps after
+// close(): an orphan in FIN_WAIT2, then the same socket in TIME_WAIT. No fd
+// holds them; their cookie comes from a sock_diag dump.
+func TestTimewait(t *testing.T) {
+	for _, want := range []conn.State{conn.FinWait2, conn.TimeWait} {
+		t.Run(want.String(), func(t *testing.T) {
+			ns := testnet.New(t)
+			var d *Destroyer
+			var tw *conn.Conn
+			var cookie uint64
+			ns.MustDo(func() error {
+				var err error
+				if d, err = newDestroyer(t); err != nil {
+					return err
+				}
+				ln, err := listen(t, lo4)
+				if err != nil {
+					return err
+				}
+				p, err := dial(t, ln, ln.addr, netip.AddrPort{})
+				if err != nil {
+					return err
+				}
+				client, err := connOf(p.client, conn.Established)
+				if err != nil {
+					return err
+				}
+				cookie = client.Cookie
+				closeFD(&p.client) // FIN_WAIT1, then an orphan FIN_WAIT2 timewait socket
+				if want == conn.TimeWait {
+					if err := waitState(p.server, conn.CloseWait); err != nil {
+						return err
+					}
+					closeFD(&p.server) // the peer's FIN moves it to TIME_WAIT
+				}
+				for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+					socks, err := dumpTCP()
+					if err != nil {
+						return err
+					}
+					if s := find(socks, client.Local, client.Remote); s != nil && s.state == want {
+						tw = &conn.Conn{Cookie: s.cookie, State: s.state, Local: s.local, Remote: s.remote, Timewait: true}
+						return nil
+					}
+					if time.Now().After(deadline) {
+						return fmt.Errorf("no %s socket for %s -> %s", want, client.Local, client.Remote)
+					}
+				}
+			})
+			if tw.Cookie != cookie {
+				t.Errorf("timewait cookie %#x, SO_COOKIE of the full socket was %#x", tw.Cookie, cookie)
+			}
+			if r := d.DestroyOne(tw); r.Outcome != Destroyed {
+				t.Fatalf("destroy %s: %v %v", tw, r.Outcome, r.Err)
+			}
+			var socks []diagSock
+			ns.MustDo(func() (err error) { socks, err = dumpTCP(); return err })
+			if s := find(socks, tw.Local, tw.Remote); s != nil {
+				t.Errorf("still there after destroy: %+v", *s)
+			}
+			if r := d.DestroyOne(tw); r.Outcome != Gone {
+				t.Errorf("second destroy: %v %v, want gone", r.Outcome, r.Err)
+			}
+		})
+	}
+}
+
+// TestLostAnswers squeezes the receive buffer so the kernel drops answers:
+// Destroy must report them, not hang for the receive timeout.
+func TestLostAnswers(t *testing.T) {
+	ns := testnet.New(t)
+	var d *Destroyer
+	var conns []*conn.Conn
+	var pairs []*pair
+	ns.MustDo(func() error {
+		var err error
+		if d, err = newDestroyer(t); err != nil {
+			return err
+		}
+		ln, err := listen(t, lo4)
+		if err != nil {
+			return err
+		}
+		for range 100 {
+			p, err := closeWait(t, ln, ln.addr)
+			if err != nil {
+				return err
+			}
+			pairs = append(pairs, p)
+			conns = append(conns, p.conn)
+		}
+		// The smallest buffer the kernel allows holds a handful of ACKs.
+		return unix.SetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
+	})
+	start := time.Now()
+	res := d.Destroy(conns)
+	if el := time.Since(start); el >= recvTimeout {
+		t.Errorf("took %v: waited for answers the kernel had dropped", el)
+	}
+	var destroyed, lost int
+	for i, r := range res {
+		switch {
+		case r.Outcome == Destroyed:
+			destroyed++
+		case errors.Is(r.Err, ErrNoAnswer):
+			lost++
+		default:
+			t.Errorf("%s: %v %v", conns[i], r.Outcome, r.Err)
+		}
+	}
+	t.Logf("%d answered, %d lost: %v", destroyed, lost, res[len(res)-1].Err)
+	if destroyed == 0 || lost == 0 {
+		t.Errorf("%d answered, %d lost: want some of each", destroyed, lost)
+	}
+	// The requests all went through; only answers were lost.
+	for _, p := range pairs {
+		if got := tcpState(p.server); got != conn.Close {
+			t.Errorf("%s in %s after destroy", p.conn, got)
+		}
+	}
+}
+
+func BenchmarkDestroy(b *testing.B) {
+	const round = 2000 // sockets built (untimed) and destroyed per Destroy call
+	ns := testnet.New(b)
+	var d *Destroyer
+	var ln *listener
+	ns.MustDo(func() error {
+		var err error
+		if d, err = newDestroyer(b); err != nil {
+			return err
+		}
+		ln, err = listen(b, lo4)
+		return err
+	})
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(round, b.N-done)
+		b.StopTimer()
+		pairs := make([]*pair, n)
+		conns := make([]*conn.Conn, n)
+		ns.MustDo(func() error {
+			for i := range n {
+				p, err := closeWait(b, ln, ln.addr)
+				if err != nil {
+					return err
+				}
+				pairs[i], conns[i] = p, p.conn
+			}
+			return nil
+		})
+		b.StartTimer()
+		res := d.Destroy(conns)
+		b.StopTimer()
+		for i, r := range res {
+			if r.Outcome != Destroyed {
+				b.Fatalf("%s: %v %v", conns[i], r.Outcome, r.Err)
+			}
+		}
+		for _, p := range pairs {
+			closeFD(&p.client)
+			closeFD(&p.server)
+		}
+		done += n
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "destroys/s")
+}

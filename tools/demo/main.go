@@ -1,0 +1,286 @@
+// Command demo shows hck-bpf's main job in a throwaway network namespace:
+// it starts the service with short thresholds, builds sockets stuck in
+// CLOSE_WAIT, FIN_WAIT1, FIN_WAIT2 and LAST_ACK next to healthy ESTABLISHED
+// and LISTEN ones, and shows the stuck ones destroyed and the healthy ones
+// alive, in a process that lives on. Nothing runs in the host's namespace.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/hck-bpf", "hck-bpf binary")
+	flag.Parse()
+	if err := run(*bin); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+type sock struct {
+	name  string // what it is
+	fd    int
+	want  string // "destroyed", "alive", or "reset" (its peer was destroyed)
+	state uint8
+}
+
+func run(bin string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root: sudo make demo")
+	}
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	// Everything below runs on this thread, in a network namespace of its
+	// own; the hck-bpf child inherits it.
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("unshare network namespace: %w", err)
+	}
+	if err := loUp(); err != nil {
+		return err
+	}
+	pinDir := fmt.Sprintf("/sys/fs/bpf/hck-demo-%d", os.Getpid())
+	step("1. start the service in a fresh network namespace (pins in %s)", pinDir)
+	svc := exec.Command(bin, "run", "--live", "--pin-dir", pinDir,
+		"--close-wait-timeout", "2", "--fin-wait-timeout", "3", "--last-ack-timeout", "2")
+	out, err := svc.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	svc.Stderr = os.Stderr
+	if err := svc.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	defer func() {
+		_ = exec.Command(bin, "unload", "--pin-dir", pinDir).Run()
+	}()
+	started := make(chan struct{})
+	go relay(out, started)
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		_ = svc.Process.Kill()
+		return errors.New("hck-bpf run did not start in 30s")
+	}
+
+	step("2. build sockets: stuck ones (CLOSE_WAIT 2s, FIN_WAIT 3s, LAST_ACK 2s thresholds) and healthy ones")
+	socks, err := build()
+	if err != nil {
+		return err
+	}
+	show(socks, "before")
+
+	step("3. wait 5s: the service sleeps until each socket's deadline, then destroys it by cookie")
+	time.Sleep(5 * time.Second)
+	_ = svc.Process.Signal(syscall.SIGTERM)
+	_ = svc.Wait()
+	time.Sleep(100 * time.Millisecond)
+
+	bad := show(socks, "after")
+	if bad > 0 {
+		return fmt.Errorf("%d sockets did not end as expected", bad)
+	}
+	step("done: every stuck socket destroyed, every healthy one alive, and this process (pid %d) is still here", os.Getpid())
+	return nil
+}
+
+func step(format string, a ...any) { fmt.Printf("\n\033[1m== "+format+"\033[0m\n", a...) }
+
+func relay(r io.Reader, started chan<- struct{}) {
+	sc := bufio.NewScanner(r)
+	once := false
+	for sc.Scan() {
+		fmt.Println("   hck-bpf | " + sc.Text())
+		if !once && strings.Contains(sc.Text(), "service started") {
+			once = true
+			close(started)
+		}
+	}
+}
+
+var stateNames = map[uint8]string{1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+	6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+
+// show prints each socket's state as its owner sees it (TCP_INFO) and
+// counts the ones that are not where they should be.
+func show(socks []*sock, when string) int {
+	fmt.Printf("   %-46s %-12s %s\n", "socket ("+when+")", "state", "expected")
+	bad := 0
+	for _, s := range socks {
+		info, err := unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		st := "?"
+		if err == nil {
+			s.state = info.State
+			st = stateNames[info.State]
+		}
+		mark := ""
+		if when == "after" {
+			ok := (s.want == "alive") == (s.state != 7)
+			mark = "ok"
+			if !ok {
+				mark = "WRONG"
+				bad++
+			}
+		}
+		fmt.Printf("   %-46s %-12s %-10s %s\n", s.name, st, s.want, mark)
+	}
+	return bad
+}
+
+func loUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
+}
+
+// build makes the sockets. FIN_WAIT1 and LAST_ACK are held without dropping
+// packets: the peer never reads, so its receive window fills and our FIN
+// stays queued behind unsent data.
+func build() ([]*sock, error) {
+	ln, port, err := listen(8080)
+	if err != nil {
+		return nil, err
+	}
+	var socks []*sock
+	add := func(name string, fd int, want string) { socks = append(socks, &sock{name: name, fd: fd, want: want}) }
+	add(fmt.Sprintf("server LISTEN 127.0.0.1:%d", port), ln, "alive")
+
+	// ESTABLISHED pair.
+	c, s, err := pair(ln, port)
+	if err != nil {
+		return nil, err
+	}
+	add("client ESTABLISHED", c, "alive")
+	add("server ESTABLISHED", s, "alive")
+
+	// CLOSE_WAIT (server) and FIN_WAIT2 held half-closed (client).
+	c, s, err = pair(ln, port)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Shutdown(c, unix.SHUT_WR); err != nil {
+		return nil, err
+	}
+	add("server CLOSE_WAIT (app never closes)", s, "destroyed")
+	add("client FIN_WAIT2 (half-closed, peer silent)", c, "destroyed")
+
+	// FIN_WAIT1: fill the server's window, then shut down.
+	c, s, err = pair(ln, port)
+	if err != nil {
+		return nil, err
+	}
+	if err := fill(c); err != nil {
+		return nil, err
+	}
+	if err := unix.Shutdown(c, unix.SHUT_WR); err != nil {
+		return nil, err
+	}
+	add("client FIN_WAIT1 (FIN stuck behind data)", c, "destroyed")
+	// Its peer's destroy sends it an RST: it closes too, as any peer would.
+	add("server ESTABLISHED, peer of the FIN_WAIT1", s, "reset")
+
+	// LAST_ACK: client half-closes (server CLOSE_WAIT), the client never
+	// reads, the server fills its window and shuts down.
+	c, s, err = pair(ln, port)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Shutdown(c, unix.SHUT_WR); err != nil {
+		return nil, err
+	}
+	if err := fill(s); err != nil {
+		return nil, err
+	}
+	if err := unix.Shutdown(s, unix.SHUT_WR); err != nil {
+		return nil, err
+	}
+	add("server LAST_ACK (FIN stuck behind data)", s, "destroyed")
+	add("client FIN_WAIT2 (never reads)", c, "destroyed")
+	time.Sleep(200 * time.Millisecond) // let the FINs and ACKs land
+	return socks, nil
+}
+
+func listen(port int) (int, int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return 0, 0, fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.Listen(fd, 64); err != nil {
+		return 0, 0, err
+	}
+	return fd, port, nil
+}
+
+func pair(ln, port int) (client, server int, err error) {
+	client, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	// Small buffers make the windows fill fast.
+	_ = unix.SetsockoptInt(client, unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
+	_ = unix.SetsockoptInt(client, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	if err := unix.Connect(client, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return 0, 0, fmt.Errorf("connect: %w", err)
+	}
+	server, _, err = unix.Accept4(ln, unix.SOCK_CLOEXEC)
+	if err != nil {
+		return 0, 0, fmt.Errorf("accept: %w", err)
+	}
+	_ = unix.SetsockoptInt(server, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	return client, server, nil
+}
+
+// fill writes until the socket's send buffer and the peer's window are full.
+func fill(fd int) error {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return err
+	}
+	buf := make([]byte, 65536)
+	for {
+		_, err := unix.Write(fd, buf)
+		if errors.Is(err, unix.EAGAIN) {
+			time.Sleep(50 * time.Millisecond)
+			if _, err := unix.Write(fd, buf); errors.Is(err, unix.EAGAIN) {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("fill: %w", err)
+		}
+	}
+}
