@@ -134,7 +134,12 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 	cookie = bpf_get_socket_cookie((void *)sk);
 
 	if (closing(newstate)) {
-		track(sk, cookie, newstate, 0, bpf_ktime_get_boot_ns());
+		/* close() of a half-closed FIN_WAIT2 socket reports FIN_WAIT2 ->
+		 * FIN_WAIT2 (tcp_close_state, Linux 6.18): not a new entry. */
+		if (oldstate == newstate && bpf_map_lookup_elem(&hck_conns, &cookie))
+			return 0;
+		track(sk, cookie, newstate, oldstate == newstate ? HCK_F_LOWER_BOUND : 0,
+		      bpf_ktime_get_boot_ns());
 		return 0;
 	}
 

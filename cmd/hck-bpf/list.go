@@ -74,6 +74,9 @@ func list(g *globals, f *listOpts) error {
 		return err
 	}
 	defer tr.Close()
+	if _, err := tr.Reconcile(); err != nil {
+		return err
+	}
 	conns, err := tr.Conns(netns)
 	if err != nil {
 		return err

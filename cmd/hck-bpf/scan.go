@@ -76,6 +76,7 @@ func scan(g *globals, f *sweepFlags) error {
 	if rep.OwnerErr != nil {
 		log.Error().Err(rep.OwnerErr).Msg("Could not read socket owners: no hung connection destroyed")
 	}
+	report.Reconciled(log, &rep)
 	report.Items(log, &rep)
 	report.Summary(log, &rep, f.dryRun)
 	logCounters(log, tr)

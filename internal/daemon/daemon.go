@@ -16,9 +16,10 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
-// Backstop is the longest the service sleeps without a sweep, in case an
-// event was lost (hck_events full): a safety net, not a poll.
-const Backstop = 5 * time.Minute
+// Backstop is the longest the service sleeps without a sweep: each sweep
+// walks the namespace (reconcile), catching what no event reports, and
+// recovers from a lost event (hck_events full). A safety net, not a poll.
+const Backstop = time.Minute
 
 // Config of the service.
 type Config struct {
@@ -124,6 +125,9 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 
 // logSweep logs one line per socket acted on, and the sweep at debug level.
 func logSweep(log zerolog.Logger, rep *sweep.Report) {
+	if rep.ReconcileErr != nil || rep.Reconciled.Seeded > 0 || rep.Reconciled.Overflow > 0 {
+		report.Reconciled(log, rep)
+	}
 	if rep.OwnerErr != nil {
 		log.Error().Err(rep.OwnerErr).Msg("Could not read socket owners: no hung connection destroyed")
 	}

@@ -88,6 +88,25 @@ func Fate(log zerolog.Logger, it *sweep.Item) {
 	}
 }
 
+// Reconciled logs what the walk of the namespace's sockets changed.
+func Reconciled(log zerolog.Logger, rep *sweep.Report) {
+	if rep.ReconcileErr != nil {
+		log.Warn().Err(rep.ReconcileErr).Msg("Could not walk the namespace's sockets (iter/tcp): timewait ages may be stale")
+		return
+	}
+	r := rep.Reconciled
+	ev := log.Debug()
+	if r.Seeded > 0 || r.Overflow > 0 {
+		ev = log.Info()
+	}
+	if r.Overflow > 0 {
+		ev = log.Warn()
+	}
+	ev.Int("seen", r.Seen).Int("seeded", r.Seeded).Int("updated", r.Updated).Int("removed", r.Removed).Int("overflow", r.Overflow).
+		Msgf("Kernel walk: %d closing sockets, %d first seen now (ages are lower bounds: ≥), %d timewait updated, %d stale entries removed, %d not tracked (map full)",
+			r.Seen, r.Seeded, r.Updated, r.Removed, r.Overflow)
+}
+
 // Summary closes a scan's output with the scripts' totals.
 func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 	skipped := 0

@@ -10,10 +10,15 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
 // Source is where the tracked sockets come from (the kernel tracker).
 type Source interface {
+	// Reconcile brings the tracked set in line with the sockets of the
+	// calling thread's namespace (timewait sockets, sockets older than the
+	// tracker, entries whose socket died without an event).
+	Reconcile() (tracking.ReconcileStats, error)
 	Conns(netns uint32) ([]conn.Conn, error)
 	Owners() (map[uint64][]conn.Owner, error)
 	Forget(cookie uint64) error
@@ -71,6 +76,8 @@ type Report struct {
 	// Next is the earliest CLOCK_BOOTTIME at which a socket still tracked
 	// becomes hung, or should be retried; 0 when nothing is pending.
 	Next uint64
+	Reconciled   tracking.ReconcileStats
+	ReconcileErr error // the walk failed: ages of timewait sockets may be stale
 	// OwnerErr is set when owners could not be read: they show as unknown
 	// and process rules cannot protect anything, so nothing is destroyed.
 	OwnerErr error
@@ -84,6 +91,7 @@ const RetryAfter = 10 * time.Second
 func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	start := time.Now()
 	rep := Report{Skipped: map[policy.SkipReason]int{}}
+	rep.Reconciled, rep.ReconcileErr = src.Reconcile()
 	conns, err := src.Conns(opts.NetNS)
 	if err != nil {
 		return rep, err

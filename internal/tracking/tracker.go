@@ -32,10 +32,11 @@ type Options struct {
 // Tracker is an open handle on the pinned tracker. Close releases the handle;
 // the tracker stays attached and pinned until Unload.
 type Tracker struct {
-	objs   bpf.TrackerObjects
-	owners *bpf.OwnersObjects // loaded on first Owners call
-	link   link.Link
-	pinDir string
+	objs    bpf.TrackerObjects
+	owners  *bpf.OwnersObjects  // loaded on first Owners call
+	sockets *bpf.SocketsObjects // loaded on first Reconcile
+	link    link.Link
+	pinDir  string
 	// Attached is true when this Open attached the program: nothing was
 	// pinned before, so every socket it tracks was first seen now.
 	Attached bool
@@ -112,6 +113,9 @@ func (t *Tracker) Close() error {
 	}
 	if t.owners != nil {
 		errs = append(errs, t.owners.Close())
+	}
+	if t.sockets != nil {
+		errs = append(errs, t.sockets.Close())
 	}
 	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)

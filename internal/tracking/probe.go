@@ -1,0 +1,110 @@
+package tracking
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/hck-bpf/hck-bpf/bpf"
+)
+
+// probeMapSize bounds the socket map of a probe: the verifier does not care
+// how big it is, and a probe should cost the kernel next to nothing.
+const probeMapSize = 64
+
+// unpinned drops every pin flag of spec, so that loading it neither reads
+// nor creates anything on bpffs: its maps are fresh, private and gone when
+// closed. (Without a pin path a pinned-by-name map would not even load.)
+func unpinned(spec *ebpf.CollectionSpec) {
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	if m := spec.Maps[bpf.TrackerMapHckConns]; m != nil {
+		m.MaxEntries = probeMapSize
+	}
+}
+
+// ProbeTracker proves that this kernel runs the tracker: it loads the
+// tracker's programs with fresh, unpinned maps (the verifier checks them),
+// attaches tp_btf/inet_sock_set_state and detaches it at once. Nothing is
+// pinned, nothing already pinned is touched, and no earlier tracker is
+// disturbed.
+func ProbeTracker() error {
+	spec, err := bpf.LoadTracker()
+	if err != nil {
+		return fmt.Errorf("load tracker spec: %w", err)
+	}
+	unpinned(spec)
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return probeLoadError("tracker", err)
+	}
+	defer coll.Close()
+	prog := coll.Programs[bpf.TrackerProgHckSetState]
+	if prog == nil {
+		return fmt.Errorf("load tracker: no program %s in the object", bpf.TrackerProgHckSetState)
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		return fmt.Errorf("attach tp_btf/inet_sock_set_state: %w", err)
+	}
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("detach tp_btf/inet_sock_set_state: %w", err)
+	}
+	return nil
+}
+
+// ProbeOwners proves that this kernel runs the owners iterator: it loads
+// hck_owners with a fresh, unpinned socket map, attaches iter/task_file and
+// reads it once. The map is empty, so the pass reports no socket; it
+// returns how many bytes it read (0 unless the program changed).
+func ProbeOwners() (int, error) {
+	spec, err := bpf.LoadOwners()
+	if err != nil {
+		return 0, fmt.Errorf("load owners spec: %w", err)
+	}
+	unpinned(spec)
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return 0, probeLoadError("owners", err)
+	}
+	defer coll.Close()
+	prog := coll.Programs[bpf.OwnersProgHckOwners]
+	if prog == nil {
+		return 0, fmt.Errorf("load owners: no program %s in the object", bpf.OwnersProgHckOwners)
+	}
+	return ReadIterOnce(prog)
+}
+
+// ReadIterOnce attaches an iterator program, reads one full pass and
+// detaches it. It returns how many bytes the pass produced.
+func ReadIterOnce(prog *ebpf.Program) (int, error) {
+	l, err := link.AttachIter(link.IterOptions{Program: prog})
+	if err != nil {
+		return 0, fmt.Errorf("attach iterator: %w", err)
+	}
+	defer l.Close()
+	it, err := l.Open()
+	if err != nil {
+		return 0, fmt.Errorf("open iterator: %w", err)
+	}
+	defer it.Close()
+	n, err := io.Copy(io.Discard, it)
+	if err != nil {
+		return int(n), fmt.Errorf("read iterator: %w", err)
+	}
+	return int(n), nil
+}
+
+// probeLoadError words a load failure of a probe; verifier errors keep
+// their last lines, which say what the verifier refused.
+func probeLoadError(what string, err error) error {
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("load %s: the kernel's verifier refused it: %w", what, err)
+	}
+	return fmt.Errorf("load %s: %w", what, err)
+}

@@ -1,0 +1,234 @@
+package tracking
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/testnet"
+)
+
+func open(t *testing.T, pinDir string, size uint32) *Tracker {
+	t.Helper()
+	tr, err := Open(Options{PinDir: pinDir, MapSize: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// entry returns the tracker's entry for cookie, reconciling in ns first.
+func entry(t *testing.T, tr *Tracker, ns *testnet.NS, cookie uint64) (conn.Conn, bool) {
+	t.Helper()
+	ns.MustDo(func() error { _, err := tr.Reconcile(); return err })
+	cs, err := tr.Conns(ns.Inode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if c.Cookie == cookie {
+			return c, true
+		}
+	}
+	return conn.Conn{}, false
+}
+
+func TestTracksClosingStatesWithExactTimes(t *testing.T) {
+	ns := testnet.New(t)
+	tr := open(t, testnet.PinDir(t), 0)
+	for _, fam := range testnet.Families {
+		before := conn.Now()
+		srv, cli := ns.CloseWait(t, fam)
+		after := conn.Now()
+		for _, s := range []struct {
+			sock  *testnet.Sock
+			state conn.State
+		}{{srv, conn.CloseWait}, {cli, conn.FinWait2}} {
+			c, ok := entry(t, tr, ns, s.sock.Cookie)
+			if !ok {
+				t.Fatalf("%s %s: not tracked", fam, s.state)
+			}
+			if c.State != s.state || !c.Exact || c.Local != s.sock.Local || c.Remote != s.sock.Remote || c.NetNS != ns.Inode() {
+				t.Errorf("%s: tracked %+v, want %s %s -> %s exact in netns %d", fam, c, s.state, s.sock.Local, s.sock.Remote, ns.Inode())
+			}
+			if c.Entered < before || c.Entered > after {
+				t.Errorf("%s %s: entered at %d, outside the build window [%d, %d]", fam, s.state, c.Entered, before, after)
+			}
+		}
+	}
+}
+
+// A TIME_WAIT socket fires no event; its entry time comes from the kernel's
+// timewait timer, to a jiffy.
+func TestTimeWaitAgeFromKernelTimer(t *testing.T) {
+	if kernelHZ() == 0 {
+		t.Skip("kernel config (CONFIG_HZ) unreadable: TIME_WAIT ages are lower bounds here")
+	}
+	ns := testnet.New(t)
+	tr := open(t, testnet.PinDir(t), 0)
+	for _, fam := range testnet.Families {
+		before := conn.Now()
+		tw := ns.TimeWait(t, fam)
+		after := conn.Now()
+		time.Sleep(300 * time.Millisecond) // an age worth measuring
+		c, ok := entry(t, tr, ns, tw.Cookie)
+		if !ok {
+			t.Fatalf("%s: TIME_WAIT %s not tracked", fam, tw)
+		}
+		if c.State != conn.TimeWait || !c.Timewait || !c.Exact {
+			t.Fatalf("%s: tracked %+v, want exact TIME_WAIT timewait", fam, c)
+		}
+		slack := uint64(20 * time.Millisecond)
+		if c.Entered+slack < before || c.Entered > after+slack {
+			t.Errorf("%s: TIME_WAIT entered %v after the builder started; it ran %v: more than 20ms off",
+				fam, time.Duration(int64(c.Entered-before)), time.Duration(after-before))
+		}
+		if c.Local != tw.Local || c.Remote != tw.Remote {
+			t.Errorf("%s: tuple %s -> %s, want %s -> %s", fam, c.Local, c.Remote, tw.Local, tw.Remote)
+		}
+	}
+}
+
+// A FIN_WAIT2 orphan becomes a timewait socket: same cookie, same state,
+// same entry time.
+func TestFinWait2OrphanKeepsEntry(t *testing.T) {
+	ns := testnet.New(t)
+	tr := open(t, testnet.PinDir(t), 0)
+	cli, _ := ns.FinWait2(t, "tcp4")
+	c1, ok := entry(t, tr, ns, cli.Cookie)
+	if !ok || c1.Timewait {
+		t.Fatalf("half-closed FIN_WAIT2: %+v tracked=%v", c1, ok)
+	}
+	cli.Close()
+	ns.Await(t, cli.InTimewait(conn.FinWait2))
+	c2, ok := entry(t, tr, ns, cli.Cookie)
+	if !ok || c2.State != conn.FinWait2 || !c2.Timewait || c2.Entered != c1.Entered || !c2.Exact {
+		t.Fatalf("after close: %+v (tracked=%v), want FIN_WAIT2 timewait entered at %d", c2, ok, c1.Entered)
+	}
+}
+
+// Sockets older than the tracker are seeded, their age a lower bound from
+// first sight.
+func TestSeedsSocketsOlderThanTracker(t *testing.T) {
+	ns := testnet.New(t)
+	srv, _ := ns.CloseWait(t, "tcp6")
+	fw1, _ := ns.FinWait1(t, "tcp4")
+	time.Sleep(50 * time.Millisecond)
+	seen := conn.Now()
+	tr := open(t, testnet.PinDir(t), 0)
+	if !tr.Attached {
+		t.Fatal("a fresh pin dir must attach a new tracker")
+	}
+	for _, s := range []*testnet.Sock{srv, fw1} {
+		c, ok := entry(t, tr, ns, s.Cookie)
+		if !ok {
+			t.Fatalf("%s not seeded", s)
+		}
+		if c.Exact || c.Entered < seen {
+			t.Errorf("%s: seeded %+v, want a lower bound counted from %d (first sight)", s, c, seen)
+		}
+	}
+}
+
+// Stopping and reopening keeps every timestamp: maps and link stay pinned.
+func TestReopenKeepsTimestamps(t *testing.T) {
+	ns := testnet.New(t)
+	pin := testnet.PinDir(t)
+	tr1, err := Open(Options{PinDir: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := ns.CloseWait(t, "tcp4")
+	c1, ok := entry(t, tr1, ns, srv.Cookie)
+	if !ok {
+		t.Fatal("not tracked")
+	}
+	tr1.Close()
+	// Transitions while no process holds the tracker are still recorded.
+	fw1, _ := ns.FinWait1(t, "tcp4")
+
+	tr2 := open(t, pin, 0)
+	if tr2.Attached {
+		t.Fatal("reopen attached a second tracker instead of reusing the pinned one")
+	}
+	c2, ok := entry(t, tr2, ns, srv.Cookie)
+	if !ok || c2.Entered != c1.Entered || !c2.Exact {
+		t.Fatalf("after reopen: %+v (tracked=%v), want entered %d exact", c2, ok, c1.Entered)
+	}
+	if c3, ok := entry(t, tr2, ns, fw1.Cookie); !ok || !c3.Exact {
+		t.Fatalf("FIN_WAIT1 made while no process held the tracker: %+v tracked=%v, want exact", c3, ok)
+	}
+}
+
+func TestUnloadLeavesNothing(t *testing.T) {
+	pin := testnet.PinDir(t)
+	tr, err := Open(Options{PinDir: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := tr.link.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := info.ID
+	tr.Close()
+	if err := Unload(pin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pin dir still there: %v", err)
+	}
+	if l, err := link.NewFromID(id); err == nil {
+		l.Close()
+		t.Fatalf("link %d still attached after unload", id)
+	}
+	if Pinned(pin) {
+		t.Fatal("Pinned reports a tracker after unload")
+	}
+}
+
+// A full map counts what it could not track and keeps going.
+func TestOverflowIsCounted(t *testing.T) {
+	ns := testnet.New(t)
+	tr := open(t, testnet.PinDir(t), 4)
+	before, err := tr.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 6 {
+		ns.CloseWait(t, "tcp4") // two closing sockets each
+	}
+	ns.MustDo(func() error { _, err := tr.Reconcile(); return err })
+	after, err := tr.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := tr.Conns(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) > 4 {
+		t.Fatalf("map holds %d entries, max 4", len(cs))
+	}
+	if after.Overflow-before.Overflow < 8 {
+		t.Fatalf("overflow counted %d, want ≥ 8 (12 sockets, room for 4)", after.Overflow-before.Overflow)
+	}
+}
+
+func TestParseHZ(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(f, []byte("# CONFIG_HZ_100 is not set\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := os.Open(f)
+	defer r.Close()
+	if hz := parseHZ(r); hz != 250 {
+		t.Fatalf("parseHZ = %d, want 250", hz)
+	}
+}
