@@ -48,9 +48,9 @@ func TestNormalizeArgs(t *testing.T) {
 func TestBadInputExits2(t *testing.T) {
 	pin := filepath.Join(t.TempDir(), "pins")
 	cases := [][]string{
-		{"scan"},                        // no mode
-		{"scan", "-n", "-l"},            // both modes
-		{"run", "-n", "-l"},             // both modes
+		{"scan"},             // no mode
+		{"scan", "-n", "-l"}, // both modes
+		{"run", "-n", "-l"},  // both modes
 		{"--live", "--close-wait-timeout", "abc"},
 		{"--live", "--close-wait-timeout", "0"},
 		{"--live", "--fin-wait-timeout", "-5"},

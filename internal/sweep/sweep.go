@@ -75,7 +75,7 @@ type Report struct {
 	Items     []Item // the hung sockets, oldest first
 	// Next is the earliest CLOCK_BOOTTIME at which a socket still tracked
 	// becomes hung, or should be retried; 0 when nothing is pending.
-	Next uint64
+	Next         uint64
 	Reconciled   tracking.ReconcileStats
 	ReconcileErr error // the walk failed: ages of timewait sockets may be stale
 	// OwnerErr is set when owners could not be read: they show as unknown
