@@ -16,7 +16,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, HCK_CNT_MAX);
-	__type(key, __u32);
+	__type(key, enum hck_counter); /* bpftool prints the counter names */
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hck_counters SEC(".maps");
@@ -40,7 +40,7 @@ const enum hck_flag *_hck_flag __attribute__((unused));
 const enum hck_counter *_hck_counter __attribute__((unused));
 const struct hck_event *_hck_event __attribute__((unused));
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count(enum hck_counter idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&hck_counters, &idx);
 

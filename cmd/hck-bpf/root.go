@@ -51,7 +51,7 @@ hung_connection_killer command line.`,
 	pf.StringVar(&g.logFile, "log-file", "", "also write logs to this file")
 	pf.StringVar(&g.logFormat, "log-format", logging.Text, "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "verbose/debug output (skipped connections and why)")
-	root.AddCommand(newScan(g), newRun(g), newList(g), newUnload(g))
+	root.AddCommand(newScan(g), newRun(g), newList(g), newUnload(g), newDoctor(g))
 	return root
 }
 

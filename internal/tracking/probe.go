@@ -79,6 +79,29 @@ func ProbeOwners() (int, error) {
 	return ReadIterOnce(prog)
 }
 
+// ProbeSockets proves that this kernel runs the sockets iterator: it loads
+// hck_sockets (the verifier checks it), attaches iter/tcp and reads one
+// pass over the calling thread's network namespace. The program only
+// reports: it changes no socket and no map. It returns how many bytes the
+// pass produced.
+func ProbeSockets() (int, error) {
+	spec, err := bpf.LoadSockets()
+	if err != nil {
+		return 0, fmt.Errorf("load sockets spec: %w", err)
+	}
+	unpinned(spec)
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return 0, probeLoadError("sockets iterator", err)
+	}
+	defer coll.Close()
+	prog := coll.Programs[bpf.SocketsProgHckSockets]
+	if prog == nil {
+		return 0, fmt.Errorf("load sockets iterator: no program %s in the object", bpf.SocketsProgHckSockets)
+	}
+	return ReadIterOnce(prog)
+}
+
 // ReadIterOnce attaches an iterator program, reads one full pass and
 // detaches it. It returns how many bytes the pass produced.
 func ReadIterOnce(prog *ebpf.Program) (int, error) {

@@ -1,0 +1,75 @@
+package doctor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
+)
+
+func checkTpBTF(Options) (Status, string) {
+	if err := tracking.ProbeTracker(); err != nil {
+		return failf("%v", permHint(err, bpfCaps))
+	}
+	return OK, "tracker loaded (verifier accepted it, unpinned maps), attached to inet_sock_set_state and detached"
+}
+
+func checkIterTaskFile(Options) (Status, string) {
+	if _, err := tracking.ProbeOwners(); err != nil {
+		return failf("%v", permHint(err, bpfCaps))
+	}
+	return OK, "owners iterator loaded (unpinned map), attached and read once; bpf_sock_from_file works"
+}
+
+// checkIterTCP loads the smallest iter/tcp program there is and walks the
+// iterator once, which tells whether the kernel has iter/tcp at all; then
+// the same with hck-bpf's own iter/tcp program, which the verifier must
+// accept. Both only read: no socket or map is changed.
+func checkIterTCP(Options) (Status, string) {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:       "hck_probe_tcp",
+		Type:       ebpf.Tracing,
+		AttachType: ebpf.AttachTraceIter,
+		AttachTo:   "tcp",
+		License:    "Dual BSD/GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return failf("load iter/tcp probe: %v", permHint(err, bpfCaps))
+	}
+	defer prog.Close()
+	if _, err := tracking.ReadIterOnce(prog); err != nil {
+		return failf("iter/tcp: %v", permHint(err, bpfCaps))
+	}
+	if _, err := tracking.ProbeSockets(); err != nil {
+		return failf("iter/tcp works, but %v", permHint(err, bpfCaps))
+	}
+	return OK, "iter/tcp probe and the sockets iterator loaded (verifier accepted it), attached and read once"
+}
+
+const (
+	bpfCaps     = "CAP_BPF and CAP_PERFMON"
+	destroyCaps = "CAP_NET_ADMIN"
+)
+
+// permHint replaces a permission error with what was missing. (cilium/ebpf
+// blames RLIMIT_MEMLOCK for any EPERM; since 5.11 BPF memory is charged to
+// the memory cgroup, and the rlimit is not the cause.)
+func permHint(err error, caps string) error {
+	if !errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, " (MEMLOCK may be too low"); i >= 0 {
+		msg = msg[:i]
+	}
+	return fmt.Errorf("%s (needs %s, or root)", msg, caps)
+}

@@ -1,0 +1,340 @@
+package doctor
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/destroy"
+)
+
+// errNoNetns: the private network namespace could not be made, so nothing
+// was probed.
+var errNoNetns = errors.New("create a private network namespace")
+
+// destroyProbe is what SOCK_DESTROY did to the probe's sockets.
+type destroyProbe struct {
+	closeWait error // nil: a CLOSE_WAIT socket was destroyed by cookie
+	timeWait  error // nil: a TIME_WAIT (timewait) socket was destroyed by cookie
+}
+
+func checkSockDestroy(opts Options) (Status, string) {
+	rules, _ := Kernel() // unknown version: no capability assumed
+	p, err := privateNetns(func() (destroyProbe, error) { return probeDestroy(opts.Timeout) })
+	if errors.Is(err, errNoNetns) && errors.Is(err, os.ErrPermission) {
+		// hck-bpf itself needs only CAP_NET_ADMIN to destroy; the probe
+		// needs a namespace of its own and never falls back to this one.
+		return Warn, "not probed: a private network namespace needs CAP_SYS_ADMIN, and the probe never runs in this one"
+	}
+	if err != nil {
+		return failf("%v", permHint(err, destroyCaps))
+	}
+	if p.closeWait != nil {
+		return failf("in a private netns: CLOSE_WAIT: %v", permHint(p.closeWait, destroyCaps))
+	}
+	const done = "in a private netns: CLOSE_WAIT destroyed by cookie"
+	switch {
+	case p.timeWait == nil && rules.DestroyTimewait:
+		return OK, done + "; TIME_WAIT destroyed by cookie"
+	case p.timeWait == nil:
+		return OK, done + fmt.Sprintf("; TIME_WAIT destroyed by cookie, though kernel %s predates %d.%d",
+			rules.Version, timewaitSince.Major, timewaitSince.Minor)
+	case !rules.DestroyTimewait:
+		// Expected: the kernel check already carries the warning.
+		return OK, done + fmt.Sprintf("; TIME_WAIT not destroyed, as expected before %d.%d: %v",
+			timewaitSince.Major, timewaitSince.Minor, p.timeWait)
+	default:
+		return Warn, done + fmt.Sprintf("; TIME_WAIT not destroyed although kernel %s is %d.%d+: %v",
+			rules.Version, timewaitSince.Major, timewaitSince.Minor, p.timeWait)
+	}
+}
+
+// privateNetns runs fn on an OS thread moved into a new, empty network
+// namespace. The thread is never handed back to the Go scheduler: the
+// goroutine keeps it locked and exits, and the runtime ends a locked thread
+// with its goroutine. Every socket fn makes, and everything it destroys,
+// belongs to that namespace; the caller's is never touched. fn does not run
+// at all unless the move is confirmed.
+func privateNetns[T any](fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread, on any path.
+		defer func() {
+			if r := recover(); r != nil {
+				ch <- result{err: fmt.Errorf("probe in private netns crashed: %v", r)}
+			}
+		}()
+		before, err := threadNetns()
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("%w: %w", errNoNetns, err)}
+			return
+		}
+		after, err := threadNetns()
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		if after == before {
+			ch <- result{err: errors.New("create a private network namespace: still in the caller's: refusing to probe")}
+			return
+		}
+		if err := loUp(); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		v, err := fn()
+		ch <- result{v: v, err: err}
+	}()
+	r := <-ch
+	return r.v, r.err
+}
+
+// threadNetns is the inode of the calling thread's network namespace.
+func threadNetns() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("stat own network namespace: %w", err)
+	}
+	return st.Ino, nil
+}
+
+// loUp brings up loopback: a new network namespace has it down.
+func loUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bring lo up: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: get flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
+}
+
+// probeDestroy makes a CLOSE_WAIT and a TIME_WAIT socket on 127.0.0.1 and
+// destroys each by cookie. It must run in a private network namespace.
+func probeDestroy(timeout time.Duration) (destroyProbe, error) {
+	d, err := destroy.New()
+	if err != nil {
+		return destroyProbe{}, err
+	}
+	defer d.Close()
+	s := &sockets{timeout: timeout}
+	defer s.closeAll()
+	ln, err := s.listen()
+	if err != nil {
+		return destroyProbe{}, err
+	}
+	return destroyProbe{
+		closeWait: probeCloseWait(d, s, ln),
+		timeWait:  probeTimeWait(d, s, ln),
+	}, nil
+}
+
+// probeCloseWait: the client half-closes, the server sits in CLOSE_WAIT
+// with its file open, as a hung server does; destroying it must close it.
+func probeCloseWait(d *destroy.Destroyer, s *sockets, ln int) error {
+	client, server, err := s.pair(ln)
+	if err != nil {
+		return err
+	}
+	if err := unix.Shutdown(client, unix.SHUT_WR); err != nil {
+		return fmt.Errorf("shutdown client: %w", err)
+	}
+	if err := s.await(server, conn.CloseWait); err != nil {
+		return err
+	}
+	c, err := connOf(server, conn.CloseWait)
+	if err != nil {
+		return err
+	}
+	if res := d.DestroyOne(&c); res.Outcome != destroy.Destroyed {
+		return outcomeError(res)
+	}
+	// Destroyed means the kernel aborted it: the file now holds a closed
+	// socket.
+	return s.await(server, conn.Close)
+}
+
+// probeTimeWait: the client closes first, so once the server closes too
+// the kernel replaces the client's socket with a timewait socket carrying
+// the same cookie (the file keeps a socket in CLOSE). Destroying that
+// cookie must remove the timewait socket: a second request finds nothing.
+func probeTimeWait(d *destroy.Destroyer, s *sockets, ln int) error {
+	client, server, err := s.pair(ln)
+	if err != nil {
+		return err
+	}
+	c, err := connOf(client, conn.TimeWait)
+	if err != nil {
+		return err
+	}
+	if err := unix.Shutdown(client, unix.SHUT_WR); err != nil {
+		return fmt.Errorf("shutdown client: %w", err)
+	}
+	if err := s.await(client, conn.FinWait2); err != nil {
+		return err
+	}
+	if err := unix.Shutdown(server, unix.SHUT_WR); err != nil {
+		return fmt.Errorf("shutdown server: %w", err)
+	}
+	// The client's full socket goes to CLOSE when the timewait socket takes
+	// its place; the server's when the last ACK arrives.
+	if err := s.await(client, conn.Close); err != nil {
+		return err
+	}
+	if err := s.await(server, conn.Close); err != nil {
+		return err
+	}
+	if res := d.DestroyOne(&c); res.Outcome != destroy.Destroyed {
+		return outcomeError(res)
+	}
+	if res := d.DestroyOne(&c); res.Outcome != destroy.Gone {
+		return fmt.Errorf("destroyed, but the timewait socket is still there (second destroy: %v)", outcomeError(res))
+	}
+	return nil
+}
+
+func outcomeError(res destroy.Result) error {
+	if res.Err != nil {
+		return res.Err
+	}
+	return fmt.Errorf("socket %s", res.Outcome)
+}
+
+// connOf describes the socket fd as a destroy request needs it.
+func connOf(fd int, state conn.State) (conn.Conn, error) {
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+	if err != nil {
+		return conn.Conn{}, fmt.Errorf("read SO_COOKIE: %w", err)
+	}
+	local, err := sockname(unix.Getsockname(fd))
+	if err != nil {
+		return conn.Conn{}, fmt.Errorf("getsockname: %w", err)
+	}
+	remote, err := sockname(unix.Getpeername(fd))
+	if err != nil {
+		return conn.Conn{}, fmt.Errorf("getpeername: %w", err)
+	}
+	return conn.Conn{Cookie: cookie, State: state, Local: local, Remote: remote}, nil
+}
+
+func sockname(sa unix.Sockaddr, err error) (netip.AddrPort, error) {
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	in, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("unexpected address %T", sa)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port)), nil
+}
+
+// sockets makes blocking TCP sockets on 127.0.0.1 and closes them all at
+// the end.
+type sockets struct {
+	timeout time.Duration
+	fds     []int
+}
+
+func (s *sockets) socket() (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	s.fds = append(s.fds, fd)
+	// Bounds accept and connect: a probe never hangs.
+	tv := unix.NsecToTimeval(s.timeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return -1, fmt.Errorf("set receive timeout: %w", err)
+	}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return -1, fmt.Errorf("set send timeout: %w", err)
+	}
+	return fd, nil
+}
+
+var loopback = [4]byte{127, 0, 0, 1}
+
+func (s *sockets) listen() (int, error) {
+	fd, err := s.socket()
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: loopback}); err != nil {
+		return -1, fmt.Errorf("bind 127.0.0.1: %w", err)
+	}
+	if err := unix.Listen(fd, 8); err != nil {
+		return -1, fmt.Errorf("listen: %w", err)
+	}
+	return fd, nil
+}
+
+// pair connects a client to ln and accepts it.
+func (s *sockets) pair(ln int) (client, server int, err error) {
+	sa, err := unix.Getsockname(ln)
+	if err != nil {
+		return -1, -1, fmt.Errorf("getsockname listener: %w", err)
+	}
+	client, err = s.socket()
+	if err != nil {
+		return -1, -1, err
+	}
+	if err := unix.Connect(client, sa); err != nil {
+		return -1, -1, fmt.Errorf("connect: %w", err)
+	}
+	server, _, err = unix.Accept4(ln, unix.SOCK_CLOEXEC)
+	if err != nil {
+		return -1, -1, fmt.Errorf("accept: %w", err)
+	}
+	s.fds = append(s.fds, server)
+	return client, server, nil
+}
+
+// await waits until the socket behind fd is in state.
+func (s *sockets) await(fd int, state conn.State) error {
+	deadline := time.Now().Add(s.timeout)
+	for {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return fmt.Errorf("read TCP_INFO: %w", err)
+		}
+		if conn.State(info.State) == state {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("socket stayed %s, not %s, for %s", conn.State(info.State), state, s.timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (s *sockets) closeAll() {
+	for _, fd := range s.fds {
+		unix.Close(fd)
+	}
+	s.fds = nil
+}

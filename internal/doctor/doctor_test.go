@@ -1,0 +1,219 @@
+package doctor
+
+import (
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads BPF programs and probes SOCK_DESTROY in a private network namespace (run: sudo make test)")
+	}
+}
+
+// threadNetnses are the network namespaces of every thread of this process.
+func threadNetnses(t *testing.T) map[string]bool {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, task := range tasks {
+		ns, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns/net"))
+		if err != nil {
+			continue // the thread just exited
+		}
+		out[ns] = true
+	}
+	return out
+}
+
+// TestRun runs every check on this machine (Linux 6.18, root): all must
+// pass, and no thread may be left in a foreign network namespace. (Pins and
+// mounts: TestRunLeavesNoPins, which has a bpffs nobody else writes to.)
+func TestRun(t *testing.T) {
+	requireRoot(t)
+	// The test's own thread, to compare its namespace before and after.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	var st unix.Statfs_t
+	mounted := unix.Statfs("/sys/fs/bpf", &st) == nil && uint32(st.Type) == bpffsMagic
+	nsBefore, err := threadNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsLink, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	checks := Run(Options{})
+
+	names := make([]string, 0, len(checks))
+	for _, c := range checks {
+		names = append(names, c.Name)
+		t.Logf("%-15s %-4s %s", c.Name, c.Status, c.Detail)
+		if strings.ContainsAny(c.Detail, "\n\r") {
+			t.Errorf("%s: detail spans lines: %q", c.Name, c.Detail)
+		}
+		want := OK
+		if c.Name == CheckBPFFS && !mounted {
+			want = Warn // not mounted, and the doctor must not mount it
+		}
+		if c.Status != want {
+			t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, want)
+		}
+	}
+	wantNames := []string{CheckKernel, CheckBTF, CheckCapabilities, CheckBPFFS, CheckTpBTF, CheckIterTaskFile, CheckIterTCP, CheckSockDestroy}
+	if !slices.Equal(names, wantNames) {
+		t.Errorf("checks %v, want %v", names, wantNames)
+	}
+	if n := Failed(checks); n != 0 {
+		t.Errorf("Failed() = %d", n)
+	}
+
+	nsAfter, err := threadNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nsAfter != nsBefore {
+		t.Errorf("the test's thread moved from netns %d to %d", nsBefore, nsAfter)
+	}
+	// The probe's thread dies with its goroutine, which may take a moment
+	// after its result arrives; no thread may stay in its namespace.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		all := threadNetnses(t)
+		if len(all) == 1 && all[nsLink] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("threads in network namespaces %v, want only %s", all, nsLink)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// childEnv tells the test binary it runs as TestRunLeavesNoPins' child.
+const childEnv = "HCK_DOCTOR_TEST_CHILD"
+
+// TestRunLeavesNoPins runs the doctor in a child process with a mount
+// namespace of its own, where /sys/fs/bpf is a fresh bpffs that no other
+// program writes to (or a tmpfs: no bpffs at all). Everything under it is
+// listed before and after: the doctor must pin nothing and mount nothing.
+// (The machine's own /sys/fs/bpf cannot be compared: other hck-bpf tests
+// pin and unpin there concurrently.)
+func TestRunLeavesNoPins(t *testing.T) {
+	requireRoot(t)
+	if fstype := os.Getenv(childEnv); fstype != "" {
+		runIsolated(t, fstype)
+		return
+	}
+	if _, err := os.Stat("/sys/fs/bpf"); err != nil {
+		t.Skipf("no /sys/fs/bpf to mount over: %v", err)
+	}
+	for _, fstype := range []string{"bpf", "tmpfs"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRunLeavesNoPins$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), childEnv+"="+fstype)
+		// Go makes the new mount namespace's mounts private before exec:
+		// nothing mounted there reaches the machine.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestRunLeavesNoPins") {
+			t.Errorf("doctor over a fresh %s at /sys/fs/bpf: %v\n%s", fstype, err, out)
+		}
+	}
+}
+
+func runIsolated(t *testing.T, fstype string) {
+	const dir = "/sys/fs/bpf"
+	if err := unix.Mount(fstype, dir, fstype, 0, "mode=0700"); err != nil {
+		t.Fatalf("mount %s at %s: %v", fstype, dir, err)
+	}
+	list := func() []string {
+		var out []string
+		err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+			out = append(out, p)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("walk %s: %v", dir, err)
+		}
+		return out
+	}
+	before := list()
+	checks := Run(Options{PinDir: filepath.Join(dir, "hck-bpf")})
+	after := list()
+	if !slices.Equal(before, after) {
+		t.Errorf("%s changed:\nbefore %v\nafter  %v", dir, before, after)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if isBPF := uint32(st.Type) == bpffsMagic; isBPF != (fstype == "bpf") {
+		t.Errorf("%s: bpffs=%v after the doctor, over a %s", dir, isBPF, fstype)
+	}
+	for _, c := range checks {
+		want := OK
+		if c.Name == CheckBPFFS && fstype != "bpf" {
+			want = Warn
+		}
+		if c.Status != want {
+			t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, want)
+		}
+	}
+}
+
+// TestPrivateNetns: the probe's function runs in a namespace that is not
+// the caller's, and sockets it makes are not visible from the caller's.
+func TestPrivateNetns(t *testing.T) {
+	requireRoot(t)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	mine, err := threadNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := privateNetns(func() (uint64, error) { return threadNetns() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if theirs == mine {
+		t.Fatalf("probe ran in the caller's network namespace %d", mine)
+	}
+	if now, _ := threadNetns(); now != mine {
+		t.Fatalf("caller's thread moved from %d to %d", mine, now)
+	}
+}
+
+// TestBPFFSNotMounted: a missing bpffs is a warning, and the doctor does not
+// mount one.
+func TestBPFFSNotMounted(t *testing.T) {
+	dir := t.TempDir()
+	st, detail := checkBPFFS(Options{BPFFS: dir})
+	if st != Warn || !strings.Contains(detail, "hck-bpf mounts it when it starts") {
+		t.Errorf("checkBPFFS(%s) = %s %q, want a warning", dir, st, detail)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil || uint32(sfs.Type) == bpffsMagic {
+		t.Errorf("bpffs mounted at %s", dir)
+	}
+	st, _ = checkBPFFS(Options{BPFFS: filepath.Join(dir, "missing")})
+	if st != Warn {
+		t.Errorf("checkBPFFS(missing dir) = %s, want warn", st)
+	}
+}

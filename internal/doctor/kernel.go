@@ -1,0 +1,162 @@
+package doctor
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Version is a kernel's major.minor.patch, from its release string.
+type Version struct {
+	Major, Minor, Patch int
+}
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch) }
+
+// AtLeast reports whether v is major.minor or newer.
+func (v Version) AtLeast(major, minor int) bool {
+	return v.Major > major || v.Major == major && v.Minor >= minor
+}
+
+// Capabilities are what SOCK_DESTROY can be trusted with on a kernel. A
+// sweep reports, and does not destroy, the sockets its kernel cannot.
+type Capabilities struct {
+	// DestroyTimewait: SOCK_DESTROY removes timewait sockets (TIME_WAIT,
+	// and FIN_WAIT2 kept as a timewait socket after close). Linux 6.0+.
+	DestroyTimewait bool `json:"destroy_timewait"`
+	// DestroyOrphans: SOCK_DESTROY reliably kills orphaned full sockets
+	// (no process holds them: FIN_WAIT1, CLOSING, LAST_ACK after close).
+	// Before 6.11 tcp_abort() can leave an orphan alive, fixed by
+	// "tcp: fix forever orphan socket caused by tcp_abort".
+	DestroyOrphans bool `json:"destroy_orphans"`
+}
+
+// Rules are the kernel version rules applied to one kernel.
+type Rules struct {
+	Release string `json:"release"` // as uname reports it
+	Version
+	Capabilities
+}
+
+// The first kernels with each capability.
+var (
+	timewaitSince = Version{Major: 6, Minor: 0}
+	orphansSince  = Version{Major: 6, Minor: 11}
+)
+
+// maxRelease bounds the release strings KernelRules looks at; uname's is
+// at most 64 bytes.
+const maxRelease = 256
+
+// KernelRules parses a kernel release as uname(2) gives it ("6.18.44-fc-v669",
+// "5.15.0-91-generic", "6.1.0-13-amd64", "6.11-rc1") and applies the version
+// rules to it. Only the leading major.minor[.patch] counts; whatever
+// follows it (distribution suffixes, -rc, +) is ignored.
+func KernelRules(release string) (Rules, error) {
+	v, err := parseRelease(release)
+	if err != nil {
+		return Rules{}, err
+	}
+	return Rules{
+		Release: release,
+		Version: v,
+		Capabilities: Capabilities{
+			DestroyTimewait: v.AtLeast(timewaitSince.Major, timewaitSince.Minor),
+			DestroyOrphans:  v.AtLeast(orphansSince.Major, orphansSince.Minor),
+		},
+	}, nil
+}
+
+// Kernel applies the version rules to the running kernel.
+func Kernel() (Rules, error) {
+	rel, err := Release()
+	if err != nil {
+		return Rules{}, err
+	}
+	return KernelRules(rel)
+}
+
+// Release is the running kernel's release string (uname -r).
+func Release() (string, error) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "", fmt.Errorf("uname: %w", err)
+	}
+	return unix.ByteSliceToString(u.Release[:]), nil
+}
+
+var errNoVersion = errors.New("want major.minor[.patch] at the start")
+
+func parseRelease(release string) (Version, error) {
+	if len(release) > maxRelease {
+		return Version{}, fmt.Errorf("parse kernel release %q...: longer than %d bytes", release[:32], maxRelease)
+	}
+	var v Version
+	rest := release
+	var err error
+	if v.Major, rest, err = number(rest); err != nil {
+		return Version{}, fmt.Errorf("parse kernel release %q: major: %w", release, err)
+	}
+	if len(rest) == 0 || rest[0] != '.' {
+		return Version{}, fmt.Errorf("parse kernel release %q: %w", release, errNoVersion)
+	}
+	if v.Minor, rest, err = number(rest[1:]); err != nil {
+		return Version{}, fmt.Errorf("parse kernel release %q: minor: %w", release, err)
+	}
+	// The patch level is optional ("6.11-rc1"); a dot followed by anything
+	// but digits is a suffix.
+	if len(rest) > 1 && rest[0] == '.' && isDigit(rest[1]) {
+		if v.Patch, _, err = number(rest[1:]); err != nil {
+			return Version{}, fmt.Errorf("parse kernel release %q: patch: %w", release, err)
+		}
+	}
+	return v, nil
+}
+
+// number reads the decimal number at the start of s.
+func number(s string) (int, string, error) {
+	i := 0
+	for i < len(s) && isDigit(s[i]) {
+		i++
+	}
+	if i == 0 {
+		return 0, s, errNoVersion
+	}
+	if i > 6 {
+		return 0, s, errors.New("number longer than 6 digits")
+	}
+	n, err := strconv.Atoi(s[:i])
+	if err != nil {
+		return 0, s, fmt.Errorf("number %s: %w", s[:i], err)
+	}
+	return n, s[i:], nil
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// Warning is the one line a sweep prints on a kernel that cannot destroy
+// every closing state; empty when it can.
+func (r Rules) Warning() string {
+	switch {
+	case !r.DestroyTimewait:
+		return fmt.Sprintf("kernel %s is older than %d.%d: TIME_WAIT and orphaned sockets are reported, not destroyed "+
+			"(destroying TIME_WAIT needs %d.%d, orphans %d.%d)", r.Version, timewaitSince.Major, timewaitSince.Minor,
+			timewaitSince.Major, timewaitSince.Minor, orphansSince.Major, orphansSince.Minor)
+	case !r.DestroyOrphans:
+		return fmt.Sprintf("kernel %s is older than %d.%d: orphaned sockets (no process holds them) are reported, not destroyed "+
+			"(tcp_abort can leave them alive before %d.%d)", r.Version, orphansSince.Major, orphansSince.Minor,
+			orphansSince.Major, orphansSince.Minor)
+	}
+	return ""
+}
+
+// summary is the detail of the kernel check.
+func (r Rules) summary() string {
+	if w := r.Warning(); w != "" {
+		return w
+	}
+	return fmt.Sprintf("kernel %s: TIME_WAIT destroy (≥%d.%d) and orphan destroy (≥%d.%d) supported", r.Version,
+		timewaitSince.Major, timewaitSince.Minor, orphansSince.Major, orphansSince.Minor)
+}

@@ -1,0 +1,131 @@
+package doctor
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestKernelRules(t *testing.T) {
+	tests := []struct {
+		release           string
+		want              Version
+		timewait, orphans bool
+	}{
+		{"6.18.44-fc-v669", Version{6, 18, 44}, true, true},
+		{"5.15.0-91-generic", Version{5, 15, 0}, false, false},
+		{"6.1.0-13-amd64", Version{6, 1, 0}, true, false},
+		{"6.0.0", Version{6, 0, 0}, true, false},
+		{"6.0", Version{6, 0, 0}, true, false},
+		{"5.19.17", Version{5, 19, 17}, false, false},
+		{"6.10.14-linuxkit", Version{6, 10, 14}, true, false},
+		{"6.11.0", Version{6, 11, 0}, true, true},
+		{"6.11-rc1", Version{6, 11, 0}, true, true},
+		{"6.11.0-rc7+", Version{6, 11, 0}, true, true},
+		{"6.8.0-1015-aws", Version{6, 8, 0}, true, false},
+		{"6.12.9+bpo-amd64", Version{6, 12, 9}, true, true},
+		{"6.6.30_1", Version{6, 6, 30}, true, false},
+		{"4.19.0+", Version{4, 19, 0}, false, false},
+		{"3.10.0-1160.el7.x86_64", Version{3, 10, 0}, false, false},
+		{"5.14.0-427.13.1.el9_4.x86_64", Version{5, 14, 0}, false, false},
+		{"6.5.0-1025-azure", Version{6, 5, 0}, true, false},
+		{"7.0.0", Version{7, 0, 0}, true, true},
+		{"10.2", Version{10, 2, 0}, true, true},
+		{"6.18.x", Version{6, 18, 0}, true, true},
+		{"6.9.", Version{6, 9, 0}, true, false},
+	}
+	for _, tt := range tests {
+		r, err := KernelRules(tt.release)
+		if err != nil {
+			t.Errorf("KernelRules(%q): %v", tt.release, err)
+			continue
+		}
+		if r.Version != tt.want || r.DestroyTimewait != tt.timewait || r.DestroyOrphans != tt.orphans || r.Release != tt.release {
+			t.Errorf("KernelRules(%q) = %+v, want %v timewait=%v orphans=%v", tt.release, r, tt.want, tt.timewait, tt.orphans)
+		}
+		if warn := r.Warning(); (warn == "") != (tt.timewait && tt.orphans) {
+			t.Errorf("KernelRules(%q).Warning() = %q", tt.release, warn)
+		}
+	}
+}
+
+func TestKernelRulesErrors(t *testing.T) {
+	for _, rel := range []string{"", "6", "6.", "6-rc1", ".6.1", "v6.1.0", "linux-6.1", "6.x", " 6.1", "6..1",
+		"1234567.1", "6.1234567", "\n", strings.Repeat("6", 300)} {
+		r, err := KernelRules(rel)
+		if err == nil {
+			t.Errorf("KernelRules(%q) = %+v, want an error", rel, r)
+			continue
+		}
+		if msg := err.Error(); strings.ContainsAny(msg, "\n\r") || !strings.HasPrefix(msg, "parse kernel release") {
+			t.Errorf("KernelRules(%q): error %q: want one line starting with the action", rel, msg)
+		}
+	}
+}
+
+func TestWarning(t *testing.T) {
+	for rel, want := range map[string]string{
+		"5.15.0-91-generic": "TIME_WAIT and orphaned sockets are reported, not destroyed",
+		"6.1.0-13-amd64":    "orphaned sockets (no process holds them) are reported, not destroyed",
+	} {
+		r, err := KernelRules(rel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := r.Warning(); !strings.Contains(w, want) || strings.Contains(w, "\n") {
+			t.Errorf("%s: Warning() = %q, want it to say %q", rel, w, want)
+		}
+	}
+	r, _ := KernelRules("6.18.44-fc-v669")
+	if got, want := r.summary(), "kernel 6.18.44: TIME_WAIT destroy (≥6.0) and orphan destroy (≥6.11) supported"; got != want {
+		t.Errorf("summary() = %q, want %q", got, want)
+	}
+}
+
+func FuzzKernelRules(f *testing.F) {
+	for _, s := range []string{"6.18.44-fc-v669", "5.15.0-91-generic", "6.1.0-13-amd64", "6.11-rc1", "", "6.", "9999999.1", "6.0.9999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rel string) {
+		r, err := KernelRules(rel)
+		if err != nil {
+			if strings.ContainsAny(err.Error(), "\n\r") {
+				t.Fatalf("KernelRules(%q): error spans lines: %q", rel, err)
+			}
+			return
+		}
+		if r.Major < 0 || r.Minor < 0 || r.Patch < 0 {
+			t.Fatalf("KernelRules(%q) = %+v: negative version", rel, r)
+		}
+		if r.DestroyOrphans && !r.DestroyTimewait {
+			t.Fatalf("KernelRules(%q) = %+v: orphans without timewait", rel, r)
+		}
+		if strings.ContainsAny(r.Warning(), "\n\r") {
+			t.Fatalf("KernelRules(%q): warning spans lines", rel)
+		}
+	})
+}
+
+func TestMissingCaps(t *testing.T) {
+	set := func(caps ...int) capSet {
+		var c capSet
+		for _, n := range caps {
+			c[n/32] |= 1 << (n % 32)
+		}
+		return c
+	}
+	tests := []struct {
+		have capSet
+		want string
+	}{
+		{set(capBPF, capPerfmon, capNetAdmin), ""},
+		{set(capSysAdmin, capNetAdmin), ""},
+		{set(capSysAdmin), "CAP_NET_ADMIN"},
+		{set(capBPF, capNetAdmin), "CAP_PERFMON"},
+		{set(), "CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN"},
+	}
+	for _, tt := range tests {
+		if got := strings.Join(missingCaps(tt.have), ","); got != tt.want {
+			t.Errorf("missingCaps(%x) = %q, want %q", tt.have, got, tt.want)
+		}
+	}
+}
