@@ -64,27 +64,30 @@ func Open(opts Options) (*Tracker, error) {
 	spec.Maps["hck_conns"].MaxEntries = opts.MapSize
 
 	t := &Tracker{pinDir: opts.PinDir}
-	err = spec.LoadAndAssign(&t.objs, &ebpf.CollectionOptions{
-		Maps: ebpf.MapOptions{PinPath: opts.PinDir},
-	})
-	if err != nil {
+	mapOpts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}
+	linkPath := filepath.Join(opts.PinDir, linkPin)
+	if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
+		// Attached already: the maps are all we need, no program to load.
+		if err := spec.LoadAndAssign(&t.objs.TrackerMaps, mapOpts); err != nil {
+			l.Close()
+			return nil, explainLoad(err, opts)
+		}
+		t.link = l
+		return t, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("load pinned link %s: %w", linkPath, err)
+	}
+	if err := spec.LoadAndAssign(&t.objs, mapOpts); err != nil {
 		return nil, explainLoad(err, opts)
 	}
-	if err := t.attach(); err != nil {
+	if err := t.attach(linkPath); err != nil {
 		t.objs.Close()
 		return nil, err
 	}
 	return t, nil
 }
 
-func (t *Tracker) attach() error {
-	path := filepath.Join(t.pinDir, linkPin)
-	if l, err := link.LoadPinnedLink(path, nil); err == nil {
-		t.link = l
-		return nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("load pinned link %s: %w", path, err)
-	}
+func (t *Tracker) attach(path string) error {
 	l, err := link.AttachTracing(link.TracingOptions{
 		Program:    t.objs.HckSetState,
 		AttachType: ebpf.AttachTraceRawTp,
@@ -96,7 +99,10 @@ func (t *Tracker) attach() error {
 		l.Close()
 		if errors.Is(err, os.ErrExist) {
 			// Another hck-bpf attached first: share its link.
-			return t.attach()
+			if l, err = link.LoadPinnedLink(path, nil); err == nil {
+				t.link = l
+				return nil
+			}
 		}
 		return fmt.Errorf("pin link %s: %w", path, err)
 	}
