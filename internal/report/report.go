@@ -102,9 +102,11 @@ func Reconciled(log zerolog.Logger, rep *sweep.Report) {
 	if r.Overflow > 0 {
 		ev = log.Warn()
 	}
-	ev.Int("seen", r.Seen).Int("seeded", r.Seeded).Int("updated", r.Updated).Int("removed", r.Removed).Int("overflow", r.Overflow).
-		Msgf("Kernel walk: %d closing sockets, %d first seen now (ages are lower bounds: ≥), %d timewait updated, %d stale entries removed, %d not tracked (map full)",
-			r.Seen, r.Seeded, r.Updated, r.Removed, r.Overflow)
+	ev.Int("seen", r.Seen).Int("seeded", r.Seeded).Int("updated", r.Updated).Int("removed", r.Removed).
+		Int("pruned", r.Pruned).Int("overflow", r.Overflow).
+		Msgf("Kernel walk: %d closing sockets, %d first seen now (ages are lower bounds: ≥), %d timewait updated, "+
+			"%d stale entries removed, %d of deleted namespaces pruned, %d not tracked (map full)",
+			r.Seen, r.Seeded, r.Updated, r.Removed, r.Pruned, r.Overflow)
 }
 
 // Summary closes a scan's output with the scripts' totals.

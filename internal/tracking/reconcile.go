@@ -26,6 +26,7 @@ type ReconcileStats struct {
 	Seeded   int // sockets the tracker had never seen (older than it, or lost to overflow)
 	Updated  int // timewait sockets whose state or entry time became known
 	Removed  int // entries whose socket is gone without an event
+	Pruned   int // entries of network namespaces that no longer exist
 	Overflow int // sockets that could not be seeded: the map is full
 }
 
@@ -36,7 +37,9 @@ type ReconcileStats struct {
 //   - a timewait socket that moved from FIN_WAIT2 to TIME_WAIT, which no
 //     event reports, gets its state and exact entry time;
 //   - an entry of this namespace whose socket no longer exists (an expired
-//     or reused timewait socket) is removed.
+//     or reused timewait socket) is removed;
+//   - an entry of a namespace that no longer exists is removed (a deleted
+//     namespace takes its sockets without an event).
 func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	var st ReconcileStats
 	netns, err := CurrentNetNS()
@@ -83,19 +86,26 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	}
 	// Entries of this namespace with no socket behind them. One entered
 	// after the walk started may belong to a socket the walk had passed.
-	var (
-		cookie uint64
-		v      bpf.TrackerHckConn
-		stale  []uint64
-	)
-	it := m.Iterate()
-	for it.Next(&cookie, &v) {
-		if _, ok := seen[cookie]; !ok && v.Netns == netns && v.EnteredNs < start {
+	var stale, foreign []uint64
+	var foreignNS []uint32
+	err = t.forEach(func(cookie uint64, v *bpf.TrackerHckConn) {
+		switch _, ok := seen[cookie]; {
+		case v.Netns != netns:
+			foreign, foreignNS = append(foreign, cookie), append(foreignNS, v.Netns)
+		case !ok && v.EnteredNs < start:
 			stale = append(stale, cookie)
 		}
+	})
+	if err != nil {
+		return st, err
 	}
-	if err := it.Err(); err != nil {
-		return st, fmt.Errorf("walk hck_conns: %w", err)
+	if len(foreign) > 0 {
+		live := t.liveNetNS()
+		for i, c := range foreign {
+			if !live[foreignNS[i]] && m.Delete(c) == nil {
+				st.Pruned++
+			}
+		}
 	}
 	for _, c := range stale {
 		if err := m.Delete(c); err == nil {

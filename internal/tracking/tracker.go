@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -35,6 +36,8 @@ type Tracker struct {
 	objs    bpf.TrackerObjects
 	owners  *bpf.OwnersObjects  // loaded on first Owners call
 	sockets *bpf.SocketsObjects // loaded on first Reconcile
+	live    map[uint32]bool     // network namespaces still reachable
+	liveAt  time.Time
 	link    link.Link
 	pinDir  string
 	// Attached is true when this Open attached the program: nothing was
@@ -160,22 +163,13 @@ func Unload(pinDir string) error {
 
 // Conns returns every tracked socket in network namespace netns (0: all).
 func (t *Tracker) Conns(netns uint32) ([]conn.Conn, error) {
-	var (
-		cookie uint64
-		v      bpf.TrackerHckConn
-		out    []conn.Conn
-	)
-	it := t.objs.HckConns.Iterate()
-	for it.Next(&cookie, &v) {
-		if netns != 0 && v.Netns != netns {
-			continue
+	var out []conn.Conn
+	err := t.forEach(func(cookie uint64, v *bpf.TrackerHckConn) {
+		if netns == 0 || v.Netns == netns {
+			out = append(out, fromBPF(cookie, v))
 		}
-		out = append(out, fromBPF(cookie, &v))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("walk hck_conns: %w", err)
-	}
-	return out, nil
+	})
+	return out, err
 }
 
 // Forget removes a socket the kernel no longer has (destroyed, or found

@@ -3,6 +3,7 @@ package tracking
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -230,5 +231,37 @@ func TestParseHZ(t *testing.T) {
 	defer r.Close()
 	if hz := parseHZ(r); hz != 250 {
 		t.Fatalf("parseHZ = %d, want 250", hz)
+	}
+}
+
+// A deleted namespace takes its timewait sockets without an event: a
+// reconcile from anywhere prunes their entries.
+func TestPrunesDeletedNamespaces(t *testing.T) {
+	gone := testnet.New(t)
+	here := testnet.New(t)
+	tr := open(t, testnet.PinDir(t), 0)
+	tw := gone.TimeWait(t, "tcp4")
+	if _, ok := entry(t, tr, gone, tw.Cookie); !ok {
+		t.Fatal("TIME_WAIT not tracked")
+	}
+	goneNS := gone.Inode()
+	if out, err := exec.Command("ip", "netns", "del", gone.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tr.live = nil // no cached list of live namespaces
+		here.MustDo(func() error { _, err := tr.Reconcile(); return err })
+		cs, err := tr.Conns(goneNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d entries of deleted namespace %d still tracked", len(cs), goneNS)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -1,0 +1,54 @@
+package tracking
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/hck-bpf/hck-bpf/bpf"
+)
+
+// walkBatch is how many entries one BPF_MAP_LOOKUP_BATCH call returns.
+const walkBatch = 4096
+
+// forEach calls fn for every entry of hck_conns, a few thousand entries per
+// system call instead of two calls per entry. The hash map may change while
+// it is walked: an entry is seen at most once, and one written meanwhile
+// may or may not be.
+func (t *Tracker) forEach(fn func(cookie uint64, v *bpf.TrackerHckConn)) error {
+	m := t.objs.HckConns
+	keys := make([]uint64, walkBatch)
+	vals := make([]bpf.TrackerHckConn, walkBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			fn(keys[i], &vals[i])
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return nil // the walk is complete
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return t.forEachSlow(fn)
+		case err != nil:
+			return fmt.Errorf("walk hck_conns: %w", err)
+		}
+	}
+}
+
+// forEachSlow is forEach for kernels without batch map operations (< 5.6).
+func (t *Tracker) forEachSlow(fn func(cookie uint64, v *bpf.TrackerHckConn)) error {
+	var (
+		cookie uint64
+		v      bpf.TrackerHckConn
+	)
+	it := t.objs.HckConns.Iterate()
+	for it.Next(&cookie, &v) {
+		fn(cookie, &v)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("walk hck_conns: %w", err)
+	}
+	return nil
+}
