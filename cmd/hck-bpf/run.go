@@ -71,7 +71,8 @@ func runService(g *globals, f *sweepFlags) error {
 	log.Info().Str("mode", report.Mode(f.dryRun)).Str("pin_dir", g.pinDir).Bool("attached", tr.Attached).Uint32("netns", netns).
 		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)
 	err = daemon.Run(ctx, tr, killer, daemon.Config{
-		Sweep: sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills},
+		Sweep: sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills,
+			Limits: kernelLimits(log)},
 		Log:   log,
 		Ready: func() { sdNotify("READY=1") },
 	})

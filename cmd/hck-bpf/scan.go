@@ -69,7 +69,8 @@ func scan(g *globals, f *sweepFlags) error {
 		killer = d
 	}
 	report.Header(log, f.dryRun)
-	rep, err := sweep.Run(tr, killer, sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills}, conn.Now())
+	rep, err := sweep.Run(tr, killer, sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills,
+		Limits: kernelLimits(log)}, conn.Now())
 	if err != nil {
 		return err
 	}

@@ -85,6 +85,9 @@ func Fate(log zerolog.Logger, it *sweep.Item) {
 	case sweep.Failed:
 		connEvent(log.Error(), c, v).Str("action", "failed").AnErr("error", it.Err).
 			Msgf("Failed to terminate: %s", c)
+	case sweep.Unsupported:
+		connEvent(log.Warn(), c, v).Str("action", "unsupported").
+			Msgf("Not destroyed, this kernel cannot destroy it reliably: %s", c)
 	}
 }
 
@@ -126,7 +129,7 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 	}
 	ev := log.Info().Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
 		Int("skipped", skipped).Int("terminated", terminated).Int("gone", rep.Gone).
-		Int("held", rep.Held).Int("failed", rep.Failed).Bool("dry_run", dryRun).
+		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Bool("dry_run", dryRun).
 		Dur("took", rep.Took)
 	for _, r := range policy.SkipReasons {
 		ev = ev.Int("skipped_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Skipped[r])
@@ -146,6 +149,9 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 	}
 	if rep.Held > 0 {
 		log.Warn().Msgf("  Held back by --max-kills: %d", rep.Held)
+	}
+	if rep.Unsupported > 0 {
+		log.Warn().Msgf("  Reported, not destroyed (kernel too old): %d", rep.Unsupported)
 	}
 	log.Info().Msgf("  Failed terminations: %d", rep.Failed)
 	log.Info().Msg(rule)

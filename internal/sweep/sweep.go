@@ -35,6 +35,25 @@ type Options struct {
 	NetNS    uint32 // only sockets of this network namespace; 0: all
 	DryRun   bool
 	MaxKills int // most sockets destroyed in one sweep; 0: no cap
+	// Limits are what the running kernel cannot destroy reliably; those
+	// sockets are reported, not destroyed. The zero value: no limits.
+	Limits KernelLimits
+}
+
+// KernelLimits say which sockets SOCK_DESTROY cannot be trusted with on the
+// running kernel (see doctor.KernelRules).
+type KernelLimits struct {
+	NoTimewait bool // before 6.0: timewait sockets cannot be destroyed
+	NoOrphans  bool // before 6.11: tcp_abort can leave an orphan alive
+}
+
+// refuses reports whether the kernel cannot destroy c; owned says whether a
+// process holds it.
+func (l KernelLimits) refuses(c *conn.Conn, owned bool) bool {
+	if c.Timewait {
+		return l.NoTimewait
+	}
+	return l.NoOrphans && !owned
 }
 
 // Outcome of one hung socket.
@@ -42,16 +61,17 @@ type Outcome int
 
 // What happened to a hung socket.
 const (
-	Skipped   Outcome = iota // policy kept it: Verdict.Skip says why
-	Planned                  // dry run: live mode would destroy it
-	Held                     // over --max-kills: left for a later sweep
-	Destroyed                // SOCK_DESTROY succeeded
-	Gone                     // the kernel no longer had it
-	Failed                   // SOCK_DESTROY failed: Item.Err says why
+	Skipped     Outcome = iota // policy kept it: Verdict.Skip says why
+	Planned                    // dry run: live mode would destroy it
+	Held                       // over --max-kills: left for a later sweep
+	Destroyed                  // SOCK_DESTROY succeeded
+	Gone                       // the kernel no longer had it
+	Failed                     // SOCK_DESTROY failed: Item.Err says why
+	Unsupported                // the running kernel cannot destroy it: reported only
 )
 
 func (o Outcome) String() string {
-	return [...]string{"skipped", "planned", "held", "destroyed", "gone", "failed"}[o]
+	return [...]string{"skipped", "planned", "held", "destroyed", "gone", "failed", "unsupported"}[o]
 }
 
 // Item is one hung socket and what the sweep did with it.
@@ -72,7 +92,9 @@ type Report struct {
 	Destroyed int
 	Gone      int
 	Failed    int
-	Items     []Item // the hung sockets, oldest first
+	// Unsupported counts hung sockets the running kernel cannot destroy.
+	Unsupported int
+	Items       []Item // the hung sockets, oldest first
 	// Next is the earliest CLOCK_BOOTTIME at which a socket still tracked
 	// becomes hung, or should be retried; 0 when nothing is pending.
 	Next         uint64
@@ -117,9 +139,13 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 		for _, i := range hung {
 			c := conns[i]
 			item := decideOwned(opts.Policy, c, owners[c.Cookie], now)
-			if rep.OwnerErr != nil && item.Outcome != Skipped {
+			switch {
+			case item.Outcome == Skipped:
+			case rep.OwnerErr != nil:
 				// Without owners a protected process could be hit.
 				item.Outcome, item.Err = Failed, rep.OwnerErr
+			case opts.Limits.refuses(&item.Conn, len(owners[c.Cookie]) > 0):
+				item.Outcome = Unsupported
 			}
 			rep.Items = append(rep.Items, item)
 		}
@@ -132,7 +158,7 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	for i := range rep.Items {
 		it := &rep.Items[i]
 		switch {
-		case it.Outcome == Skipped || it.Outcome == Failed:
+		case it.Outcome == Skipped || it.Outcome == Failed || it.Outcome == Unsupported:
 		case opts.MaxKills > 0 && len(kill) >= opts.MaxKills:
 			it.Outcome = Held
 		case opts.DryRun:
@@ -179,6 +205,8 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 		case Failed:
 			rep.Failed++
 			rep.next(now + uint64(RetryAfter))
+		case Unsupported:
+			rep.Unsupported++
 		}
 	}
 	rep.Took = time.Since(start)

@@ -1,0 +1,136 @@
+package sweep
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
+)
+
+type fakeSource struct {
+	conns     []conn.Conn
+	owners    map[uint64][]conn.Owner
+	ownerErr  error
+	forgotten []uint64
+}
+
+func (f *fakeSource) Reconcile() (tracking.ReconcileStats, error) {
+	return tracking.ReconcileStats{}, nil
+}
+func (f *fakeSource) Conns(uint32) ([]conn.Conn, error)        { return f.conns, nil }
+func (f *fakeSource) Owners() (map[uint64][]conn.Owner, error) { return f.owners, f.ownerErr }
+func (f *fakeSource) Forget(c uint64) error                    { f.forgotten = append(f.forgotten, c); return nil }
+
+type fakeKiller struct{ got []uint64 }
+
+func (k *fakeKiller) Destroy(cs []*conn.Conn) []destroy.Result {
+	res := make([]destroy.Result, len(cs))
+	for i, c := range cs {
+		k.got = append(k.got, c.Cookie)
+		res[i] = destroy.Result{Outcome: destroy.Destroyed}
+	}
+	return res
+}
+
+const sec = uint64(time.Second)
+
+func hung(cookie uint64, st conn.State, timewait bool) conn.Conn {
+	return conn.Conn{Cookie: cookie, State: st, Timewait: timewait, Exact: true, Entered: 1 * sec,
+		Local:  netip.MustParseAddrPort("10.0.0.1:8080"),
+		Remote: netip.MustParseAddrPort("10.0.0.2:40000")}
+}
+
+func TestKernelLimits(t *testing.T) {
+	pol := policy.Default()
+	src := &fakeSource{
+		conns: []conn.Conn{
+			hung(1, conn.TimeWait, true),   // timewait
+			hung(2, conn.LastAck, false),   // orphan: no owner
+			hung(3, conn.CloseWait, false), // owned
+		},
+		owners: map[uint64][]conn.Owner{3: {{PID: 42, Comm: "app"}}},
+	}
+	now := 1000 * sec
+	for _, tt := range []struct {
+		limits KernelLimits
+		killed []uint64
+	}{
+		{KernelLimits{}, []uint64{1, 2, 3}},
+		{KernelLimits{NoOrphans: true}, []uint64{1, 3}},
+		{KernelLimits{NoTimewait: true, NoOrphans: true}, []uint64{3}},
+	} {
+		k := &fakeKiller{}
+		rep, err := Run(src, k, Options{Policy: &pol, Limits: tt.limits}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(k.got) != len(tt.killed) {
+			t.Errorf("%+v: destroyed %v, want %v", tt.limits, k.got, tt.killed)
+		}
+		if rep.Unsupported != 3-len(tt.killed) || rep.Destroyed != len(tt.killed) {
+			t.Errorf("%+v: report %d destroyed, %d unsupported", tt.limits, rep.Destroyed, rep.Unsupported)
+		}
+	}
+}
+
+func TestOwnerFailureDestroysNothing(t *testing.T) {
+	pol := policy.Default()
+	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false)}, ownerErr: errors.New("no iter")}
+	k := &fakeKiller{}
+	rep, _ := Run(src, k, Options{Policy: &pol}, 1000*sec)
+	if len(k.got) != 0 || rep.Failed != 1 {
+		t.Fatalf("destroyed %v, %d failed: owners unknown must destroy nothing", k.got, rep.Failed)
+	}
+}
+
+func TestDryRunNeverDestroys(t *testing.T) {
+	pol := policy.Default()
+	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false), hung(2, conn.FinWait1, false)}}
+	k := &fakeKiller{}
+	rep, _ := Run(src, k, Options{Policy: &pol, DryRun: true}, 1000*sec)
+	if len(k.got) != 0 || rep.Planned != 2 || len(src.forgotten) != 0 {
+		t.Fatalf("dry run: destroyed %v, planned %d, forgot %v", k.got, rep.Planned, src.forgotten)
+	}
+}
+
+func TestMaxKillsHoldsTheRest(t *testing.T) {
+	pol := policy.Default()
+	src := &fakeSource{}
+	for i := range 5 {
+		c := hung(uint64(i+1), conn.CloseWait, false)
+		c.Entered += uint64(i) // oldest first
+		src.conns = append(src.conns, c)
+	}
+	k := &fakeKiller{}
+	now := 1000 * sec
+	rep, _ := Run(src, k, Options{Policy: &pol, MaxKills: 2}, now)
+	if rep.Destroyed != 2 || rep.Held != 3 || rep.Next == 0 || rep.Next > now {
+		t.Fatalf("destroyed %d held %d next %d: want 2, 3 and a sweep right away", rep.Destroyed, rep.Held, rep.Next)
+	}
+	if k.got[0] != 1 || k.got[1] != 2 {
+		t.Fatalf("destroyed %v first, want the oldest (1, 2)", k.got)
+	}
+	if len(src.forgotten) != 2 {
+		t.Fatalf("forgot %v, want the 2 destroyed", src.forgotten)
+	}
+}
+
+// The next wake-up is the earliest deadline still ahead.
+func TestNextDeadline(t *testing.T) {
+	pol := policy.Default() // CLOSE_WAIT 60s, FIN_WAIT1 120s
+	now := 100 * sec
+	a := hung(1, conn.CloseWait, false)
+	a.Entered = 90 * sec // due at 150s
+	b := hung(2, conn.FinWait1, false)
+	b.Entered = 20 * sec // due at 140s
+	src := &fakeSource{conns: []conn.Conn{a, b}}
+	rep, _ := Run(src, &fakeKiller{}, Options{Policy: &pol}, now)
+	if rep.Next != 140*sec || rep.Hung != 0 {
+		t.Fatalf("next %d hung %d, want 140s and none hung", rep.Next, rep.Hung)
+	}
+}
