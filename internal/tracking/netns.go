@@ -15,9 +15,9 @@ const liveNetNSMaxAge = 30 * time.Second
 // ones some thread is in, and the ones bind-mounted under /run/netns.
 // Entries of any other namespace belong to a namespace that is gone (its
 // sockets went with it, without an event) or that nothing can reach: no
-// sweep could ever act on them.
-func (t *Tracker) liveNetNS() map[uint32]bool {
-	if t.live != nil && time.Since(t.liveAt) < liveNetNSMaxAge {
+// sweep could ever act on them. fresh skips the cached list.
+func (t *Tracker) liveNetNS(fresh bool) map[uint32]bool {
+	if !fresh && t.live != nil && time.Since(t.liveAt) < liveNetNSMaxAge {
 		return t.live
 	}
 	live := map[uint32]bool{}

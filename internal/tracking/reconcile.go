@@ -100,8 +100,13 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 		return st, err
 	}
 	if len(foreign) > 0 {
-		live := t.liveNetNS()
+		live, fresh := t.liveNetNS(false), false
 		for i, c := range foreign {
+			if !live[foreignNS[i]] && !fresh {
+				// A cached list predates namespaces made since: look
+				// again before deleting what may be a new one's entries.
+				live, fresh = t.liveNetNS(true), true
+			}
 			if !live[foreignNS[i]] && m.Delete(c) == nil {
 				st.Pruned++
 			}

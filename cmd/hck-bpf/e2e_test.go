@@ -1,0 +1,602 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/testnet"
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
+)
+
+// End-to-end tests: the hck-bpf binary, built once, run inside a network
+// namespace of the test's own with nsenter (ns.Command), always with a pin
+// dir of the test's own. The binary's default scope is the namespace it
+// runs in, so --live only ever reaches the sockets the test built there.
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// hckBPF builds the binary the first time a privileged test asks for it.
+func hckBPF(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		}
+		if binDir, binErr = os.MkdirTemp("", "hck-bpf-e2e-"); binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "hck-bpf")
+		out, err := exec.Command(goBin, "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// e2e is one namespace, one pin dir and the binary.
+type e2e struct {
+	t   *testing.T
+	ns  *testnet.NS
+	bin string
+	pin string
+}
+
+func newE2E(t *testing.T) *e2e {
+	t.Helper()
+	ns := testnet.New(t) // skips unless root
+	return &e2e{t: t, ns: ns, bin: hckBPF(t), pin: testnet.PinDir(t)}
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// command is the binary in the namespace, with the test's pin dir.
+func (h *e2e) command(args ...string) *exec.Cmd {
+	return h.ns.Command(h.bin, append(args, "--pin-dir", h.pin)...)
+}
+
+// runCmd runs cmd to completion and returns its output and exit code.
+func (h *e2e) runCmd(cmd *exec.Cmd) result {
+	h.t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		h.t.Fatalf("%s: %v", cmd, err)
+	}
+	h.t.Logf("%s: exit %d", strings.Join(cmd.Args[3:], " "), r.code)
+	return r
+}
+
+// mustRun runs the binary and fails unless it exits with code.
+func (h *e2e) mustRun(code int, args ...string) result {
+	h.t.Helper()
+	return h.want(code, h.runCmd(h.command(args...)))
+}
+
+func (h *e2e) want(code int, r result) result {
+	h.t.Helper()
+	if r.code != code {
+		h.t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// attach pins a tracker (list attaches one when none is pinned): sockets
+// are tracked from now on.
+func (h *e2e) attach() {
+	h.t.Helper()
+	r := h.mustRun(0, "list", "--json")
+	if strings.TrimSpace(r.stdout) != "[]" {
+		h.t.Fatalf("fresh namespace lists %q, want []", r.stdout)
+	}
+}
+
+// jsonLines decodes every line of a --log-format json output.
+func jsonLines(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l == "" {
+			continue
+		}
+		dec := json.NewDecoder(strings.NewReader(l))
+		dec.UseNumber() // cookies are uint64
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("not a JSON log line: %q: %v", l, err)
+		}
+		lines = append(lines, m)
+	}
+	return lines
+}
+
+// cookiesWith collects the cookies of the lines whose action is action.
+func cookiesWith(t *testing.T, lines []map[string]any, action string) map[uint64]bool {
+	t.Helper()
+	set := map[uint64]bool{}
+	for _, m := range lines {
+		if m["action"] != action {
+			continue
+		}
+		n, ok := m["cookie"].(json.Number)
+		if !ok {
+			t.Fatalf("%s line without cookie: %v", action, m)
+		}
+		c, err := strconv.ParseUint(n.String(), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set[c] = true
+	}
+	return set
+}
+
+// summary is the one line with the sweep's totals.
+func summary(t *testing.T, lines []map[string]any) map[string]any {
+	t.Helper()
+	for _, m := range lines {
+		if m["summary"] == "sweep" {
+			return m
+		}
+	}
+	t.Fatal("no summary line")
+	return nil
+}
+
+func sorted(set map[uint64]bool) []uint64 { return slices.Sorted(maps.Keys(set)) }
+
+// named is a socket the test built, with what it should be.
+type named struct {
+	name  string
+	s     *testnet.Sock
+	state conn.State
+}
+
+// check fails t for every socket not in its state.
+func check(t *testing.T, ns *testnet.NS, when string, socks ...named) {
+	t.Helper()
+	dump := ns.MustDump(t)
+	for _, n := range socks {
+		if d, ok := testnet.Lookup(dump, n.s.Cookie); !ok || d.State != n.state {
+			t.Errorf("%s: %s %s: kernel has %v (alive %v), want %s", when, n.name, n.s, d, ok, n.state)
+		}
+	}
+}
+
+// thresholdFlags: 1s for the states whose sockets below are built hung, an
+// hour for FIN_WAIT1/FIN_WAIT2, so that no hung socket's peer is hung too
+// (destroying one end resets the other, which live would then find gone
+// while dry-run, which destroys nothing, plans both).
+var thresholdFlags = []string{"--close-wait-timeout", "1", "--last-ack-timeout", "1", "--closing-timeout", "1",
+	"--time-wait-timeout", "1", "--fin-wait-timeout", "1h"}
+
+// TestDryRunNamesWhatLiveDestroys: a dry run destroys nothing and names
+// exactly the sockets a live run then destroys.
+func TestDryRunNamesWhatLiveDestroys(t *testing.T) {
+	h := newE2E(t)
+	h.attach()
+	ns := h.ns
+
+	// Hung once past 1s.
+	cw4, fw2a := ns.CloseWait(t, "tcp4")
+	cw6, fw2b := ns.CloseWait(t, "tcp6")
+	la, tw := ns.LastAck(t, "tcp4") // tw: a TIME_WAIT timewait socket, its file open
+	cl, fw1 := ns.Closing(t, "tcp6")
+	// A TIME_WAIT reached from an orphaned FIN_WAIT2: no event reports
+	// it, the sweep's walk of the namespace does.
+	tw2 := ns.TimeWait(t, "tcp6")
+	hung := []named{
+		{"CLOSE_WAIT/tcp4", cw4, conn.CloseWait},
+		{"CLOSE_WAIT/tcp6", cw6, conn.CloseWait},
+		{"LAST_ACK/tcp4", la, conn.LastAck},
+		{"TIME_WAIT/tcp4", tw, conn.TimeWait},
+		{"CLOSING/tcp6", cl, conn.Closing},
+		{"TIME_WAIT/tcp6", tw2, conn.TimeWait},
+	}
+	// Peers in FIN_WAIT1/FIN_WAIT2 (an hour's threshold), and healthy ones.
+	notHung := []named{
+		{"FIN_WAIT2 peer/tcp4", fw2a, conn.FinWait2},
+		{"FIN_WAIT2 peer/tcp6", fw2b, conn.FinWait2},
+		{"FIN_WAIT1 peer/tcp6", fw1, conn.FinWait1},
+	}
+	ec, es := ns.Established(t, "tcp4")
+	healthy := []named{
+		{"ESTABLISHED client", ec, conn.Established},
+		{"ESTABLISHED server", es, conn.Established},
+		{"LISTEN/tcp6", ns.Listen(t, "tcp6"), conn.Listen},
+		{"SYN_SENT/tcp4", ns.SynSent(t, "tcp4"), conn.SynSent},
+	}
+	want := map[uint64]bool{}
+	for _, n := range hung {
+		want[n.s.Cookie] = true
+	}
+	time.Sleep(1200 * time.Millisecond)
+
+	dry := h.mustRun(0, append([]string{"scan", "--dry-run", "--log-format", "json"}, thresholdFlags...)...)
+	dryLines := jsonLines(t, dry.stdout)
+	planned := cookiesWith(t, dryLines, "would_destroy")
+	if len(cookiesWith(t, dryLines, "destroyed")) != 0 {
+		t.Error("dry run says it destroyed something")
+	}
+	check(t, ns, "after dry run", slices.Concat(hung, notHung, healthy)...)
+
+	live := h.mustRun(0, append([]string{"scan", "--live", "--log-format", "json"}, thresholdFlags...)...)
+	liveLines := jsonLines(t, live.stdout)
+	destroyed := cookiesWith(t, liveLines, "destroyed")
+
+	if len(planned) == 0 || !maps.Equal(planned, destroyed) {
+		t.Errorf("dry run would destroy %v, live destroyed %v", sorted(planned), sorted(destroyed))
+	}
+	if !maps.Equal(planned, want) {
+		t.Errorf("dry run would destroy %v, want the hung sockets %v\n%s", sorted(planned), sorted(want), dry.stdout)
+	}
+	for _, s := range []struct {
+		lines []map[string]any
+		key   string
+	}{{dryLines, "terminated"}, {liveLines, "terminated"}} {
+		sum := summary(t, s.lines)
+		if sum[s.key] != json.Number(strconv.Itoa(len(want))) || sum["failed"] != json.Number("0") {
+			t.Errorf("summary %v, want %d terminated, 0 failed", sum, len(want))
+		}
+	}
+	for _, n := range hung {
+		ns.Await(t, n.s.Gone())
+	}
+	// The FIN_WAIT2 peers were reset by their CLOSE_WAIT's destroy; the
+	// FIN_WAIT1 peer of CLOSING was not (an abort in CLOSING sends no
+	// reset), nor was anything healthy.
+	check(t, ns, "after live run", append(healthy, notHung[2])...)
+}
+
+// lineFormat is the scripts' log line.
+var lineFormat = regexp.MustCompile(`^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} - (DEBUG|INFO|WARN|ERROR) - `)
+
+// TestTextOutput: the root form "hck-bpf --dry-run" prints the scripts'
+// lines for a hung connection, and their summary.
+func TestTextOutput(t *testing.T) {
+	h := newE2E(t)
+	h.attach()
+	s, c := h.ns.CloseWait(t, "tcp4")
+	time.Sleep(1200 * time.Millisecond)
+	r := h.mustRun(0, "--dry-run", "--close-wait-timeout", "1")
+
+	raw, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := fmt.Sprintf("tcp CLOSE_WAIT %s -> %s (PID: %d, Process: %s)", s.Local, s.Remote, os.Getpid(), strings.TrimSpace(string(raw)))
+	var msgs []string
+	for _, l := range strings.Split(strings.TrimRight(r.stdout, "\n"), "\n") {
+		loc := lineFormat.FindStringIndex(l)
+		if loc == nil {
+			t.Errorf("not a 'YYYY-MM-DD HH:MM:SS - LEVEL - message' line: %q", l)
+			continue
+		}
+		msgs = append(msgs, l[len("2006-01-02 15:04:05 - "):])
+	}
+	out := strings.Join(msgs, "\n")
+	for _, want := range []string{
+		"WARN - Hung connection detected: " + who + "\n" +
+			"WARN -   Reason: CLOSE_WAIT for ",
+		"≥ 1s threshold (peer closed; the application never closed its socket)\n" +
+			"INFO - [DRY RUN] Would terminate: " + who + "\n",
+		"INFO - Summary:\n" +
+			"INFO -   Total connections scanned: 2 (tracked in closing states)\n" +
+			"INFO -   Hung connections found: 1\n" +
+			"INFO -   Connections skipped: 0\n" +
+			"INFO -   Connections terminated: 1 (dry run: would terminate)\n" +
+			"INFO -   Failed terminations: 0\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks\n%s\n--- output:\n%s", want, r.stdout)
+		}
+	}
+	check(t, h.ns, "after dry run", named{"CLOSE_WAIT", s, conn.CloseWait}, named{"FIN_WAIT2", c, conn.FinWait2})
+}
+
+// TestListForms: the scripts' list forms of --exclude-ports (Python's
+// nargs, Bash's one quoted word, commas, repeated flags) all exclude the
+// second port, not only 22.
+func TestListForms(t *testing.T) {
+	for _, form := range []struct {
+		name string
+		args func(port string) []string
+	}{
+		{"python", func(p string) []string { return []string{"--exclude-ports", "22", p} }},
+		{"bash", func(p string) []string { return []string{"--exclude-ports", "22 " + p} }},
+		{"commas", func(p string) []string { return []string{"--exclude-ports", "22," + p} }},
+		{"repeated", func(p string) []string { return []string{"--exclude-ports", "22", "--exclude-ports", p} }},
+	} {
+		t.Run(form.name, func(t *testing.T) {
+			t.Parallel()
+			h := newE2E(t)
+			h.attach()
+			kept, _ := h.ns.CloseWait(t, "tcp4")
+			hit, _ := h.ns.CloseWait(t, "tcp4")
+			port := strconv.Itoa(int(kept.Local.Port()))
+			time.Sleep(1200 * time.Millisecond)
+			args := append([]string{"--live", "--close-wait-timeout", "1", "--log-format", "json", "-v"}, form.args(port)...)
+			lines := jsonLines(t, h.mustRun(0, args...).stdout)
+			if got := cookiesWith(t, lines, "destroyed"); !maps.Equal(got, map[uint64]bool{hit.Cookie: true}) {
+				t.Errorf("destroyed %v, want only %d", sorted(got), hit.Cookie)
+			}
+			skipped := false
+			for _, m := range lines {
+				if m["action"] == "skip" && m["cookie"] == json.Number(strconv.FormatUint(kept.Cookie, 10)) {
+					skipped = m["skip"] == "excluded port" && strings.Contains(fmt.Sprint(m["message"]), "local port "+port+" is excluded")
+				}
+			}
+			if !skipped {
+				t.Errorf("no 'local port %s is excluded' skip line for %s", port, kept)
+			}
+			h.ns.Await(t, kept.In(conn.CloseWait), hit.Gone())
+		})
+	}
+}
+
+// logWatch collects a running command's output lines.
+type logWatch struct {
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
+}
+
+func watch(r io.Reader) *logWatch {
+	w := &logWatch{done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			w.mu.Lock()
+			w.lines = append(w.lines, sc.Text())
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// find returns the first line holding every part.
+func (w *logWatch) find(parts ...string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+next:
+	for _, l := range w.lines {
+		for _, p := range parts {
+			if !strings.Contains(l, p) {
+				continue next
+			}
+		}
+		return l, true
+	}
+	return "", false
+}
+
+func (w *logWatch) all() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Join(w.lines, "\n")
+}
+
+// waitFor waits up to timeout for a line holding every part.
+func (w *logWatch) waitFor(t *testing.T, timeout time.Duration, parts ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if l, ok := w.find(parts...); ok {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no line with %q after %v; output:\n%s", parts, timeout, w.all())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sample is one look at a socket: alive or not, seen by a dump made
+// between start and end (CLOCK_BOOTTIME).
+type sample struct {
+	start, end uint64
+	alive      bool
+}
+
+// TestService: "run --live" destroys a CLOSE_WAIT when its threshold is
+// reached, not before, and logs it; SIGTERM stops it cleanly, the pins
+// stay; unload removes them.
+func TestService(t *testing.T) {
+	const threshold = 1500 * time.Millisecond
+	h := newE2E(t)
+	svc := h.command("run", "--live", "--close-wait-timeout", "1.5")
+	stdout, err := svc.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	svc.Stderr = &stderr
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logs := watch(stdout)
+	// exited is closed once the service is reaped; waitErr is then set.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		<-logs.done
+		waitErr = svc.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = svc.Process.Kill()
+			<-exited
+		}
+	})
+	logs.waitFor(t, 30*time.Second, "service started")
+
+	before := conn.Now()
+	s, _ := h.ns.CloseWait(t, "tcp4")
+	after := conn.Now()
+
+	// The exact entry time, read from the service's pinned map.
+	tr, err := tracking.Open(tracking.Options{PinDir: h.pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns, err := tr.Conns(h.ns.Inode())
+	tr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ent uint64
+	for _, c := range conns {
+		if c.Cookie == s.Cookie && c.Exact {
+			ent = c.Entered
+		}
+	}
+	if ent == 0 {
+		t.Fatalf("no exact entry for %s in %v", s, conns)
+	}
+	if ent < before || ent > after {
+		t.Errorf("entered at %d, outside the build [%d, %d]", ent, before, after)
+	}
+	deadline := ent + uint64(threshold)
+
+	var samples []sample
+	limit := deadline + uint64(5*time.Second)
+	for {
+		start := conn.Now()
+		d, ok, err := h.ns.Find(s.Cookie)
+		end := conn.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		alive := ok && d.State != conn.Close
+		samples = append(samples, sample{start, end, alive})
+		if !alive || end > limit {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	last := samples[len(samples)-1]
+	if last.alive {
+		t.Fatalf("still alive %v after its deadline", time.Duration(last.end-deadline))
+	}
+	// Gone in a dump that ended before the deadline: destroyed too early.
+	if last.end < deadline {
+		t.Errorf("destroyed at the latest %v before its deadline", time.Duration(deadline-last.end))
+	}
+	// Not a benchmark: within 2s of the deadline.
+	if last.start > deadline && time.Duration(last.start-deadline) > 2*time.Second {
+		t.Errorf("still alive %v after its deadline", time.Duration(last.start-deadline))
+	}
+	t.Logf("%d samples; alive until %v after entering, gone at %v (deadline %v)", len(samples),
+		time.Duration(samples[max(0, len(samples)-2)].end-ent), time.Duration(last.end-ent), threshold)
+
+	line := logs.waitFor(t, 5*time.Second, "Terminated: ", fmt.Sprintf("(socket cookie %d)", s.Cookie))
+	if !strings.Contains(line, fmt.Sprintf("tcp CLOSE_WAIT %s -> %s", s.Local, s.Remote)) {
+		t.Errorf("kill line %q does not name %s", line, s)
+	}
+
+	if err := svc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("service exit after SIGTERM: %v\nstderr: %s", waitErr, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("service still running 10s after SIGTERM")
+	}
+	logs.waitFor(t, time.Second, "service stopped")
+	for _, pin := range []string{"hck_conns", "hck_set_state_link"} {
+		if _, err := os.Stat(filepath.Join(h.pin, pin)); err != nil {
+			t.Errorf("pin %s gone after SIGTERM: %v", pin, err)
+		}
+	}
+
+	r := h.mustRun(0, "unload")
+	if strings.TrimSpace(r.stdout) != "unloaded "+h.pin {
+		t.Errorf("unload says %q", r.stdout)
+	}
+	if _, err := os.Stat(h.pin); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pin dir after unload: %v", err)
+	}
+}
+
+// TestExitCodeFailed: a destroy the kernel refuses makes scan --live exit
+// 1 and count it. The refusal is a real one: the binary runs as root
+// without CAP_NET_ADMIN (a unit file that forgot it), which SOCK_DESTROY
+// needs; loading the tracker does not.
+func TestExitCodeFailed(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs util-linux setpriv to drop CAP_NET_ADMIN")
+	}
+	h := newE2E(t)
+	h.attach()
+	s, _ := h.ns.CloseWait(t, "tcp4")
+	time.Sleep(1200 * time.Millisecond)
+	// nsenter (which needs CAP_SYS_ADMIN) enters the namespace, then
+	// setpriv drops CAP_NET_ADMIN for good and runs hck-bpf.
+	cmd := h.ns.Command("setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin",
+		h.bin, "--live", "--close-wait-timeout", "1", "--log-format", "json", "--pin-dir", h.pin)
+	r := h.want(exitFailure, h.runCmd(cmd))
+	lines := jsonLines(t, r.stdout)
+	failed := cookiesWith(t, lines, "failed")
+	if !maps.Equal(failed, map[uint64]bool{s.Cookie: true}) {
+		t.Errorf("failed %v, want %d", sorted(failed), s.Cookie)
+	}
+	for _, m := range lines {
+		if m["action"] == "failed" && !strings.Contains(fmt.Sprint(m["error"]), "operation not permitted") {
+			t.Errorf("failure not EPERM: %v", m["error"])
+		}
+	}
+	if sum := summary(t, lines); sum["failed"] != json.Number("1") {
+		t.Errorf("summary %v, want 1 failed", sum)
+	}
+	h.ns.Await(t, s.In(conn.CloseWait))
+}
