@@ -13,6 +13,18 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "maps.h"
 
+/* The network namespaces whose sockets are tracked (inode -> 1); key 0
+ * means every namespace. Each hck-bpf adds the namespace it works on, so a
+ * host's tracker does not fill up with other namespaces' sockets that no
+ * reconcile of ours can ever clean. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_netns SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, HCK_CNT_MAX);
@@ -60,6 +72,13 @@ static __always_inline bool closing(int state)
 		return true;
 	}
 	return false;
+}
+
+static __always_inline bool watched(__u32 netns)
+{
+	__u32 all = 0;
+
+	return bpf_map_lookup_elem(&hck_netns, &netns) || bpf_map_lookup_elem(&hck_netns, &all);
 }
 
 static __always_inline void fill(struct hck_conn *c, const struct sock *sk)
@@ -130,6 +149,8 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 	if (!closing(oldstate) && !closing(newstate))
 		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (!watched(sk->__sk_common.skc_net.net->ns.inum))
 		return 0;
 	cookie = bpf_get_socket_cookie((void *)sk);
 

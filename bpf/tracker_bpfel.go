@@ -65,6 +65,7 @@ const (
 	TrackerMapHckConns     = "hck_conns"
 	TrackerMapHckCounters  = "hck_counters"
 	TrackerMapHckEvents    = "hck_events"
+	TrackerMapHckNetns     = "hck_netns"
 	TrackerProgHckSetState = "hck_set_state"
 	TrackerVarHckCounter   = "_hck_counter"
 	TrackerVarHckEvent     = "_hck_event"
@@ -124,6 +125,7 @@ type TrackerMapSpecs struct {
 	HckConns    *ebpf.MapSpec `ebpf:"hck_conns"`
 	HckCounters *ebpf.MapSpec `ebpf:"hck_counters"`
 	HckEvents   *ebpf.MapSpec `ebpf:"hck_events"`
+	HckNetns    *ebpf.MapSpec `ebpf:"hck_netns"`
 }
 
 // TrackerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -159,6 +161,7 @@ type TrackerMaps struct {
 	HckConns    *ebpf.Map `ebpf:"hck_conns"`
 	HckCounters *ebpf.Map `ebpf:"hck_counters"`
 	HckEvents   *ebpf.Map `ebpf:"hck_events"`
+	HckNetns    *ebpf.Map `ebpf:"hck_netns"`
 }
 
 func (m *TrackerMaps) Close() error {
@@ -167,6 +170,7 @@ func (m *TrackerMaps) Close() error {
 		m.HckConns,
 		m.HckCounters,
 		m.HckEvents,
+		m.HckNetns,
 	)
 }
 

@@ -69,7 +69,7 @@ func list(g *globals, f *listOpts) error {
 	if err != nil {
 		return err
 	}
-	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize})
+	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize, Watch: []uint32{netns}})
 	if err != nil {
 		return err
 	}

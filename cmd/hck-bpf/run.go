@@ -54,7 +54,7 @@ func runService(g *globals, f *sweepFlags) error {
 	if err != nil {
 		return err
 	}
-	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize})
+	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize, Watch: []uint32{netns}})
 	if err != nil {
 		return err
 	}

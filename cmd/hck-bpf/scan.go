@@ -51,7 +51,7 @@ func scan(g *globals, f *sweepFlags) error {
 	if err != nil {
 		return err
 	}
-	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize})
+	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize, Watch: []uint32{netns}})
 	if err != nil {
 		return err
 	}

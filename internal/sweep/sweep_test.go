@@ -65,7 +65,7 @@ func openTracker(t *testing.T) *tracking.Tracker {
 	t.Helper()
 	testnet.RequireRoot(t)
 	pin := testnet.PinDir(t)
-	tr, err := tracking.Open(tracking.Options{PinDir: pin})
+	tr, err := tracking.Open(tracking.Options{PinDir: pin, WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}

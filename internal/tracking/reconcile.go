@@ -112,12 +112,37 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 			}
 		}
 	}
+	t.unwatchDead()
 	for _, c := range stale {
 		if err := m.Delete(c); err == nil {
 			st.Removed++
 		}
 	}
 	return st, nil
+}
+
+// unwatchDead removes namespaces that no longer exist from the watched set.
+func (t *Tracker) unwatchDead() {
+	var (
+		ns   uint32
+		one  uint8
+		dead []uint32
+	)
+	live := t.liveNetNS(false)
+	it := t.objs.HckNetns.Iterate()
+	for it.Next(&ns, &one) {
+		if ns != 0 && !live[ns] {
+			dead = append(dead, ns)
+		}
+	}
+	if len(dead) > 0 {
+		live = t.liveNetNS(true) // the cache may predate a new namespace
+		for _, n := range dead {
+			if !live[n] {
+				_ = t.objs.HckNetns.Delete(n)
+			}
+		}
+	}
 }
 
 // timewaitUpdate merges what the iterator saw of a timewait socket into

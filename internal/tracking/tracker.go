@@ -24,10 +24,15 @@ const DefaultMapSize = 262144
 // linkPin is the name of the pinned link that keeps the program attached.
 const linkPin = "hck_set_state_link"
 
-// Options say where and how big.
+// Options say where, how big, and which namespaces.
 type Options struct {
 	PinDir  string // bpffs directory; DefaultPinDir when empty
 	MapSize uint32 // max tracked sockets; DefaultMapSize when 0
+	// Watch lists the network namespaces (inodes) whose sockets the
+	// tracker records, added to those earlier users of the pin dir asked
+	// for. WatchAll records every namespace.
+	Watch    []uint32
+	WatchAll bool
 }
 
 // Tracker is an open handle on the pinned tracker. Close releases the handle;
@@ -76,18 +81,38 @@ func Open(opts Options) (*Tracker, error) {
 			return nil, explainLoad(err, opts)
 		}
 		t.link = l
-		return t, nil
+		return t, t.watch(opts)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("load pinned link %s: %w", linkPath, err)
 	}
 	if err := spec.LoadAndAssign(&t.objs, mapOpts); err != nil {
 		return nil, explainLoad(err, opts)
 	}
+	// Watch before attaching: no transition of a watched namespace is missed.
+	if err := t.watch(opts); err != nil {
+		t.objs.Close()
+		return nil, err
+	}
 	if err := t.attach(linkPath); err != nil {
 		t.objs.Close()
 		return nil, err
 	}
 	return t, nil
+}
+
+// watch adds opts' namespaces to the tracker's watched set.
+func (t *Tracker) watch(opts Options) error {
+	ns := opts.Watch
+	if opts.WatchAll {
+		ns = append(ns, 0)
+	}
+	for _, n := range ns {
+		if err := t.objs.HckNetns.Put(n, uint8(1)); err != nil {
+			t.Close()
+			return fmt.Errorf("watch network namespace %d: %w", n, err)
+		}
+	}
+	return nil
 }
 
 func (t *Tracker) attach(path string) error {

@@ -16,7 +16,7 @@ import (
 
 func open(t *testing.T, pinDir string, size uint32) *Tracker {
 	t.Helper()
-	tr, err := Open(Options{PinDir: pinDir, MapSize: size})
+	tr, err := Open(Options{PinDir: pinDir, MapSize: size, WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestSeedsSocketsOlderThanTracker(t *testing.T) {
 func TestReopenKeepsTimestamps(t *testing.T) {
 	ns := testnet.New(t)
 	pin := testnet.PinDir(t)
-	tr1, err := Open(Options{PinDir: pin})
+	tr1, err := Open(Options{PinDir: pin, WatchAll: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,5 +263,41 @@ func TestPrunesDeletedNamespaces(t *testing.T) {
 			t.Fatalf("%d entries of deleted namespace %d still tracked", len(cs), goneNS)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A tracker records only the namespaces it watches: a host's tracker does
+// not fill up with sockets of namespaces nobody sweeps.
+func TestWatchesOnlyItsNamespaces(t *testing.T) {
+	watched, other := testnet.New(t), testnet.New(t)
+	pin := testnet.PinDir(t)
+	tr, err := Open(Options{PinDir: pin, Watch: []uint32{watched.Inode()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	in, _ := watched.CloseWait(t, "tcp4")
+	out, _ := other.CloseWait(t, "tcp4")
+	if cs, _ := tr.Conns(watched.Inode()); len(cs) != 2 {
+		t.Fatalf("watched namespace: %d entries, want CLOSE_WAIT and FIN_WAIT2", len(cs))
+	}
+	if cs, _ := tr.Conns(other.Inode()); len(cs) != 0 {
+		t.Fatalf("unwatched namespace: %d entries, want none", len(cs))
+	}
+	// A second user of the pin dir adds its namespace; the first stays.
+	tr2, err := Open(Options{PinDir: pin, Watch: []uint32{other.Inode()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr2.Close() })
+	if _, ok := entry(t, tr2, other, out.Cookie); !ok {
+		t.Fatal("the newly watched namespace's CLOSE_WAIT was not seeded")
+	}
+	fw1, _ := other.FinWait1(t, "tcp6")
+	if c, ok := entry(t, tr2, other, fw1.Cookie); !ok || !c.Exact {
+		t.Fatalf("FIN_WAIT1 in the newly watched namespace: %+v tracked=%v, want exact", c, ok)
+	}
+	if _, ok := entry(t, tr, watched, in.Cookie); !ok {
+		t.Fatal("the first namespace is no longer tracked")
 	}
 }
