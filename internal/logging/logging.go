@@ -3,6 +3,7 @@
 package logging
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,6 +44,7 @@ func New(out io.Writer, opts Options) (zerolog.Logger, func() error, error) {
 	case "", Text:
 		w = &textWriter{w: w}
 	case JSON:
+		w = &jsonWriter{w: w}
 	default:
 		return zerolog.Nop(), closeFn, fmt.Errorf("invalid --log-format %q: want text or json", opts.Format)
 	}
@@ -52,6 +54,26 @@ func New(out io.Writer, opts Options) (zerolog.Logger, func() error, error) {
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), closeFn, nil
+}
+
+// Human marks an event that only makes sense to a person (rules, the
+// summary's text lines): JSON output leaves it out.
+const Human = "human"
+
+// Machine marks an event for programs only (a structured summary whose
+// text lines are logged separately): text output leaves it out.
+const Machine = "machine"
+
+// jsonWriter drops the events marked Human.
+type jsonWriter struct{ w io.Writer }
+
+var humanMark = []byte(`"` + Human + `":true`)
+
+func (j *jsonWriter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, humanMark) {
+		return len(p), nil
+	}
+	return j.w.Write(p)
 }
 
 // textWriter renders zerolog's JSON events as the scripts' lines. Fields
@@ -74,6 +96,9 @@ func (t *textWriter) Write(p []byte) (int, error) {
 			ts = parsed
 		}
 	}
+	if m, _ := ev[Machine].(bool); m {
+		return len(p), nil
+	}
 	lvl, _ := ev[zerolog.LevelFieldName].(string)
 	msg, _ := ev[zerolog.MessageFieldName].(string)
 	var b strings.Builder
@@ -81,7 +106,7 @@ func (t *textWriter) Write(p []byte) (int, error) {
 	if lvl == "debug" {
 		for k, v := range ev {
 			switch k {
-			case zerolog.TimestampFieldName, zerolog.LevelFieldName, zerolog.MessageFieldName:
+			case zerolog.TimestampFieldName, zerolog.LevelFieldName, zerolog.MessageFieldName, Human, Machine:
 			default:
 				fmt.Fprintf(&b, " %s=%v", k, v)
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/logging"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 )
@@ -27,11 +28,14 @@ func Mode(dryRun bool) string {
 	return "LIVE"
 }
 
+// human is an info event for people only (see logging.Human).
+func human(log zerolog.Logger) *zerolog.Event { return log.Info().Bool(logging.Human, true) }
+
 // Header opens a scan's output.
 func Header(log zerolog.Logger, dryRun bool) {
-	log.Info().Msg(rule)
+	human(log).Msg(rule)
 	log.Info().Str("mode", Mode(dryRun)).Msg("hck-bpf - " + Mode(dryRun))
-	log.Info().Msg(rule)
+	human(log).Msg(rule)
 }
 
 // connEvent adds one socket's fields to an event.
@@ -63,7 +67,7 @@ func Items(log zerolog.Logger, rep *sweep.Report) {
 		}
 		connEvent(log.Warn(), c, v).Str("action", "detect").Str("reason", v.Reason).
 			Msgf("Hung connection detected: %s", c)
-		log.Warn().Msgf("  Reason: %s", v.Reason)
+		log.Warn().Bool(logging.Human, true).Msgf("  Reason: %s", v.Reason)
 		Fate(log, it)
 	}
 }
@@ -127,32 +131,33 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 	if dryRun {
 		terminated, note = rep.Planned, " (dry run: would terminate)"
 	}
-	ev := log.Info().Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
+	ev := log.Info().Bool(logging.Machine, true).Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
 		Int("skipped", skipped).Int("terminated", terminated).Int("gone", rep.Gone).
 		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Bool("dry_run", dryRun).
 		Dur("took", rep.Took)
 	for _, r := range policy.SkipReasons {
 		ev = ev.Int("skipped_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Skipped[r])
 	}
-	ev.Msg(thin)
-	log.Info().Msg("Summary:")
-	log.Info().Msgf("  Total connections scanned: %d (tracked in closing states)", rep.Scanned)
-	log.Info().Msgf("  Hung connections found: %d", rep.Hung)
+	ev.Msg("Summary")
+	human(log).Msg(thin)
+	human(log).Msg("Summary:")
+	human(log).Msgf("  Total connections scanned: %d (tracked in closing states)", rep.Scanned)
+	human(log).Msgf("  Hung connections found: %d", rep.Hung)
 	line := fmt.Sprintf("  Connections skipped: %d", skipped)
 	if len(reasons) > 0 {
 		line += " (" + strings.Join(reasons, ", ") + ")"
 	}
-	log.Info().Msg(line)
-	log.Info().Msgf("  Connections terminated: %d%s", terminated, note)
+	human(log).Msg(line)
+	human(log).Msgf("  Connections terminated: %d%s", terminated, note)
 	if rep.Gone > 0 {
-		log.Info().Msgf("  Already gone: %d", rep.Gone)
+		human(log).Msgf("  Already gone: %d", rep.Gone)
 	}
 	if rep.Held > 0 {
-		log.Warn().Msgf("  Held back by --max-kills: %d", rep.Held)
+		log.Warn().Bool(logging.Human, true).Msgf("  Held back by --max-kills: %d", rep.Held)
 	}
 	if rep.Unsupported > 0 {
-		log.Warn().Msgf("  Reported, not destroyed (kernel too old): %d", rep.Unsupported)
+		log.Warn().Bool(logging.Human, true).Msgf("  Reported, not destroyed (kernel too old): %d", rep.Unsupported)
 	}
-	log.Info().Msgf("  Failed terminations: %d", rep.Failed)
-	log.Info().Msg(rule)
+	human(log).Msgf("  Failed terminations: %d", rep.Failed)
+	human(log).Msg(rule)
 }
