@@ -81,7 +81,11 @@ func Open(opts Options) (*Tracker, error) {
 			return nil, explainLoad(err, opts)
 		}
 		t.link = l
-		return t, t.watch(opts)
+		if err := t.watch(opts); err != nil {
+			t.Close()
+			return nil, err
+		}
+		return t, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("load pinned link %s: %w", linkPath, err)
 	}
@@ -108,7 +112,6 @@ func (t *Tracker) watch(opts Options) error {
 	}
 	for _, n := range ns {
 		if err := t.objs.HckNetns.Put(n, uint8(1)); err != nil {
-			t.Close()
 			return fmt.Errorf("watch network namespace %d: %w", n, err)
 		}
 	}
