@@ -10,6 +10,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "hck.h"
+#include "states.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -21,20 +22,6 @@ const volatile __u32 hck_hz = 0;
 #define NSEC_PER_SEC 1000000000ULL
 /* include/net/tcp.h: a TIME_WAIT timer is always armed for 60 s. */
 #define TCP_TIMEWAIT_LEN_S 60
-
-static __always_inline bool closing(int state)
-{
-	switch (state) {
-	case TCP_CLOSE_WAIT:
-	case TCP_FIN_WAIT1:
-	case TCP_FIN_WAIT2:
-	case TCP_CLOSING:
-	case TCP_LAST_ACK:
-	case TCP_TIME_WAIT:
-		return true;
-	}
-	return false;
-}
 
 SEC("iter/tcp")
 int hck_sockets(struct bpf_iter__tcp *ctx)

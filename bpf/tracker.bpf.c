@@ -8,6 +8,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "hck.h"
+#include "states.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -58,20 +59,6 @@ static __always_inline void count(enum hck_counter idx)
 
 	if (v)
 		*v += 1; /* per-CPU: no atomics needed */
-}
-
-static __always_inline bool closing(int state)
-{
-	switch (state) {
-	case TCP_CLOSE_WAIT:
-	case TCP_FIN_WAIT1:
-	case TCP_FIN_WAIT2:
-	case TCP_CLOSING:
-	case TCP_LAST_ACK:
-	case TCP_TIME_WAIT:
-		return true;
-	}
-	return false;
 }
 
 static __always_inline bool watched(__u32 netns)

@@ -65,11 +65,7 @@ func list(g *globals, f *listOpts) error {
 			want[s] = true
 		}
 	}
-	netns, err := tracking.CurrentNetNS()
-	if err != nil {
-		return err
-	}
-	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize, Watch: []uint32{netns}})
+	tr, netns, err := g.openTracker(f.mapSize)
 	if err != nil {
 		return err
 	}

@@ -55,4 +55,15 @@ hung_connection_killer command line.`,
 	return root
 }
 
+// openTracker opens (or attaches) the pinned tracker, watching the network
+// namespace hck-bpf runs in: its default scope.
+func (g *globals) openTracker(mapSize uint32) (*tracking.Tracker, uint32, error) {
+	netns, err := tracking.CurrentNetNS()
+	if err != nil {
+		return nil, 0, err
+	}
+	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: mapSize, Watch: []uint32{netns}})
+	return tr, netns, err
+}
+
 var version = "dev"

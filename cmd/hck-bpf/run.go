@@ -13,7 +13,6 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
-	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
 func newRun(g *globals) *cobra.Command {
@@ -35,26 +34,15 @@ func newRun(g *globals) *cobra.Command {
 }
 
 func runService(g *globals, f *sweepFlags) error {
-	pol, err := f.policy()
-	if err != nil {
-		return err
-	}
-	log, closeLog, err := g.logger()
+	pol, log, closeLog, err := g.prepare(f)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
-	for _, w := range pol.Warnings() {
-		log.Warn().Msg(w)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	netns, err := tracking.CurrentNetNS()
-	if err != nil {
-		return err
-	}
-	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize, Watch: []uint32{netns}})
+	tr, netns, err := g.openTracker(f.mapSize)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
-	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
 func newScan(g *globals) *cobra.Command {
@@ -35,23 +34,12 @@ func newScan(g *globals) *cobra.Command {
 }
 
 func scan(g *globals, f *sweepFlags) error {
-	pol, err := f.policy()
-	if err != nil {
-		return err
-	}
-	log, closeLog, err := g.logger()
+	pol, log, closeLog, err := g.prepare(f)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
-	for _, w := range pol.Warnings() {
-		log.Warn().Msg(w)
-	}
-	netns, err := tracking.CurrentNetNS()
-	if err != nil {
-		return err
-	}
-	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: f.mapSize, Watch: []uint32{netns}})
+	tr, netns, err := g.openTracker(f.mapSize)
 	if err != nil {
 		return err
 	}

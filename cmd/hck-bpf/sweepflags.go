@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
@@ -79,4 +80,21 @@ func (f *sweepFlags) policy() (*policy.Policy, error) {
 		return nil, usageError{err}
 	}
 	return &p, nil
+}
+
+// prepare validates the flags, then opens the log and warns about settings
+// that are valid but probably not meant: all before anything is loaded.
+func (g *globals) prepare(f *sweepFlags) (*policy.Policy, zerolog.Logger, func() error, error) {
+	pol, err := f.policy()
+	if err != nil {
+		return nil, zerolog.Nop(), nil, err
+	}
+	log, closeLog, err := g.logger()
+	if err != nil {
+		return nil, log, nil, err
+	}
+	for _, w := range pol.Warnings() {
+		log.Warn().Msg(w)
+	}
+	return pol, log, closeLog, nil
 }

@@ -145,23 +145,6 @@ func family(a netip.Addr) int {
 	return unix.AF_INET6
 }
 
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
-
-func addrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
 // closeLater closes *fd when the test ends unless the test closed it first
 // (and set it to -1): closing a number twice could close a stranger's fd.
 func closeLater(t testing.TB, fds ...*int) {
@@ -207,7 +190,7 @@ func listen(t testing.TB, ip netip.Addr) (*listener, error) {
 			return nil, err
 		}
 	}
-	if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(ip, 0))); err != nil {
+	if err := unix.Bind(fd, testnet.Sockaddr(netip.AddrPortFrom(ip, 0))); err != nil {
 		return nil, err
 	}
 	if err := unix.Listen(fd, 4096); err != nil {
@@ -217,7 +200,7 @@ func listen(t testing.TB, ip netip.Addr) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln.addr = addrPort(sa)
+	ln.addr = testnet.AddrPort(sa)
 	return ln, nil
 }
 
@@ -240,11 +223,11 @@ func dial(t testing.TB, ln *listener, to, from netip.AddrPort) (*pair, error) {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 			return nil, err
 		}
-		if err := unix.Bind(fd, sockaddr(from)); err != nil {
+		if err := unix.Bind(fd, testnet.Sockaddr(from)); err != nil {
 			return nil, fmt.Errorf("bind %s: %w", from, err)
 		}
 	}
-	if err := unix.Connect(fd, sockaddr(to)); err != nil {
+	if err := unix.Connect(fd, testnet.Sockaddr(to)); err != nil {
 		return nil, fmt.Errorf("connect %s: %w", to, err)
 	}
 	if p.server, _, err = unix.Accept4(ln.fd, unix.SOCK_CLOEXEC); err != nil {
@@ -267,7 +250,7 @@ func connOf(fd int, state conn.State) (*conn.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn.Conn{Cookie: cookie, State: state, Local: addrPort(local), Remote: addrPort(remote)}, nil
+	return &conn.Conn{Cookie: cookie, State: state, Local: testnet.AddrPort(local), Remote: testnet.AddrPort(remote)}, nil
 }
 
 // closeWait makes a connection whose server end is in CLOSE_WAIT: the

@@ -519,7 +519,7 @@ func newRaw(t *testing.T, ns *testnet.NS, bind netip.AddrPort) *rawSock {
 	if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Bind(s.fd, sockaddr(bind)); err != nil {
+	if err := unix.Bind(s.fd, testnet.Sockaddr(bind)); err != nil {
 		t.Fatalf("bind %s: %v", bind, err)
 	}
 	s.fill(t)
@@ -541,9 +541,9 @@ func (s *rawSock) fill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.local = addrPort(sa)
+	s.local = testnet.AddrPort(sa)
 	if sa, err := unix.Getpeername(s.fd); err == nil {
-		s.remote = addrPort(sa)
+		s.remote = testnet.AddrPort(sa)
 	}
 	if s.cookie, err = unix.GetsockoptUint64(s.fd, unix.SOL_SOCKET, unix.SO_COOKIE); err != nil {
 		t.Fatal(err)
@@ -574,7 +574,7 @@ func (s *rawSock) wait(t *testing.T, events int16) {
 
 func (s *rawSock) dial(t *testing.T, to netip.AddrPort) {
 	t.Helper()
-	if err := unix.Connect(s.fd, sockaddr(to)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+	if err := unix.Connect(s.fd, testnet.Sockaddr(to)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		t.Fatalf("connect %s to %s: %v", s.local, to, err)
 	}
 	s.wait(t, unix.POLLOUT)
@@ -621,23 +621,6 @@ func pairOn(t *testing.T, ns *testnet.NS, l *rawSock, bind netip.AddrPort) (clie
 	client.dial(t, l.local)
 	server = l.accept(t)
 	return client, server
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
-
-func addrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
 }
 
 var (

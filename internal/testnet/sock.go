@@ -251,7 +251,7 @@ func (ns *NS) socket(t testing.TB, fam string) *Sock {
 	if err := ns.owns(fd); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(f.lo, 0))); err != nil {
+	if err := unix.Bind(fd, Sockaddr(netip.AddrPortFrom(f.lo, 0))); err != nil {
 		t.Fatalf("bind %s: %v", f.lo, err)
 	}
 	s.fill()
@@ -286,9 +286,9 @@ func (s *Sock) fill() {
 	if err != nil {
 		s.t.Fatalf("getsockname: %v", err)
 	}
-	s.Local = addrPort(sa)
+	s.Local = AddrPort(sa)
 	if sa, err := unix.Getpeername(s.FD); err == nil {
-		s.Remote = addrPort(sa)
+		s.Remote = AddrPort(sa)
 	}
 	s.Cookie, err = unix.GetsockoptUint64(s.FD, unix.SOL_SOCKET, unix.SO_COOKIE)
 	if err != nil {
@@ -311,7 +311,7 @@ func (s *Sock) listen() {
 // connect starts a connection to addr and returns without waiting.
 func (s *Sock) connect(addr netip.AddrPort) {
 	s.t.Helper()
-	err := unix.Connect(s.FD, sockaddr(addr))
+	err := unix.Connect(s.FD, Sockaddr(addr))
 	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		s.t.Fatalf("connect %s to %s: %v", s.Local, addr, err)
 	}
@@ -367,14 +367,16 @@ func (s *Sock) poll(events int16, what string) {
 	}
 }
 
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+// Sockaddr converts an address and port for the socket calls.
+func Sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	if ap.Addr().Is4() {
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 	}
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
 
-func addrPort(sa unix.Sockaddr) netip.AddrPort {
+// AddrPort converts what getsockname and getpeername return.
+func AddrPort(sa unix.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
