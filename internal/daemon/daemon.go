@@ -94,6 +94,7 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 		timer.Reset(wait)
 	}
 	ready := false
+	var lastWalk uint64 // CLOCK_BOOTTIME of the last full walk
 	for {
 		select {
 		case <-ctx.Done():
@@ -107,7 +108,15 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 			arm(pending.Swap(0))
 		case <-timer.C:
 			next = 0
-			rep, err := sweep.Run(tr, k, cfg.Sweep, conn.Now())
+			// A full walk of the namespace on the first sweep and on the
+			// backstop; sweeps at a deadline walk only what is tracked.
+			opts := cfg.Sweep
+			now := conn.Now()
+			opts.WalkOnDemand = ready && now < lastWalk+uint64(Backstop)
+			if !opts.WalkOnDemand {
+				lastWalk = now
+			}
+			rep, err := sweep.Run(tr, k, opts, now)
 			if err != nil {
 				cfg.Log.Error().Err(err).Msg("Sweep failed")
 				arm(conn.Now() + uint64(sweep.RetryAfter))

@@ -35,6 +35,12 @@ type Options struct {
 	NetNS    uint32 // only sockets of this network namespace; 0: all
 	DryRun   bool
 	MaxKills int // most sockets destroyed in one sweep; 0: no cap
+	// WalkOnDemand skips the walk of the namespace's sockets (reconcile)
+	// unless a hung socket needs it: a FIN_WAIT2 timewait socket may have
+	// moved to TIME_WAIT, which no event reports. The service sets it for
+	// sweeps at a deadline, so their cost does not grow with the sockets
+	// that are not closing; it reconciles in full on its backstop timer.
+	WalkOnDemand bool
 	// Limits are what the running kernel cannot destroy reliably; those
 	// sockets are reported, not destroyed. The zero value: no limits.
 	Limits KernelLimits
@@ -113,10 +119,19 @@ const RetryAfter = 10 * time.Second
 func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	start := time.Now()
 	rep := Report{Skipped: map[policy.SkipReason]int{}}
-	rep.Reconciled, rep.ReconcileErr = src.Reconcile()
+	walked := !opts.WalkOnDemand
+	if walked {
+		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
+	}
 	conns, err := src.Conns(opts.NetNS)
 	if err != nil {
 		return rep, err
+	}
+	if !walked && needsWalk(opts.Policy, conns, now) {
+		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
+		if conns, err = src.Conns(opts.NetNS); err != nil {
+			return rep, err
+		}
 	}
 	rep.Scanned = len(conns)
 
@@ -211,6 +226,18 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	}
 	rep.Took = time.Since(start)
 	return rep, nil
+}
+
+// needsWalk reports whether a hung socket's state may be stale: a FIN_WAIT2
+// timewait socket that received the peer's FIN is in TIME_WAIT by now.
+func needsWalk(p *policy.Policy, conns []conn.Conn, now uint64) bool {
+	for i := range conns {
+		c := &conns[i]
+		if c.Timewait && c.State == conn.FinWait2 && p.Decide(c, now).Hung {
+			return true
+		}
+	}
+	return false
 }
 
 // decideOwned decides with the owners known: a socket shared by several

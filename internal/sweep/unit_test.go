@@ -17,9 +17,11 @@ type fakeSource struct {
 	owners    map[uint64][]conn.Owner
 	ownerErr  error
 	forgotten []uint64
+	walks     int
 }
 
 func (f *fakeSource) Reconcile() (tracking.ReconcileStats, error) {
+	f.walks++
 	return tracking.ReconcileStats{}, nil
 }
 func (f *fakeSource) Conns(uint32) ([]conn.Conn, error)        { return f.conns, nil }
@@ -132,5 +134,26 @@ func TestNextDeadline(t *testing.T) {
 	rep, _ := Run(src, &fakeKiller{}, Options{Policy: &pol}, now)
 	if rep.Next != 140*sec || rep.Hung != 0 {
 		t.Fatalf("next %d hung %d, want 140s and none hung", rep.Next, rep.Hung)
+	}
+}
+
+// Sweeps at a deadline walk the namespace only when a hung FIN_WAIT2
+// timewait socket may have moved to TIME_WAIT unseen.
+func TestWalkOnDemand(t *testing.T) {
+	pol := policy.Default()
+	now := 1000 * sec
+	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false), hung(2, conn.TimeWait, true)}}
+	Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, now)
+	if src.walks != 0 {
+		t.Fatalf("walked %d times with nothing stale", src.walks)
+	}
+	Run(src, &fakeKiller{}, Options{Policy: &pol}, now)
+	if src.walks != 1 {
+		t.Fatalf("a full sweep walked %d times, want 1", src.walks)
+	}
+	src = &fakeSource{conns: []conn.Conn{hung(3, conn.FinWait2, true)}}
+	Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, now)
+	if src.walks != 1 {
+		t.Fatalf("a hung FIN_WAIT2 timewait socket: walked %d times, want 1", src.walks)
 	}
 }
