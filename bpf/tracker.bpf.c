@@ -109,14 +109,28 @@ static __always_inline void notify(__u64 cookie, const struct hck_conn *c)
 static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 state,
 				  __u8 flags, __u64 now)
 {
-	struct hck_conn c = {};
+	struct hck_conn c = {}, *cur;
 	long err;
 
+	/* A socket moving on between closing states keeps its entry: update
+	 * it in place. A map update would allocate a new element and free the
+	 * old one through RCU, several times the cost. */
+	cur = bpf_map_lookup_elem(&hck_conns, &cookie);
+	if (cur) {
+		cur->entered_ns = now;
+		cur->state = state;
+		cur->flags = flags | (cur->flags & HCK_F_TIMEWAIT);
+		count(HCK_CNT_TRACKED);
+		notify(cookie, cur);
+		return;
+	}
 	fill(&c, sk);
 	c.entered_ns = now;
 	c.state = state;
 	c.flags = flags;
-	err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_ANY);
+	err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_NOEXIST);
+	if (err == -17 /* EEXIST: seeded by userspace meanwhile */)
+		err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_ANY);
 	if (err) {
 		count(err == -7 /* E2BIG */ ? HCK_CNT_OVERFLOW : HCK_CNT_UPDATE_ERROR);
 		return;
