@@ -42,5 +42,11 @@ lint:
 demo: build
 	$(GO) run ./tools/demo -bin $(BIN)
 
+# Side-by-side benchmark in a throwaway network namespace: sweep, churn,
+# kill lag, destroy throughput, memory, owners; prints the results table
+# and checks the targets. Under 10 minutes; -quick for a smoke run.
+bench: build
+	$(GO) run ./tools/bench -bin $(BIN)
+
 clean:
 	rm -rf bin
