@@ -8,6 +8,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "hck.h"
+#include "states.h"
 #include "maps.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -31,6 +32,9 @@ int hck_owners(struct bpf_iter__task_file *ctx)
 		return 0;
 	sk = sock->sk;
 	if (!sk)
+		return 0;
+	/* Most open sockets are ESTABLISHED: leave before hashing anything. */
+	if (!closing(sk->__sk_common.skc_state) || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	rec.cookie = bpf_get_socket_cookie(sk);
 	/* Only sockets the tracker holds: a sweep needs owners of candidates,

@@ -198,8 +198,10 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 			default:
 				it.Outcome, it.Err = Failed, res.Err
 			}
-			if it.Outcome != Failed {
-				// The kernel's socket is gone: so is our entry.
+			// A destroyed full socket passes through CLOSE and the tracker
+			// drops its entry itself; a timewait socket, or one found gone,
+			// leaves no event behind.
+			if it.Outcome == Gone || it.Outcome == Destroyed && it.Conn.Timewait {
 				_ = src.Forget(it.Conn.Cookie)
 			}
 		}
