@@ -12,6 +12,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
 // errNoNetns: the private network namespace could not be made, so nothing
@@ -93,7 +94,7 @@ func privateNetns[T any](fn func() (T, error)) (T, error) {
 			ch <- result{err: errors.New("create a private network namespace: still in the caller's: refusing to probe")}
 			return
 		}
-		if err := loUp(); err != nil {
+		if err := netns.LoopbackUp(); err != nil {
 			ch <- result{err: err}
 			return
 		}
@@ -111,27 +112,6 @@ func threadNetns() (uint64, error) {
 		return 0, fmt.Errorf("stat own network namespace: %w", err)
 	}
 	return st.Ino, nil
-}
-
-// loUp brings up loopback: a new network namespace has it down.
-func loUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("bring lo up: socket: %w", err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return fmt.Errorf("bring lo up: %w", err)
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring lo up: get flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring lo up: %w", err)
-	}
-	return nil
 }
 
 // probeDestroy makes a CLOSE_WAIT and a TIME_WAIT socket on 127.0.0.1 and

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
 // bench is the inner process: everything here runs in the private network
@@ -158,7 +160,7 @@ func (b *bench) run(ctx context.Context) error {
 // setup makes the namespace usable: loopback up, ports and queues sized for
 // 100k sockets, the bench's own listener for TIME_WAIT triggers.
 func (b *bench) setup() error {
-	if err := loUp(); err != nil {
+	if err := netns.LoopbackUp(); err != nil {
 		return err
 	}
 	for _, s := range [][2]string{

@@ -51,27 +51,6 @@ func reexecInNewNetNS(sig syscall.Signal, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// loUp brings the namespace's loopback up (a new namespace has it down).
-func loUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("socket: %w", err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("get lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring lo up: %w", err)
-	}
-	return nil
-}
-
 // setNetSysctl writes a net.* sysctl of the calling process's network
 // namespace (name like "ipv4/tcp_max_tw_buckets"). Only net.* sysctls are
 // per namespace; nothing else is written.

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
 func main() {
@@ -52,7 +54,7 @@ func run(bin string) error {
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		return fmt.Errorf("unshare network namespace: %w", err)
 	}
-	if err := loUp(); err != nil {
+	if err := netns.LoopbackUp(); err != nil {
 		return err
 	}
 	pinDir := fmt.Sprintf("/sys/fs/bpf/hck-demo-%d", os.Getpid())
@@ -141,26 +143,6 @@ func show(socks []*sock, when string) int {
 		fmt.Printf("   %-46s %-12s %-10s %s\n", s.name, st, s.want, mark)
 	}
 	return bad
-}
-
-func loUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("socket: %w", err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("get lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring lo up: %w", err)
-	}
-	return nil
 }
 
 // build makes the sockets. FIN_WAIT1 and LAST_ACK are held without dropping
