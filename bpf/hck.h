@@ -13,6 +13,9 @@ enum hck_flag {
 	/* the kernel keeps the socket as a timewait socket (TIME_WAIT, or
 	 * FIN_WAIT2 after the process closed it). */
 	HCK_F_TIMEWAIT = 2,
+	/* the process closed the socket (SOCK_DEAD): no process holds it, and
+	 * none ever will again. */
+	HCK_F_ORPHAN = 4,
 };
 
 /* One tracked socket, the value of hck_conns (key: the u64 socket cookie). */
@@ -27,6 +30,10 @@ struct hck_conn {
 	__u16 family;     /* AF_INET or AF_INET6 */
 	__u8 state;       /* TCP state, kernel numbering */
 	__u8 flags;       /* enum hck_flag */
+	/* The socket's open file (a kernel address; 0 when it has none, such
+	 * as a connection not yet accepted): how the owners iterator recognises
+	 * it in a process's file table without reading every open file. */
+	__u64 file;
 };
 
 /* Sent on hck_events each time a socket enters a closing state, so the

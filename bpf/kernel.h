@@ -72,6 +72,10 @@ typedef struct {
 	struct net *net;
 } __attribute__((preserve_access_index)) possible_net_t;
 
+typedef struct {
+	__s64 counter;
+} __attribute__((preserve_access_index)) atomic64_t;
+
 /* In the kernel the address and port pairs sit in anonymous unions; CO-RE
  * finds members of anonymous structs by name, so they are flat here. */
 struct sock_common {
@@ -85,7 +89,12 @@ struct sock_common {
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
+	atomic64_t skc_cookie; /* 0 until someone asks for the cookie */
+	unsigned long skc_flags; /* enum sock_flags bits; sk_flags in C */
 } __attribute__((preserve_access_index));
+
+/* enum sock_flags */
+#define SOCK_DEAD 0
 
 struct sock {
 	struct sock_common __sk_common;
@@ -103,27 +112,41 @@ struct inet_sock {
 	__be16 inet_sport;
 } __attribute__((preserve_access_index));
 
+struct file {
+	void *private_data; /* a socket file's struct socket */
+} __attribute__((preserve_access_index));
+
 struct socket {
 	struct sock *sk;
+	struct file *file;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
 } __attribute__((preserve_access_index));
 
 struct task_struct {
+	int pid;
 	int tgid;
 	char comm[16];
+	struct task_struct *group_leader;
+	struct files_struct *files;
 } __attribute__((preserve_access_index));
 
-struct file;
 struct seq_file;
 
 struct bpf_iter_meta {
 	struct seq_file *seq;
 } __attribute__((preserve_access_index));
 
-struct bpf_iter__task_file {
+struct bpf_iter__task {
 	struct bpf_iter_meta *meta;
 	struct task_struct *task;
-	__u32 fd;
-	struct file *file;
 } __attribute__((preserve_access_index));
 
 struct bpf_iter__tcp {
@@ -144,5 +167,11 @@ struct inet_timewait_sock {
 struct tcp_timewait_sock {
 	struct inet_timewait_sock tw_sk;
 } __attribute__((preserve_access_index));
+
+/* Open-coded number iterator (kfuncs bpf_iter_num_*, Linux 6.4): a loop the
+ * verifier checks once instead of once per iteration. */
+struct bpf_iter_num {
+	__u64 __opaque[1];
+} __attribute__((aligned(8)));
 
 #endif /* HCK_KERNEL_H */

@@ -1,49 +1,126 @@
 //go:build ignore
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* The owners iterator: walks every open file of every process once and
- * reports the ones that are tracked sockets, so a sweep learns pid and comm
- * without reading /proc text. */
+/* The owners iterator: for every process, scans its file descriptor table
+ * for the open files of the sockets a sweep asked about (hck_want), and
+ * reports pid, fd and comm for each one it finds.
+ *
+ * It reads each table as an array of pointers, a few KiB per probe read,
+ * and looks every pointer up in a small hash: it never touches the other
+ * open files themselves. Following file -> socket -> sock for every open
+ * file, as iter/task_file with bpf_sock_from_file() does, costs several
+ * cache misses per file and made a sweep cost O(open files on the host). */
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "hck.h"
-#include "states.h"
-#include "maps.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
 
 /* Keep the record type in BTF so bpf2go can generate it. */
 const struct hck_owner *_hck_owner __attribute__((unused));
 
-SEC("iter/task_file")
-int hck_owners(struct bpf_iter__task_file *ctx)
+/* The files a sweep wants the owners of: file address -> the cookie of the
+ * socket it was recorded for (hck_conn.file). A match is checked against
+ * that cookie, so an address reused by another file never matches. Written
+ * by userspace before a walk; entries are pruned when their socket is no
+ * longer tracked. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_want SEC(".maps");
+
+#define FD_CHUNK 512
+
+struct fd_chunk {
+	__u64 file[FD_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fd_chunk);
+} hck_fd_chunk SEC(".maps");
+
+/* The cookie of the socket behind an open file, or 0. */
+static __always_inline __u64 file_cookie(__u64 f)
+{
+	struct socket *so = BPF_CORE_READ((struct file *)f, private_data);
+	struct sock *sk = BPF_CORE_READ(so, sk);
+
+	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+}
+
+SEC("iter/task")
+int hck_owners(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
-	struct file *file = ctx->file;
+	struct bpf_iter_num chunks, slots;
+	struct files_struct *files;
 	struct hck_owner rec = {};
-	struct socket *sock;
-	struct sock *sk;
+	struct fd_chunk *buf;
+	struct fdtable *fdt;
+	__u32 zero = 0, max, first, n, j;
+	__u64 fds, f, *want;
+	int *i, *k;
 
-	if (!task || !file)
+	if (!task)
 		return 0;
-	sock = bpf_sock_from_file(file);
-	if (!sock)
+	files = task->files;
+	if (!files)
 		return 0;
-	sk = sock->sk;
-	if (!sk)
+	/* Threads share their leader's table: scan it once. */
+	if (task->pid != task->tgid && task->group_leader->files == files)
 		return 0;
-	/* Most open sockets are ESTABLISHED: leave before hashing anything. */
-	if (!closing(sk->__sk_common.skc_state) || sk->sk_protocol != IPPROTO_TCP)
+	fdt = files->fdt;
+	if (!fdt)
 		return 0;
-	rec.cookie = bpf_get_socket_cookie(sk);
-	/* Only sockets the tracker holds: a sweep needs owners of candidates,
-	 * not of every socket on the host. */
-	if (!bpf_map_lookup_elem(&hck_conns, &rec.cookie))
+	max = fdt->max_fds;
+	fds = (__u64)fdt->fd;
+	buf = bpf_map_lookup_elem(&hck_fd_chunk, &zero);
+	if (!buf || !fds)
 		return 0;
-	rec.pid = task->tgid;
-	rec.fd = ctx->fd;
-	__builtin_memcpy(rec.comm, task->comm, sizeof(rec.comm));
-	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+
+	bpf_iter_num_new(&chunks, 0, (max + FD_CHUNK - 1) / FD_CHUNK);
+	while ((i = bpf_iter_num_next(&chunks))) {
+		first = (__u32)*i * FD_CHUNK;
+		if (first >= max)
+			break;
+		n = max - first;
+		if (n > FD_CHUNK)
+			n = FD_CHUNK;
+		if (bpf_probe_read_kernel(buf->file, n * sizeof(__u64),
+					  (void *)(fds + (__u64)first * sizeof(__u64))))
+			continue;
+		bpf_iter_num_new(&slots, 0, n);
+		while ((k = bpf_iter_num_next(&slots))) {
+			j = *k;
+			if (j >= FD_CHUNK)
+				break;
+			f = buf->file[j];
+			if (!f)
+				continue;
+			want = bpf_map_lookup_elem(&hck_want, &f);
+			if (!want || file_cookie(f) != *want)
+				continue;
+			rec.cookie = *want;
+			rec.pid = task->tgid;
+			rec.fd = first + j;
+			__builtin_memcpy(rec.comm, task->comm, sizeof(rec.comm));
+			bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+		}
+		bpf_iter_num_destroy(&slots);
+	}
+	bpf_iter_num_destroy(&chunks);
 	return 0;
 }

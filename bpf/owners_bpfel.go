@@ -13,18 +13,9 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type OwnersHckConn struct {
-	_         structs.HostLayout
-	EnteredNs uint64
-	Saddr     [16]uint8
-	Daddr     [16]uint8
-	Sport     uint16
-	Dport     uint16
-	Netns     uint32
-	Ifindex   uint32
-	Family    uint16
-	State     uint8
-	Flags     uint8
+type OwnersFdChunk struct {
+	_    structs.HostLayout
+	File [512]uint64
 }
 
 type OwnersHckOwner struct {
@@ -39,7 +30,8 @@ type OwnersHckOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	OwnersMapHckConns   = "hck_conns"
+	OwnersMapHckFdChunk = "hck_fd_chunk"
+	OwnersMapHckWant    = "hck_want"
 	OwnersProgHckOwners = "hck_owners"
 	OwnersVarHckOwner   = "_hck_owner"
 )
@@ -93,7 +85,8 @@ type OwnersProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersMapSpecs struct {
-	HckConns *ebpf.MapSpec `ebpf:"hck_conns"`
+	HckFdChunk *ebpf.MapSpec `ebpf:"hck_fd_chunk"`
+	HckWant    *ebpf.MapSpec `ebpf:"hck_want"`
 }
 
 // OwnersVariableSpecs contains global variables before they are loaded into the kernel.
@@ -123,12 +116,14 @@ func (o *OwnersObjects) Close() error {
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersMaps struct {
-	HckConns *ebpf.Map `ebpf:"hck_conns"`
+	HckFdChunk *ebpf.Map `ebpf:"hck_fd_chunk"`
+	HckWant    *ebpf.Map `ebpf:"hck_want"`
 }
 
 func (m *OwnersMaps) Close() error {
 	return _OwnersClose(
-		m.HckConns,
+		m.HckFdChunk,
+		m.HckWant,
 	)
 }
 

@@ -9,6 +9,7 @@
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "hck.h"
 #include "states.h"
 
@@ -55,7 +56,17 @@ int hck_sockets(struct bpf_iter__tcp *ctx)
 	rec.conn.state = state;
 	/* entered_ns 0: unknown, the socket is as old as its first sighting. */
 
-	if (state == TCP_TIME_WAIT) {
+	if (state != TCP_TIME_WAIT) {
+		/* A full socket: its open file, if a process holds it, and
+		 * whether the process closed it (see the tracker's holder()). */
+		struct sock *sk = (struct sock *)skc;
+		struct socket *so = BPF_CORE_READ(sk, sk_socket);
+
+		if (so)
+			rec.conn.file = (__u64)BPF_CORE_READ(so, file);
+		if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
+			rec.conn.flags |= HCK_F_ORPHAN;
+	} else {
 		/* A timewait socket: skc_state says TIME_WAIT, tw_substate says
 		 * whether it is TIME_WAIT or an orphan still in FIN_WAIT2. */
 		tw = bpf_skc_to_tcp_timewait_sock(skc);

@@ -14,15 +14,16 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "maps.h"
 
-/* The network namespaces whose sockets are tracked (inode -> 1); key 0
- * means every namespace. Each hck-bpf adds the namespace it works on, so a
- * host's tracker does not fill up with other namespaces' sockets that no
- * reconcile of ours can ever clean. */
+/* The network namespaces whose sockets are tracked; key 0 means every
+ * namespace. Each hck-bpf adds the namespace it works on, so a host's
+ * tracker does not fill up with other namespaces' sockets that no reconcile
+ * of ours can ever clean. The value is userspace's: 0 until a full walk has
+ * seeded the namespace, then 1 + the sockets lost to a full map by then. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hck_netns SEC(".maps");
 
@@ -106,6 +107,19 @@ static __always_inline void notify(__u64 cookie, const struct hck_conn *c)
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* Who may hold the socket: its open file while it has one (kept once the
+ * socket loses it, so a closed socket's stale address stays: the owners
+ * iterator checks every match), and whether the process closed it. */
+static __always_inline void holder(const struct sock *sk, struct hck_conn *c)
+{
+	struct socket *so = sk->sk_socket;
+
+	if (so)
+		c->file = (__u64)so->file;
+	if (sk->__sk_common.skc_flags & (1UL << SOCK_DEAD))
+		c->flags |= HCK_F_ORPHAN;
+}
+
 static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 state,
 				  __u8 flags, __u64 now)
 {
@@ -119,7 +133,8 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 	if (cur) {
 		cur->entered_ns = now;
 		cur->state = state;
-		cur->flags = flags | (cur->flags & HCK_F_TIMEWAIT);
+		cur->flags = flags | (cur->flags & (HCK_F_TIMEWAIT | HCK_F_ORPHAN));
+		holder(sk, cur);
 		count(HCK_CNT_TRACKED);
 		notify(cookie, cur);
 		return;
@@ -128,6 +143,7 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 	c.entered_ns = now;
 	c.state = state;
 	c.flags = flags;
+	holder(sk, &c);
 	err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_NOEXIST);
 	if (err == -17 /* EEXIST: seeded by userspace meanwhile */)
 		err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_ANY);

@@ -31,6 +31,7 @@ type TrackerHckConn struct {
 	Family    uint16
 	State     uint8
 	Flags     uint8
+	File      uint64
 }
 
 type TrackerHckCounter uint32
@@ -55,6 +56,7 @@ type TrackerHckFlag uint32
 const (
 	TrackerHckFlagHCK_F_LOWER_BOUND TrackerHckFlag = 1
 	TrackerHckFlagHCK_F_TIMEWAIT    TrackerHckFlag = 2
+	TrackerHckFlagHCK_F_ORPHAN      TrackerHckFlag = 4
 )
 
 // Names of all BPF objects in the ELF.

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -70,14 +71,35 @@ func list(g *globals, f *listOpts) error {
 		return err
 	}
 	defer tr.Close()
-	if _, err := tr.Reconcile(); err != nil {
-		return err
+	// A full walk only when the map may be missing something: never
+	// seeded, a timewait socket whose state or existence no event
+	// reports, or a socket whose file is unknown.
+	walked := false
+	if !tr.Seeded(netns) {
+		if _, err := tr.Reconcile(); err != nil {
+			return err
+		}
+		walked = true
 	}
 	conns, err := tr.Conns(netns)
 	if err != nil {
 		return err
 	}
-	owners, err := tr.Owners()
+	if !walked && slices.ContainsFunc(conns, func(c conn.Conn) bool {
+		return c.Timewait || c.File == 0 && tracking.NeedsOwner(&c)
+	}) {
+		if _, err := tr.Reconcile(); err != nil {
+			return err
+		}
+		if conns, err = tr.Conns(netns); err != nil {
+			return err
+		}
+	}
+	ask := make([]*conn.Conn, len(conns))
+	for i := range conns {
+		ask[i] = &conns[i]
+	}
+	owners, err := tr.Owners(ask)
 	if err != nil {
 		return err
 	}

@@ -99,6 +99,11 @@ type Conn struct {
 	// Timewait marks a socket the kernel keeps as a timewait socket after
 	// close (TIME_WAIT, or FIN_WAIT2 with no process left).
 	Timewait bool
+	// Orphan marks a full socket its process closed: nobody holds it.
+	Orphan bool
+	// File is the kernel address of the socket's open file, how the
+	// owners iterator finds it in file tables; 0 when unknown.
+	File uint64
 
 	Owner *Owner // nil when unknown or when no process holds it
 }

@@ -19,11 +19,11 @@ func checkTpBTF(Options) (Status, string) {
 	return OK, "tracker loaded (verifier accepted it, unpinned maps), attached to inet_sock_set_state and detached"
 }
 
-func checkIterTaskFile(Options) (Status, string) {
+func checkIterTask(Options) (Status, string) {
 	if _, err := tracking.ProbeOwners(); err != nil {
 		return failf("%v", permHint(err, bpfCaps))
 	}
-	return OK, "owners iterator loaded (unpinned map), attached and read once; bpf_sock_from_file works"
+	return OK, "owners iterator (iter/task, file-table scan with bpf_iter_num) loaded with an unpinned map, attached and read once"
 }
 
 // checkIterTCP loads the smallest iter/tcp program there is and walks the

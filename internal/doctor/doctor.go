@@ -38,7 +38,7 @@ const (
 	CheckCapabilities = "capabilities"
 	CheckBPFFS        = "bpffs"
 	CheckTpBTF        = "tp_btf"
-	CheckIterTaskFile = "iter/task_file"
+	CheckIterTask = "iter/task"
 	CheckIterTCP      = "iter/tcp"
 	CheckSockDestroy  = "sock_destroy"
 )
@@ -76,7 +76,7 @@ func Run(opts Options) []Check {
 		{CheckCapabilities, checkCapabilities},
 		{CheckBPFFS, checkBPFFS},
 		{CheckTpBTF, checkTpBTF},
-		{CheckIterTaskFile, checkIterTaskFile},
+		{CheckIterTask, checkIterTask},
 		{CheckIterTCP, checkIterTCP},
 		{CheckSockDestroy, checkSockDestroy},
 	}

@@ -77,7 +77,7 @@ func TestRun(t *testing.T) {
 			t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, want)
 		}
 	}
-	wantNames := []string{CheckKernel, CheckBTF, CheckCapabilities, CheckBPFFS, CheckTpBTF, CheckIterTaskFile, CheckIterTCP, CheckSockDestroy}
+	wantNames := []string{CheckKernel, CheckBTF, CheckCapabilities, CheckBPFFS, CheckTpBTF, CheckIterTask, CheckIterTCP, CheckSockDestroy}
 	if !slices.Equal(names, wantNames) {
 		t.Errorf("checks %v, want %v", names, wantNames)
 	}

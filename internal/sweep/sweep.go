@@ -20,7 +20,8 @@ type Source interface {
 	// tracker, entries whose socket died without an event).
 	Reconcile() (tracking.ReconcileStats, error)
 	Conns(netns uint32) ([]conn.Conn, error)
-	Owners() (map[uint64][]conn.Owner, error)
+	// Owners finds the processes holding the given sockets.
+	Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error)
 	Forget(cookie uint64) error
 }
 
@@ -147,9 +148,16 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	}
 	rep.Hung = len(hung)
 	if len(hung) > 0 {
-		owners, err := src.Owners()
-		if err != nil {
-			rep.OwnerErr = err
+		// Only sockets a process may hold need a look at file tables.
+		var ask []*conn.Conn
+		for _, i := range hung {
+			if tracking.NeedsOwner(&conns[i]) {
+				ask = append(ask, &conns[i])
+			}
+		}
+		var owners map[uint64][]conn.Owner
+		if len(ask) > 0 {
+			owners, rep.OwnerErr = src.Owners(ask)
 		}
 		for _, i := range hung {
 			c := conns[i]
@@ -230,17 +238,39 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	return rep, nil
 }
 
-// needsWalk reports whether a hung socket's state may be stale: a FIN_WAIT2
-// timewait socket that received the peer's FIN is in TIME_WAIT by now.
+// needsWalk reports whether what the map says of a hung socket may be out
+// of date in a way no event reports:
+//   - a FIN_WAIT2 timewait socket that received the peer's FIN is in
+//     TIME_WAIT by now, and may be hung as that;
+//   - a TIME_WAIT socket older than its 60 s timer may be gone;
+//   - a socket with no known file may have been accepted since it entered
+//     its state (its owner would then be unknown).
 func needsWalk(p *policy.Policy, conns []conn.Conn, now uint64) bool {
 	for i := range conns {
 		c := &conns[i]
-		if c.Timewait && c.State == conn.FinWait2 && p.Decide(c, now).Hung {
+		if c.Timewait && c.State == conn.FinWait2 {
+			// In TIME_WAIT since some moment after it entered FIN_WAIT2:
+			// hung as either is possible once it is as old as either's
+			// threshold.
+			tw := *c
+			tw.State = conn.TimeWait
+			if p.Decide(c, now).Hung || p.Decide(&tw, now).Hung {
+				return true
+			}
+			continue
+		}
+		stale := c.Timewait && c.Age(now) >= timewaitLen
+		unowned := c.File == 0 && tracking.NeedsOwner(c)
+		if (stale || unowned) && p.Decide(c, now).Hung {
 			return true
 		}
 	}
 	return false
 }
+
+// timewaitLen is TCP_TIMEWAIT_LEN: a TIME_WAIT socket's timer, unless a
+// late segment re-arms it.
+const timewaitLen = 60 * time.Second
 
 // decideOwned decides with the owners known: a socket shared by several
 // processes is kept if any of them is protected or excluded.

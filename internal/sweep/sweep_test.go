@@ -864,7 +864,18 @@ func TestOwners(t *testing.T) {
 	held, _ := e.ns.CloseWait(t, "tcp4")
 	orphan, _ := e.ns.LastAckOrphan(t, "tcp6")
 
-	owners, err := tr.Owners()
+	if _, err := tr.Reconcile(); err != nil { // learns the orphan is one
+		t.Fatal(err)
+	}
+	conns, err := tr.Conns(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ask []*conn.Conn
+	for i := range conns {
+		ask = append(ask, &conns[i])
+	}
+	owners, err := tr.Owners(ask)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -956,4 +967,70 @@ func TestMaxKills(t *testing.T) {
 		}
 		e.ns.Await(t, conds...)
 	}
+}
+
+// TestOwnerOfLateAccept: a connection that reaches CLOSE_WAIT while it
+// waits in the accept queue has no file when the tracker sees it; a
+// process accepts it later. A sweep that walks only on demand must still
+// learn that owner before deciding: here the owner is excluded, so the
+// socket is kept.
+func TestOwnerOfLateAccept(t *testing.T) {
+	tr := openTracker(t)
+	e := newEnv(t)
+	raw, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	comm := strings.TrimSpace(string(raw))
+	l := newRaw(t, e.ns, netip.AddrPortFrom(lo4, 0))
+	l.listen(t)
+	client := newRaw(t, e.ns, netip.AddrPortFrom(lo4, 0))
+	client.dial(t, l.local)
+	client.closeWrite(t) // the server end enters CLOSE_WAIT unaccepted
+
+	var queued conn.Conn
+	deadline := time.Now().Add(testnet.Timeout)
+	for queued.Cookie == 0 {
+		conns, err := tr.Conns(e.inode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range conns {
+			if c.State == conn.CloseWait && c.Remote == client.local {
+				queued = c
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queued connection never showed up in CLOSE_WAIT")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if queued.File != 0 || queued.Orphan {
+		t.Fatalf("queued connection %s: file %#x orphan %v, want no file and not an orphan", queued.String(), queued.File, queued.Orphan)
+	}
+	server := l.accept(t)
+	if server.cookie != queued.Cookie {
+		t.Fatalf("accepted cookie %d, tracked %d", server.cookie, queued.Cookie)
+	}
+
+	pol := thresholds(time.Millisecond, conn.CloseWait)
+	pol.ExcludeProcesses = []string{comm}
+	e.waitDeadlines(t, tr, &pol)
+	rep := e.run(t, tr, sweep.Options{Policy: &pol, WalkOnDemand: true}, conn.Now())
+	it := mustItem(t, &rep, server.cookie)
+	if it.Outcome != sweep.Skipped || it.Conn.Owner == nil || it.Conn.Owner.PID != os.Getpid() {
+		t.Fatalf("%s: %s owner %+v, want skipped, owned by pid %d", it.Conn.String(), it.Outcome, it.Conn.Owner, os.Getpid())
+	}
+	if rep.Reconciled.Updated == 0 {
+		t.Errorf("the sweep learnt the owner without the walk recording the file: %+v", rep.Reconciled)
+	}
+	// The file is in the map now: the next sweep needs no walk.
+	if c := e.mustEntry(t, tr, server.cookie); c.File == 0 {
+		t.Fatalf("entry after the walk has no file")
+	}
+	rep = e.run(t, tr, sweep.Options{Policy: &pol, WalkOnDemand: true}, conn.Now())
+	if it := mustItem(t, &rep, server.cookie); it.Outcome != sweep.Skipped || rep.Reconciled.Seen != 0 {
+		t.Fatalf("second sweep: %s, walk %+v; want skipped without a walk", it.Outcome, rep.Reconciled)
+	}
+	e.ns.Await(t, server.in(conn.CloseWait))
 }

@@ -3,6 +3,7 @@ package sweep
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,15 +19,21 @@ type fakeSource struct {
 	ownerErr  error
 	forgotten []uint64
 	walks     int
+	asked     []uint64 // cookies Owners was asked about
 }
 
 func (f *fakeSource) Reconcile() (tracking.ReconcileStats, error) {
 	f.walks++
 	return tracking.ReconcileStats{}, nil
 }
-func (f *fakeSource) Conns(uint32) ([]conn.Conn, error)        { return f.conns, nil }
-func (f *fakeSource) Owners() (map[uint64][]conn.Owner, error) { return f.owners, f.ownerErr }
-func (f *fakeSource) Forget(c uint64) error                    { f.forgotten = append(f.forgotten, c); return nil }
+func (f *fakeSource) Conns(uint32) ([]conn.Conn, error) { return f.conns, nil }
+func (f *fakeSource) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
+	for _, c := range cs {
+		f.asked = append(f.asked, c.Cookie)
+	}
+	return f.owners, f.ownerErr
+}
+func (f *fakeSource) Forget(c uint64) error { f.forgotten = append(f.forgotten, c); return nil }
 
 type fakeKiller struct{ got []uint64 }
 
@@ -42,17 +49,22 @@ func (k *fakeKiller) Destroy(cs []*conn.Conn) []destroy.Result {
 const sec = uint64(time.Second)
 
 func hung(cookie uint64, st conn.State, timewait bool) conn.Conn {
-	return conn.Conn{Cookie: cookie, State: st, Timewait: timewait, Exact: true, Entered: 1 * sec,
+	return conn.Conn{Cookie: cookie, State: st, Timewait: timewait, Exact: true, Entered: 1 * sec, File: 0xff00 + cookie,
 		Local:  netip.MustParseAddrPort("10.0.0.1:8080"),
 		Remote: netip.MustParseAddrPort("10.0.0.2:40000")}
+}
+
+func orphaned(c conn.Conn) conn.Conn {
+	c.Orphan = true
+	return c
 }
 
 func TestKernelLimits(t *testing.T) {
 	pol := policy.Default()
 	src := &fakeSource{
 		conns: []conn.Conn{
-			hung(1, conn.TimeWait, true),   // timewait
-			hung(2, conn.LastAck, false),   // orphan: no owner
+			hung(1, conn.TimeWait, true), // timewait
+			orphaned(hung(2, conn.LastAck, false)),
 			hung(3, conn.CloseWait, false), // owned
 		},
 		owners: map[uint64][]conn.Owner{3: {{PID: 42, Comm: "app"}}},
@@ -77,6 +89,10 @@ func TestKernelLimits(t *testing.T) {
 		if rep.Unsupported != 3-len(tt.killed) || rep.Destroyed != len(tt.killed) {
 			t.Errorf("%+v: report %d destroyed, %d unsupported", tt.limits, rep.Destroyed, rep.Unsupported)
 		}
+	}
+	// Neither a timewait socket nor an orphan can have an owner.
+	if !slices.Equal(src.asked, []uint64{3, 3, 3}) {
+		t.Errorf("owners asked for %v, want only the owned socket 3, once per sweep", src.asked)
 	}
 }
 
@@ -137,12 +153,19 @@ func TestNextDeadline(t *testing.T) {
 	}
 }
 
-// Sweeps at a deadline walk the namespace only when a hung FIN_WAIT2
-// timewait socket may have moved to TIME_WAIT unseen.
+// Sweeps at a deadline walk the namespace only when what the map says of
+// a hung socket may be out of date: a FIN_WAIT2 timewait socket may have
+// moved to TIME_WAIT, a TIME_WAIT socket past its 60 s timer may be gone,
+// a socket with no known file may have been accepted since.
 func TestWalkOnDemand(t *testing.T) {
 	pol := policy.Default()
+	pol.Thresholds.TimeWait = 30 * time.Second
 	now := 1000 * sec
-	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false), hung(2, conn.TimeWait, true)}}
+	young := hung(2, conn.TimeWait, true)
+	young.Entered = now - 40*sec // hung, and its timer has not fired
+	orphan := hung(4, conn.LastAck, false)
+	orphan.File, orphan.Orphan = 0, true
+	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false), young, orphan}}
 	Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, now)
 	if src.walks != 0 {
 		t.Fatalf("walked %d times with nothing stale", src.walks)
@@ -151,9 +174,15 @@ func TestWalkOnDemand(t *testing.T) {
 	if src.walks != 1 {
 		t.Fatalf("a full sweep walked %d times, want 1", src.walks)
 	}
-	src = &fakeSource{conns: []conn.Conn{hung(3, conn.FinWait2, true)}}
-	Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, now)
-	if src.walks != 1 {
-		t.Fatalf("a hung FIN_WAIT2 timewait socket: walked %d times, want 1", src.walks)
+	old := hung(5, conn.TimeWait, true)
+	old.Entered = now - 70*sec
+	fileless := hung(6, conn.CloseWait, false)
+	fileless.File = 0
+	for _, c := range []conn.Conn{hung(3, conn.FinWait2, true), old, fileless} {
+		src = &fakeSource{conns: []conn.Conn{c}}
+		Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, now)
+		if src.walks != 1 {
+			t.Errorf("hung %s (timewait %v, file %#x): walked %d times, want 1", c.State, c.Timewait, c.File, src.walks)
+		}
 	}
 }

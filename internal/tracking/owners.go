@@ -1,67 +1,133 @@
 package tracking
 
 import (
-	"bytes"
-	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 )
 
-// Owners maps each tracked socket held open by a process to those
-// processes (one socket can be shared after fork). Sockets nobody holds,
-// orphans and timewait sockets, are absent. One pass of iter/task_file over
-// every open file on the host; only tracked sockets are reported.
-func (t *Tracker) Owners() (map[uint64][]conn.Owner, error) {
-	if t.owners == nil {
-		spec, err := bpf.LoadOwners()
-		if err != nil {
-			return nil, fmt.Errorf("load owners spec: %w", err)
+// wantPin is the map of files the owners iterator looks for.
+const wantPin = "hck_want"
+
+// NeedsOwner reports whether a process may hold c: a timewait socket or an
+// orphan (closed by its process) has no owner, and never will again.
+func NeedsOwner(c *conn.Conn) bool { return !c.Timewait && !c.Orphan }
+
+// Owners finds the processes holding the sockets cs (one socket can be
+// shared after fork) by their open files: one pass of the owners iterator
+// over every process's file table, which compares table slots with the
+// files of cs and reads nothing else. Sockets nobody holds are absent, and
+// so are sockets whose file is unknown (Conn.File 0: not yet accepted, or
+// never seen with one).
+func (t *Tracker) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
+	out := make(map[uint64][]conn.Owner)
+	keys := make([]uint64, 0, len(cs))
+	vals := make([]uint64, 0, len(cs))
+	asked := make(map[uint64]bool, len(cs))
+	for _, c := range cs {
+		if c.File != 0 && NeedsOwner(c) {
+			keys, vals = append(keys, c.File), append(vals, c.Cookie)
+			asked[c.Cookie] = true
 		}
-		var objs bpf.OwnersObjects
-		err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
-			MapReplacements: map[string]*ebpf.Map{"hck_conns": t.objs.HckConns},
-		})
-		if err != nil {
-			return nil, explainLoad(err, Options{PinDir: t.pinDir})
+	}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	if err := t.openOwners(); err != nil {
+		return nil, err
+	}
+	if _, err := t.want.BatchUpdate(keys, vals, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return nil, fmt.Errorf("write %s: %w", wantPin, err)
 		}
-		t.owners = &objs
+		for i := range keys {
+			if err := t.want.Put(keys[i], vals[i]); err != nil {
+				return nil, fmt.Errorf("write %s: %w", wantPin, err)
+			}
+		}
 	}
-	l, err := link.AttachIter(link.IterOptions{Program: t.owners.HckOwners})
+	raw, err := readIter(t.ownersIter, "owners iterator")
 	if err != nil {
-		return nil, fmt.Errorf("attach iter/task_file: %w", err)
+		return nil, err
 	}
-	defer l.Close()
-	it, err := l.Open()
-	if err != nil {
-		return nil, fmt.Errorf("open owners iterator: %w", err)
-	}
-	defer it.Close()
-	raw, err := io.ReadAll(it)
-	if err != nil {
-		return nil, fmt.Errorf("read owners iterator: %w", err)
-	}
-	return parseOwners(raw)
+	// Other hck-bpf processes may be asking about other sockets at the
+	// same time: keep the answers to our questions.
+	return out, parseOwners(raw, func(cookie uint64, o conn.Owner) {
+		if asked[cookie] && !containsPID(out[cookie], o.PID) {
+			out[cookie] = append(out[cookie], o)
+		}
+	})
 }
 
-func parseOwners(raw []byte) (map[uint64][]conn.Owner, error) {
-	var rec bpf.OwnersHckOwner
-	size := int(unsafe.Sizeof(rec))
-	if len(raw)%size != 0 {
-		return nil, fmt.Errorf("read owners iterator: %d bytes is not a whole number of %d-byte records", len(raw), size)
+// openOwners finds the pinned owners iterator and its hck_want map, or
+// loads, attaches and pins them.
+func (t *Tracker) openOwners() error {
+	if t.ownersIter != nil {
+		return nil
 	}
-	out := make(map[uint64][]conn.Owner)
-	r := bytes.NewReader(raw)
-	for r.Len() > 0 {
-		if err := binary.Read(r, binary.NativeEndian, &rec); err != nil {
-			return nil, fmt.Errorf("decode owner record: %w", err)
+	spec, err := bpf.LoadOwners()
+	if err != nil {
+		return fmt.Errorf("load owners spec: %w", err)
+	}
+	spec.Maps[bpf.OwnersMapHckWant].MaxEntries = t.MapSize()
+	want, err := ebpf.NewMapWithOptions(spec.Maps[bpf.OwnersMapHckWant], ebpf.MapOptions{PinPath: t.pinDir})
+	if err != nil {
+		return explainLoad(fmt.Errorf("%s: %w", wantPin, err), Options{PinDir: t.pinDir})
+	}
+	it, err := t.pinnedIter(ownersIterPin, bpf.OwnersDigest, func() (*ebpf.Program, io.Closer, error) {
+		var objs bpf.OwnersObjects
+		err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+			MapReplacements: map[string]*ebpf.Map{bpf.OwnersMapHckWant: want},
+		})
+		if err != nil {
+			return nil, nil, explainLoad(err, Options{PinDir: t.pinDir})
 		}
+		return objs.HckOwners, &objs, nil
+	})
+	if err != nil {
+		want.Close()
+		return err
+	}
+	t.want, t.ownersIter = want, it
+	return nil
+}
+
+// pruneWant removes the files of sockets no longer tracked from hck_want.
+func (t *Tracker) pruneWant(tracked map[uint64]bpf.TrackerHckConn) {
+	if t.want == nil {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(t.pinDir, wantPin), nil)
+		if err != nil {
+			return // nothing asked yet
+		}
+		t.want = m
+	}
+	var file, cookie uint64
+	var gone []uint64
+	it := t.want.Iterate()
+	for it.Next(&file, &cookie) {
+		if v, ok := tracked[cookie]; !ok || v.File != file {
+			gone = append(gone, file)
+		}
+	}
+	for _, f := range gone {
+		_ = t.want.Delete(f)
+	}
+}
+
+func parseOwners(raw []byte, fn func(cookie uint64, o conn.Owner)) error {
+	size := int(unsafe.Sizeof(bpf.OwnersHckOwner{}))
+	if len(raw)%size != 0 {
+		return fmt.Errorf("read owners iterator: %d bytes is not a whole number of %d-byte records", len(raw), size)
+	}
+	for off := 0; off < len(raw); off += size {
+		rec := (*bpf.OwnersHckOwner)(unsafe.Pointer(&raw[off]))
 		comm := make([]byte, 0, len(rec.Comm))
 		for _, c := range rec.Comm {
 			if c == 0 {
@@ -69,12 +135,9 @@ func parseOwners(raw []byte) (map[uint64][]conn.Owner, error) {
 			}
 			comm = append(comm, byte(c))
 		}
-		o := conn.Owner{PID: int(rec.Pid), Comm: string(comm)}
-		if !containsPID(out[rec.Cookie], o.PID) {
-			out[rec.Cookie] = append(out[rec.Cookie], o)
-		}
+		fn(rec.Cookie, conn.Owner{PID: int(rec.Pid), Comm: string(comm)})
 	}
-	return out, nil
+	return nil
 }
 
 func containsPID(os []conn.Owner, pid int) bool {

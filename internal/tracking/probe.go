@@ -58,7 +58,7 @@ func ProbeTracker() error {
 }
 
 // ProbeOwners proves that this kernel runs the owners iterator: it loads
-// hck_owners with a fresh, unpinned socket map, attaches iter/task_file and
+// hck_owners with a fresh, unpinned hck_want map, attaches iter/task and
 // reads it once. The map is empty, so the pass reports no socket; it
 // returns how many bytes it read (0 unless the program changed).
 func ProbeOwners() (int, error) {

@@ -13,7 +13,6 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/bpf"
@@ -46,6 +45,16 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	if err != nil {
 		return st, err
 	}
+	lost, err := t.lost()
+	if err != nil {
+		return st, err
+	}
+	// What the map holds before the walk: an entry written after this may
+	// belong to a socket the walk has passed already, and is left alone.
+	tracked := make(map[uint64]bpf.TrackerHckConn)
+	if err := t.forEach(func(cookie uint64, v *bpf.TrackerHckConn) { tracked[cookie] = *v }); err != nil {
+		return st, err
+	}
 	start := conn.Now()
 	recs, err := t.walkSockets()
 	if err != nil {
@@ -57,10 +66,8 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	for i := range recs {
 		r := &recs[i]
 		seen[r.Cookie] = struct{}{}
-		var cur bpf.TrackerHckConn
-		err := m.Lookup(r.Cookie, &cur)
-		switch {
-		case errors.Is(err, ebpf.ErrKeyNotExist):
+		cur, ok := tracked[r.Cookie]
+		if !ok {
 			v := r.Conn
 			if v.EnteredNs == 0 {
 				v.EnteredNs = start
@@ -74,30 +81,38 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 			} else if !errors.Is(err, ebpf.ErrKeyExist) {
 				return st, fmt.Errorf("seed socket %d: %w", r.Cookie, err)
 			}
-		case err != nil:
-			return st, fmt.Errorf("look up socket %d: %w", r.Cookie, err)
-		case r.Conn.Flags&uint8(bpf.TrackerHckFlagHCK_F_TIMEWAIT) != 0:
-			if next, changed := timewaitUpdate(cur, r.Conn, start); changed {
-				if err := m.Update(r.Cookie, &next, ebpf.UpdateExist); err == nil {
-					st.Updated++
-				}
+			continue
+		}
+		merge := holderUpdate
+		if r.Conn.Flags&uint8(bpf.TrackerHckFlagHCK_F_TIMEWAIT) != 0 {
+			merge = func(cur, rec bpf.TrackerHckConn) (bpf.TrackerHckConn, bool) {
+				return timewaitUpdate(cur, rec, start)
+			}
+		}
+		if _, changed := merge(cur, r.Conn); !changed {
+			continue
+		}
+		// Merge into the entry as it is now: the tracepoint may have
+		// moved the socket on since the snapshot.
+		if m.Lookup(r.Cookie, &cur) != nil {
+			continue
+		}
+		if next, changed := merge(cur, r.Conn); changed {
+			if err := m.Update(r.Cookie, &next, ebpf.UpdateExist); err == nil {
+				st.Updated++
 			}
 		}
 	}
-	// Entries of this namespace with no socket behind them. One entered
-	// after the walk started may belong to a socket the walk had passed.
+	// Entries of this namespace with no socket behind them.
 	var stale, foreign []uint64
 	var foreignNS []uint32
-	err = t.forEach(func(cookie uint64, v *bpf.TrackerHckConn) {
+	for cookie, v := range tracked {
 		switch _, ok := seen[cookie]; {
 		case v.Netns != netns:
 			foreign, foreignNS = append(foreign, cookie), append(foreignNS, v.Netns)
-		case !ok && v.EnteredNs < start:
+		case !ok:
 			stale = append(stale, cookie)
 		}
-	})
-	if err != nil {
-		return st, err
 	}
 	if len(foreign) > 0 {
 		live, fresh := t.liveNetNS(false), false
@@ -109,6 +124,7 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 			}
 			if !live[foreignNS[i]] && m.Delete(c) == nil {
 				st.Pruned++
+				delete(tracked, c)
 			}
 		}
 	}
@@ -116,21 +132,40 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	for _, c := range stale {
 		if err := m.Delete(c); err == nil {
 			st.Removed++
+			delete(tracked, c)
 		}
 	}
+	t.pruneWant(tracked)
+	if st.Overflow == 0 {
+		// Seeded: from now on the tracker alone keeps this namespace's
+		// full sockets exact (see Seeded).
+		_ = t.objs.HckNetns.Update(netns, lost+1, ebpf.UpdateAny)
+	}
 	return st, nil
+}
+
+// holderUpdate merges what the iterator saw of a full socket's holder: its
+// file (accepted since it entered its state) and whether it was closed.
+func holderUpdate(cur, full bpf.TrackerHckConn) (bpf.TrackerHckConn, bool) {
+	orphan := uint8(bpf.TrackerHckFlagHCK_F_ORPHAN)
+	next := cur
+	if full.File != 0 {
+		next.File = full.File
+	}
+	next.Flags |= full.Flags & orphan
+	return next, next != cur
 }
 
 // unwatchDead removes namespaces that no longer exist from the watched set.
 func (t *Tracker) unwatchDead() {
 	var (
 		ns   uint32
-		one  uint8
+		mark uint64
 		dead []uint32
 	)
 	live := t.liveNetNS(false)
 	it := t.objs.HckNetns.Iterate()
-	for it.Next(&ns, &one) {
+	for it.Next(&ns, &mark) {
 		if ns != 0 && !live[ns] {
 			dead = append(dead, ns)
 		}
@@ -170,34 +205,30 @@ func timewaitUpdate(cur, tw bpf.TrackerHckConn, now uint64) (bpf.TrackerHckConn,
 type socketRec = bpf.TrackerHckEvent
 
 func (t *Tracker) walkSockets() ([]socketRec, error) {
-	if t.sockets == nil {
-		spec, err := bpf.LoadSockets()
+	if t.socketsIter == nil {
+		it, err := t.pinnedIter(socketsIterPin, bpf.SocketsDigest, func() (*ebpf.Program, io.Closer, error) {
+			spec, err := bpf.LoadSockets()
+			if err != nil {
+				return nil, nil, fmt.Errorf("load sockets spec: %w", err)
+			}
+			if err := spec.Variables["hck_hz"].Set(kernelHZ()); err != nil {
+				return nil, nil, fmt.Errorf("set hck_hz: %w", err)
+			}
+			var objs bpf.SocketsObjects
+			if err := spec.LoadAndAssign(&objs, nil); err != nil {
+				return nil, nil, explainLoad(err, Options{PinDir: t.pinDir})
+			}
+			return objs.HckSockets, &objs, nil
+		})
 		if err != nil {
-			return nil, fmt.Errorf("load sockets spec: %w", err)
+			return nil, err
 		}
-		if err := spec.Variables["hck_hz"].Set(kernelHZ()); err != nil {
-			return nil, fmt.Errorf("set hck_hz: %w", err)
-		}
-		var objs bpf.SocketsObjects
-		if err := spec.LoadAndAssign(&objs, nil); err != nil {
-			return nil, explainLoad(err, Options{PinDir: t.pinDir})
-		}
-		t.sockets = &objs
+		t.socketsIter = it
 	}
-	l, err := link.AttachIter(link.IterOptions{Program: t.sockets.HckSockets})
+	// The iterator walks the namespace of the thread that reads it.
+	raw, err := readIter(t.socketsIter, "iter/tcp")
 	if err != nil {
-		return nil, fmt.Errorf("attach iter/tcp: %w", err)
-	}
-	defer l.Close()
-	// The iterator walks the namespace of the thread that opens it.
-	it, err := l.Open()
-	if err != nil {
-		return nil, fmt.Errorf("open iter/tcp: %w", err)
-	}
-	defer it.Close()
-	raw, err := io.ReadAll(it)
-	if err != nil {
-		return nil, fmt.Errorf("read iter/tcp: %w", err)
+		return nil, err
 	}
 	size := int(unsafe.Sizeof(socketRec{}))
 	if len(raw)%size != 0 {

@@ -38,13 +38,14 @@ type Options struct {
 // Tracker is an open handle on the pinned tracker. Close releases the handle;
 // the tracker stays attached and pinned until Unload.
 type Tracker struct {
-	objs    bpf.TrackerObjects
-	owners  *bpf.OwnersObjects  // loaded on first Owners call
-	sockets *bpf.SocketsObjects // loaded on first Reconcile
-	live    map[uint32]bool     // network namespaces still reachable
-	liveAt  time.Time
-	link    link.Link
-	pinDir  string
+	objs        bpf.TrackerObjects
+	ownersIter  *link.Iter      // pinned owners iterator, opened on first Owners call
+	want        *ebpf.Map       // hck_want: the files Owners asks about
+	socketsIter *link.Iter      // pinned sockets iterator, opened on first Reconcile
+	live        map[uint32]bool // network namespaces still reachable
+	liveAt      time.Time
+	link        link.Link
+	pinDir      string
 	// Attached is true when this Open attached the program: nothing was
 	// pinned before, so every socket it tracks was first seen now.
 	Attached bool
@@ -104,18 +105,41 @@ func Open(opts Options) (*Tracker, error) {
 	return t, nil
 }
 
-// watch adds opts' namespaces to the tracker's watched set.
+// watch adds opts' namespaces to the tracker's watched set. A namespace
+// watched already keeps its value: whether a full walk has seeded it.
 func (t *Tracker) watch(opts Options) error {
 	ns := opts.Watch
 	if opts.WatchAll {
 		ns = append(ns, 0)
 	}
 	for _, n := range ns {
-		if err := t.objs.HckNetns.Put(n, uint8(1)); err != nil {
+		err := t.objs.HckNetns.Update(n, uint64(0), ebpf.UpdateNoExist)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			return fmt.Errorf("watch network namespace %d: %w", n, err)
 		}
 	}
 	return nil
+}
+
+// Seeded reports whether the map holds every closing socket of network
+// namespace netns that a walk could add: a full walk (Reconcile) of it
+// has run since it was first watched, and no socket has been refused by a
+// full map since. The tracker sees every transition of the full sockets
+// after that; what it cannot see (a FIN_WAIT2 timewait socket moving to
+// TIME_WAIT, a timewait socket expiring) a sweep checks for itself.
+func (t *Tracker) Seeded(netns uint32) bool {
+	var mark uint64
+	if t.objs.HckNetns.Lookup(netns, &mark) != nil || mark == 0 {
+		return false
+	}
+	lost, err := t.lost()
+	return err == nil && mark == lost+1
+}
+
+// lost counts the sockets the tracker could not record, ever.
+func (t *Tracker) lost() (uint64, error) {
+	c, err := t.Counters()
+	return c.Overflow + c.UpdateErrors, err
 }
 
 func (t *Tracker) attach(path string) error {
@@ -148,11 +172,13 @@ func (t *Tracker) Close() error {
 	if t.link != nil {
 		errs = append(errs, t.link.Close())
 	}
-	if t.owners != nil {
-		errs = append(errs, t.owners.Close())
+	for _, it := range []*link.Iter{t.ownersIter, t.socketsIter} {
+		if it != nil {
+			errs = append(errs, it.Close())
+		}
 	}
-	if t.sockets != nil {
-		errs = append(errs, t.sockets.Close())
+	if t.want != nil {
+		errs = append(errs, t.want.Close())
 	}
 	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)
@@ -213,6 +239,12 @@ func (t *Tracker) Forget(cookie uint64) error {
 // Counters are the tracker's totals since it was first attached.
 type Counters struct {
 	Tracked, Untracked, Overflow, UpdateErrors, EventsLost uint64
+	// Missed counts transitions the kernel did not run the tracker for:
+	// a tracepoint that fires while the program is already running on the
+	// same CPU (a softirq interrupting it) is skipped, and counted in the
+	// program's recursion_misses. Such a socket's next transition, or the
+	// next walk, corrects its entry; its age may then be a lower bound.
+	Missed uint64
 }
 
 // Counters sums the per-CPU counters.
@@ -226,6 +258,14 @@ func (t *Tracker) Counters() (Counters, error) {
 		}
 		for _, v := range perCPU {
 			*p += v
+		}
+	}
+	if info, err := t.link.Info(); err == nil {
+		if prog, err := ebpf.NewProgramFromID(info.Program); err == nil {
+			if st, err := prog.Stats(); err == nil {
+				c.Missed = st.RecursionMisses
+			}
+			prog.Close()
 		}
 	}
 	return c, nil
@@ -243,6 +283,8 @@ func fromBPF(cookie uint64, v *bpf.TrackerHckConn) conn.Conn {
 		Entered:  v.EnteredNs,
 		Exact:    v.Flags&uint8(bpf.TrackerHckFlagHCK_F_LOWER_BOUND) == 0,
 		Timewait: v.Flags&uint8(bpf.TrackerHckFlagHCK_F_TIMEWAIT) != 0,
+		Orphan:   v.Flags&uint8(bpf.TrackerHckFlagHCK_F_ORPHAN) != 0,
+		File:     v.File,
 	}
 	var src, dst netip.Addr
 	if v.Family == unix.AF_INET6 {
