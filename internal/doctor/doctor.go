@@ -38,7 +38,7 @@ const (
 	CheckCapabilities = "capabilities"
 	CheckBPFFS        = "bpffs"
 	CheckTpBTF        = "tp_btf"
-	CheckIterTask = "iter/task"
+	CheckIterTask     = "iter/task"
 	CheckIterTCP      = "iter/tcp"
 	CheckSockDestroy  = "sock_destroy"
 )
