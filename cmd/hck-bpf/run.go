@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -63,10 +66,35 @@ func runService(g *globals, f *sweepFlags) error {
 			Limits: kernelLimits(log)},
 		Log:   log,
 		Ready: func() { sdNotify("READY=1") },
+		Swept: heapProfiler(os.Getenv(heapProfileEnv)),
 	})
 	logCounters(log, tr)
 	log.Info().Msg("hck-bpf service stopped; the tracker stays pinned (hck-bpf unload removes it)")
 	return err
+}
+
+// heapProfileEnv names a directory: when set, the service writes a Go heap
+// profile there after every sweep (heap-1.pb.gz, heap-2.pb.gz, ...), for
+// `go tool pprof`. A debugging aid, documented in the README; unset, it
+// costs nothing.
+const heapProfileEnv = "HCK_BPF_HEAP_PROFILE"
+
+// heapProfiler returns the daemon's Swept hook writing heap profiles to dir,
+// nil when dir is empty.
+func heapProfiler(dir string) func(*sweep.Report) {
+	if dir == "" {
+		return nil
+	}
+	n := 0
+	return func(*sweep.Report) {
+		n++
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("heap-%d.pb.gz", n)))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_ = pprof.Lookup("heap").WriteTo(f, 0)
+	}
 }
 
 // sdNotify tells systemd (Type=notify) how the service is doing.
