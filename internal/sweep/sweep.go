@@ -19,7 +19,9 @@ type Source interface {
 	// calling thread's namespace (timewait sockets, sockets older than the
 	// tracker, entries whose socket died without an event).
 	Reconcile() (tracking.ReconcileStats, error)
-	Conns(netns uint32) ([]conn.Conn, error)
+	// Walk calls fn for every tracked socket of network namespace netns
+	// (0: all); *c is only valid during the call.
+	Walk(netns uint32, fn func(c *conn.Conn)) error
 	Owners() (map[uint64][]conn.Owner, error)
 	Forget(cookie uint64) error
 }
@@ -123,36 +125,26 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	if walked {
 		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
 	}
-	conns, err := src.Conns(opts.NetNS)
+	found, err := collect(src, opts, now)
 	if err != nil {
 		return rep, err
 	}
-	if !walked && needsWalk(opts.Policy, conns, now) {
+	if !walked && found.stale {
 		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
-		if conns, err = src.Conns(opts.NetNS); err != nil {
+		if found, err = collect(src, opts, now); err != nil {
 			return rep, err
 		}
 	}
-	rep.Scanned = len(conns)
+	rep.Scanned, rep.Next = found.scanned, found.next
 
-	var hung []int
-	for i := range conns {
-		v := opts.Policy.Decide(&conns[i], now)
-		switch {
-		case v.Hung:
-			hung = append(hung, i)
-		case v.Deadline > now:
-			rep.next(v.Deadline)
-		}
-	}
-	rep.Hung = len(hung)
-	if len(hung) > 0 {
+	rep.Hung = len(found.hung)
+	if len(found.hung) > 0 {
 		owners, err := src.Owners()
 		if err != nil {
 			rep.OwnerErr = err
 		}
-		for _, i := range hung {
-			c := conns[i]
+		rep.Items = make([]Item, 0, len(found.hung))
+		for _, c := range found.hung {
 			item := decideOwned(opts.Policy, c, owners[c.Cookie], now)
 			switch {
 			case item.Outcome == Skipped:
@@ -230,16 +222,36 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	return rep, nil
 }
 
-// needsWalk reports whether a hung socket's state may be stale: a FIN_WAIT2
-// timewait socket that received the peer's FIN is in TIME_WAIT by now.
-func needsWalk(p *policy.Policy, conns []conn.Conn, now uint64) bool {
-	for i := range conns {
-		c := &conns[i]
-		if c.Timewait && c.State == conn.FinWait2 && p.Decide(c, now).Hung {
-			return true
+// found is what one pass over the tracked sockets keeps: the hung ones, the
+// earliest deadline of the others, and the count. Memory follows the hung
+// sockets, not the tracked ones.
+type found struct {
+	hung    []conn.Conn
+	next    uint64 // earliest deadline still ahead; 0: none
+	scanned int
+	// stale: a hung socket's state may be out of date. A FIN_WAIT2
+	// timewait socket that received the peer's FIN is in TIME_WAIT by
+	// now, which no event reports: only a walk of the namespace says.
+	stale bool
+}
+
+// collect reads the tracked sockets of opts.NetNS as they stream from src,
+// deciding on each with the cheap policy.Due; the full decision, with its
+// reason, is made later for the hung ones only.
+func collect(src Source, opts Options, now uint64) (found, error) {
+	var f found
+	err := src.Walk(opts.NetNS, func(c *conn.Conn) {
+		f.scanned++
+		hung, deadline := opts.Policy.Due(c, now)
+		switch {
+		case hung:
+			f.hung = append(f.hung, *c)
+			f.stale = f.stale || c.Timewait && c.State == conn.FinWait2
+		case deadline > now && (f.next == 0 || deadline < f.next):
+			f.next = deadline
 		}
-	}
-	return false
+	})
+	return f, err
 }
 
 // decideOwned decides with the owners known: a socket shared by several

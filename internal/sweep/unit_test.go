@@ -24,7 +24,12 @@ func (f *fakeSource) Reconcile() (tracking.ReconcileStats, error) {
 	f.walks++
 	return tracking.ReconcileStats{}, nil
 }
-func (f *fakeSource) Conns(uint32) ([]conn.Conn, error)        { return f.conns, nil }
+func (f *fakeSource) Walk(_ uint32, fn func(*conn.Conn)) error {
+	for _, c := range f.conns {
+		fn(&c)
+	}
+	return nil
+}
 func (f *fakeSource) Owners() (map[uint64][]conn.Owner, error) { return f.owners, f.ownerErr }
 func (f *fakeSource) Forget(c uint64) error                    { f.forgotten = append(f.forgotten, c); return nil }
 
