@@ -23,6 +23,12 @@ type walkBuf struct {
 // system call instead of two calls per entry. The hash map may change while
 // it is walked: an entry is seen at most once, and one written meanwhile
 // may or may not be. v is only valid during the call.
+//
+// The kernel's cost is per entry, not per call: about 0.4 µs an entry on
+// this project's 6.18 VM (100,000 entries: 35-70 ms; the empty 262,144
+// buckets: 0.3 ms), most of it reaching entries scattered in memory (the
+// map is not preallocated). An iter/bpf_map_elem iterator was measured no
+// faster.
 func (t *Tracker) forEach(fn func(cookie uint64, v *bpf.TrackerHckConn)) error {
 	buf := t.walkBuf
 	t.walkBuf = nil // a walk inside fn gets a batch of its own
