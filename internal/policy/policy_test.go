@@ -436,3 +436,21 @@ func TestStrings(t *testing.T) {
 		t.Errorf("SkipReasons = %v", SkipReasons)
 	}
 }
+
+// A socket not hung yet, as nearly every tracked socket is at a sweep:
+// Decide formats its reason, Due does not.
+func BenchmarkDecideNotHung(b *testing.B) {
+	p, c := Default(), mk(conn.CloseWait, time.Second)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Decide(c, now)
+	}
+}
+
+func BenchmarkDueNotHung(b *testing.B) {
+	p, c := Default(), mk(conn.CloseWait, time.Second)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Due(c, now)
+	}
+}
