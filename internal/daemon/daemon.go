@@ -28,6 +28,9 @@ type Config struct {
 	// Ready is called once the tracker is attached and the first sweep is
 	// done (systemd's READY=1).
 	Ready func()
+	// Swept, when set, is called after every sweep that ran (a debugging
+	// hook: the command writes heap profiles with it).
+	Swept func(*sweep.Report)
 }
 
 // Run sweeps whenever the earliest tracked socket is due until ctx ends.
@@ -123,6 +126,9 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 				continue
 			}
 			logSweep(cfg.Log, &rep)
+			if cfg.Swept != nil {
+				cfg.Swept(&rep)
+			}
 			arm(rep.Next)
 			if !ready && cfg.Ready != nil {
 				ready = true

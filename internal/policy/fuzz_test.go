@@ -164,6 +164,9 @@ func FuzzDecide(f *testing.F) {
 			c.Owner = &conn.Owner{PID: 1234, Comm: comm}
 		}
 		v := p.Decide(c, now)
+		if hung, deadline := p.Due(c, now); hung != v.Hung || deadline != v.Deadline {
+			t.Fatalf("Due says hung %v deadline %d; Decide %+v", hung, deadline, v)
+		}
 
 		if strings.ContainsAny(v.Reason+v.SkipDetail, "\n\r") || v.Reason == "" {
 			t.Fatalf("reason %q / detail %q: not one line", v.Reason, v.SkipDetail)

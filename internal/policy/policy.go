@@ -179,10 +179,7 @@ const lowerBound = "age is a lower bound: the socket predates the tracker"
 // is not a reason to skip: unlike the scripts, hck-bpf destroys in the kernel
 // and needs no process. c must not be nil.
 func (p *Policy) Decide(c *conn.Conn, now uint64) Verdict {
-	v := Verdict{Age: c.Age(now)}
-	if v.Age < 0 { // more than 292 years apart: saturate rather than wrap
-		v.Age = math.MaxInt64
-	}
+	v := Verdict{Age: ageAt(c, now)}
 	th, ok := p.Thresholds.For(c.State)
 	if !ok {
 		if c.State.Closing() {
@@ -193,10 +190,7 @@ func (p *Policy) Decide(c *conn.Conn, now uint64) Verdict {
 		return v
 	}
 	v.Threshold = th
-	v.Deadline = c.Entered + uint64(th)
-	if v.Deadline < c.Entered {
-		v.Deadline = math.MaxUint64
-	}
+	v.Deadline = deadlineOf(c.Entered, th)
 	age, limit := FormatAge(v.Age, c.Exact), FormatThreshold(th)
 	if v.Age < th {
 		left := FormatAge(th-v.Age, true)
@@ -220,6 +214,36 @@ func (p *Policy) Decide(c *conn.Conn, now uint64) Verdict {
 		v.Action = Destroy
 	}
 	return v
+}
+
+// Due is Decide's Hung and Deadline without the rest of the verdict, and
+// without its cost: no formatting, no allocation. A sweep checks every
+// tracked socket with it and decides in full only on the hung ones.
+func (p *Policy) Due(c *conn.Conn, now uint64) (hung bool, deadline uint64) {
+	th, ok := p.Thresholds.For(c.State)
+	if !ok {
+		return false, NoDeadline
+	}
+	return ageAt(c, now) >= th, deadlineOf(c.Entered, th)
+}
+
+// ageAt is c's age at now, saturating rather than wrapping when the two are
+// more than 292 years apart.
+func ageAt(c *conn.Conn, now uint64) time.Duration {
+	if a := c.Age(now); a >= 0 {
+		return a
+	}
+	return math.MaxInt64
+}
+
+// deadlineOf is entered + th, saturating at math.MaxUint64; th > 0, so it
+// is never NoDeadline.
+func deadlineOf(entered uint64, th time.Duration) uint64 {
+	d := entered + uint64(th)
+	if d < entered {
+		return math.MaxUint64
+	}
+	return d
 }
 
 // skip applies the filters to a hung connection, in Decide's order.

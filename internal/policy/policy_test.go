@@ -339,6 +339,32 @@ func TestDecideFilters(t *testing.T) {
 	}
 }
 
+// TestDue: the sweep's cheap check agrees with Decide at the threshold, on
+// both sides of it, at the top of the clock and for states never destroyed,
+// and allocates nothing.
+func TestDue(t *testing.T) {
+	p := Default()
+	top := mk(conn.CloseWait, 0)
+	top.Entered = math.MaxUint64 - 5
+	cases := []*conn.Conn{
+		mk(conn.CloseWait, 60*time.Second), mk(conn.CloseWait, 60*time.Second-1),
+		mk(conn.TimeWait, 0), mk(conn.FinWait2, 1000*time.Hour, inexact),
+		mk(conn.Established, 1000*time.Hour), top,
+	}
+	for _, c := range cases {
+		for _, at := range []uint64{0, now, math.MaxUint64} {
+			v := p.Decide(c, at)
+			if hung, deadline := p.Due(c, at); hung != v.Hung || deadline != v.Deadline {
+				t.Errorf("%s entered %d at %d: Due %v %d, Decide %v %d", c.State, c.Entered, at, hung, deadline, v.Hung, v.Deadline)
+			}
+		}
+	}
+	c := mk(conn.CloseWait, time.Second)
+	if n := testing.AllocsPerRun(100, func() { p.Due(c, now) }); n != 0 {
+		t.Errorf("Due allocates %v times", n)
+	}
+}
+
 func TestDecideEdges(t *testing.T) {
 	p := Default()
 
@@ -408,5 +434,23 @@ func TestStrings(t *testing.T) {
 	}
 	if len(SkipReasons) != 4 {
 		t.Errorf("SkipReasons = %v", SkipReasons)
+	}
+}
+
+// A socket not hung yet, as nearly every tracked socket is at a sweep:
+// Decide formats its reason, Due does not.
+func BenchmarkDecideNotHung(b *testing.B) {
+	p, c := Default(), mk(conn.CloseWait, time.Second)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Decide(c, now)
+	}
+}
+
+func BenchmarkDueNotHung(b *testing.B) {
+	p, c := Default(), mk(conn.CloseWait, time.Second)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Due(c, now)
 	}
 }

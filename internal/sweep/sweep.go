@@ -19,7 +19,9 @@ type Source interface {
 	// calling thread's namespace (timewait sockets, sockets older than the
 	// tracker, entries whose socket died without an event).
 	Reconcile() (tracking.ReconcileStats, error)
-	Conns(netns uint32) ([]conn.Conn, error)
+	// Walk calls fn for every tracked socket of network namespace netns
+	// (0: all); *c is only valid during the call.
+	Walk(netns uint32, fn func(c *conn.Conn)) error
 	// Owners finds the processes holding the given sockets.
 	Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error)
 	Forget(cookie uint64) error
@@ -124,43 +126,33 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	if walked {
 		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
 	}
-	conns, err := src.Conns(opts.NetNS)
+	found, err := collect(src, opts, now)
 	if err != nil {
 		return rep, err
 	}
-	if !walked && needsWalk(opts.Policy, conns, now) {
+	if !walked && found.stale {
 		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
-		if conns, err = src.Conns(opts.NetNS); err != nil {
+		if found, err = collect(src, opts, now); err != nil {
 			return rep, err
 		}
 	}
-	rep.Scanned = len(conns)
+	rep.Scanned, rep.Next = found.scanned, found.next
 
-	var hung []int
-	for i := range conns {
-		v := opts.Policy.Decide(&conns[i], now)
-		switch {
-		case v.Hung:
-			hung = append(hung, i)
-		case v.Deadline > now:
-			rep.next(v.Deadline)
-		}
-	}
-	rep.Hung = len(hung)
-	if len(hung) > 0 {
+	rep.Hung = len(found.hung)
+	if len(found.hung) > 0 {
 		// Only sockets a process may hold need a look at file tables.
 		var ask []*conn.Conn
-		for _, i := range hung {
-			if tracking.NeedsOwner(&conns[i]) {
-				ask = append(ask, &conns[i])
+		for i := range found.hung {
+			if tracking.NeedsOwner(&found.hung[i]) {
+				ask = append(ask, &found.hung[i])
 			}
 		}
 		var owners map[uint64][]conn.Owner
 		if len(ask) > 0 {
 			owners, rep.OwnerErr = src.Owners(ask)
 		}
-		for _, i := range hung {
-			c := conns[i]
+		rep.Items = make([]Item, 0, len(found.hung))
+		for _, c := range found.hung {
 			item := decideOwned(opts.Policy, c, owners[c.Cookie], now)
 			switch {
 			case item.Outcome == Skipped:
@@ -238,34 +230,58 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	return rep, nil
 }
 
-// needsWalk reports whether what the map says of a hung socket may be out
-// of date in a way no event reports:
+// found is what one pass over the tracked sockets keeps: the hung ones, the
+// earliest deadline of the others, and the count. Memory follows the hung
+// sockets, not the tracked ones.
+type found struct {
+	hung    []conn.Conn
+	next    uint64 // earliest deadline still ahead; 0: none
+	scanned int
+	// stale: what the map says of a hung socket may be out of date in a
+	// way no event reports (see stale), and only a walk of the namespace
+	// says.
+	stale bool
+}
+
+// collect reads the tracked sockets of opts.NetNS as they stream from src,
+// deciding on each with the cheap policy.Due; the full decision, with its
+// reason, is made later for the hung ones only.
+func collect(src Source, opts Options, now uint64) (found, error) {
+	var f found
+	err := src.Walk(opts.NetNS, func(c *conn.Conn) {
+		f.scanned++
+		hung, deadline := opts.Policy.Due(c, now)
+		f.stale = f.stale || stale(opts.Policy, c, hung, now)
+		switch {
+		case hung:
+			f.hung = append(f.hung, *c)
+		case deadline > now && (f.next == 0 || deadline < f.next):
+			f.next = deadline
+		}
+	})
+	return f, err
+}
+
+// stale reports whether what the map says of c may be out of date in a way
+// that matters to this sweep:
 //   - a FIN_WAIT2 timewait socket that received the peer's FIN is in
 //     TIME_WAIT by now, and may be hung as that;
-//   - a TIME_WAIT socket older than its 60 s timer may be gone;
-//   - a socket with no known file may have been accepted since it entered
-//     its state (its owner would then be unknown).
-func needsWalk(p *policy.Policy, conns []conn.Conn, now uint64) bool {
-	for i := range conns {
-		c := &conns[i]
-		if c.Timewait && c.State == conn.FinWait2 {
-			// In TIME_WAIT since some moment after it entered FIN_WAIT2:
-			// hung as either is possible once it is as old as either's
-			// threshold.
-			tw := *c
-			tw.State = conn.TimeWait
-			if p.Decide(c, now).Hung || p.Decide(&tw, now).Hung {
-				return true
-			}
-			continue
-		}
-		stale := c.Timewait && c.Age(now) >= timewaitLen
-		unowned := c.File == 0 && tracking.NeedsOwner(c)
-		if (stale || unowned) && p.Decide(c, now).Hung {
-			return true
-		}
+//   - a hung TIME_WAIT socket older than its 60 s timer may be gone;
+//   - a hung socket with no known file may have been accepted since it
+//     entered its state (its owner would then be unknown).
+func stale(p *policy.Policy, c *conn.Conn, hung bool, now uint64) bool {
+	if c.Timewait && c.State == conn.FinWait2 {
+		// In TIME_WAIT since some moment after it entered FIN_WAIT2:
+		// hung as that once it is as old as TIME_WAIT's threshold.
+		tw := *c
+		tw.State = conn.TimeWait
+		twHung, _ := p.Due(&tw, now)
+		return hung || twHung
 	}
-	return false
+	if !hung {
+		return false
+	}
+	return c.Timewait && c.Age(now) >= timewaitLen || c.File == 0 && tracking.NeedsOwner(c)
 }
 
 // timewaitLen is TCP_TIMEWAIT_LEN: a TIME_WAIT socket's timer, unless a

@@ -717,9 +717,14 @@ type staleSource struct {
 	stale []conn.Conn
 }
 
-func (s staleSource) Conns(netns uint32) ([]conn.Conn, error) {
-	conns, err := s.Tracker.Conns(netns)
-	return append(conns, s.stale...), err
+func (s staleSource) Walk(netns uint32, fn func(*conn.Conn)) error {
+	if err := s.Tracker.Walk(netns, fn); err != nil {
+		return err
+	}
+	for _, c := range s.stale {
+		fn(&c)
+	}
+	return nil
 }
 
 // TestReusedTuple: entries for sockets that are gone, whose 4-tuples a

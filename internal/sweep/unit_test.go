@@ -26,7 +26,14 @@ func (f *fakeSource) Reconcile() (tracking.ReconcileStats, error) {
 	f.walks++
 	return tracking.ReconcileStats{}, nil
 }
-func (f *fakeSource) Conns(uint32) ([]conn.Conn, error) { return f.conns, nil }
+func (f *fakeSource) Walk(_ uint32, fn func(*conn.Conn)) error {
+	var c conn.Conn // one buffer, as the tracker's: fn must copy what it keeps
+	for i := range f.conns {
+		c = f.conns[i]
+		fn(&c)
+	}
+	return nil
+}
 func (f *fakeSource) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
 	for _, c := range cs {
 		f.asked = append(f.asked, c.Cookie)
@@ -183,6 +190,57 @@ func TestWalkOnDemand(t *testing.T) {
 		Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, now)
 		if src.walks != 1 {
 			t.Errorf("hung %s (timewait %v, file %#x): walked %d times, want 1", c.State, c.Timewait, c.File, src.walks)
+		}
+	}
+}
+
+// tracked100k is 100,000 sockets nowhere near their threshold but hung
+// ones: the sweep's common case.
+func tracked100k(hungN int) *fakeSource {
+	src := &fakeSource{conns: make([]conn.Conn, 100000)}
+	for i := range src.conns {
+		c := hung(uint64(i+1), conn.CloseWait, false)
+		if i >= hungN {
+			c.Entered = 1000*sec + uint64(i) // hung at 1060 s + i ns
+		}
+		src.conns[i] = c
+	}
+	return src
+}
+
+// TestStreamingDecide: a sweep keeps the hung sockets only, finds the
+// earliest deadline of the others, and allocates in proportion to the hung
+// sockets, not the tracked ones.
+func TestStreamingDecide(t *testing.T) {
+	pol := policy.Default()
+	src := tracked100k(3)
+	opts := Options{Policy: &pol, DryRun: true, WalkOnDemand: true}
+	now := 1000 * sec
+	rep, err := Run(src, &fakeKiller{}, opts, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Scanned != 100000 || rep.Hung != 3 || rep.Planned != 3 || len(rep.Items) != 3 {
+		t.Fatalf("scanned %d, hung %d, planned %d, items %d; want 100000, 3, 3, 3", rep.Scanned, rep.Hung, rep.Planned, len(rep.Items))
+	}
+	if want := 1060*sec + 3; rep.Next != want {
+		t.Errorf("next %d, want %d (the earliest socket not hung)", rep.Next, want)
+	}
+	if n := testing.AllocsPerRun(3, func() { _, _ = Run(src, &fakeKiller{}, opts, now) }); n > 100 {
+		t.Errorf("a sweep of 100,000 tracked, 3 hung, allocates %v times", n)
+	}
+}
+
+// BenchmarkSweep100k: deciding on 100,000 tracked sockets, 3 hung (the map
+// read itself: tracking's BenchmarkWalk100k).
+func BenchmarkSweep100k(b *testing.B) {
+	pol := policy.Default()
+	src := tracked100k(3)
+	opts := Options{Policy: &pol, DryRun: true, WalkOnDemand: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Run(src, &fakeKiller{}, opts, 1000*sec); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

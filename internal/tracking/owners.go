@@ -100,7 +100,7 @@ func (t *Tracker) openOwners() error {
 }
 
 // pruneWant removes the files of sockets no longer tracked from hck_want.
-func (t *Tracker) pruneWant(tracked map[uint64]bpf.TrackerHckConn) {
+func (t *Tracker) pruneWant() {
 	if t.want == nil {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(t.pinDir, wantPin), nil)
 		if err != nil {
@@ -112,7 +112,8 @@ func (t *Tracker) pruneWant(tracked map[uint64]bpf.TrackerHckConn) {
 	var gone []uint64
 	it := t.want.Iterate()
 	for it.Next(&file, &cookie) {
-		if v, ok := tracked[cookie]; !ok || v.File != file {
+		var v bpf.TrackerHckConn
+		if t.objs.HckConns.Lookup(cookie, &v) != nil || v.File != file {
 			gone = append(gone, file)
 		}
 	}

@@ -51,8 +51,9 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	}
 	// What the map holds before the walk: an entry written after this may
 	// belong to a socket the walk has passed already, and is left alone.
-	tracked := make(map[uint64]bpf.TrackerHckConn)
-	if err := t.forEach(func(cookie uint64, v *bpf.TrackerHckConn) { tracked[cookie] = *v }); err != nil {
+	// Seen sockets leave the snapshot; what stays has no socket behind it.
+	tracked := make(map[uint64]snap)
+	if err := t.forEach(func(cookie uint64, v *bpf.TrackerHckConn) { tracked[cookie] = snapOf(v) }); err != nil {
 		return st, err
 	}
 	start := conn.Now()
@@ -61,12 +62,10 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 		return st, err
 	}
 	st.Seen = len(recs)
-	seen := make(map[uint64]struct{}, len(recs))
 	m := t.objs.HckConns
 	for i := range recs {
 		r := &recs[i]
-		seen[r.Cookie] = struct{}{}
-		cur, ok := tracked[r.Cookie]
+		old, ok := tracked[r.Cookie]
 		if !ok {
 			v := r.Conn
 			if v.EnteredNs == 0 {
@@ -83,17 +82,19 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 			}
 			continue
 		}
+		delete(tracked, r.Cookie)
 		merge := holderUpdate
 		if r.Conn.Flags&uint8(bpf.TrackerHckFlagHCK_F_TIMEWAIT) != 0 {
 			merge = func(cur, rec bpf.TrackerHckConn) (bpf.TrackerHckConn, bool) {
 				return timewaitUpdate(cur, rec, start)
 			}
 		}
-		if _, changed := merge(cur, r.Conn); !changed {
+		if _, changed := merge(old.conn(), r.Conn); !changed {
 			continue
 		}
 		// Merge into the entry as it is now: the tracepoint may have
 		// moved the socket on since the snapshot.
+		var cur bpf.TrackerHckConn
 		if m.Lookup(r.Cookie, &cur) != nil {
 			continue
 		}
@@ -103,14 +104,14 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 			}
 		}
 	}
-	// Entries of this namespace with no socket behind them.
+	// Entries with no socket behind them: this namespace's are stale; other
+	// namespaces' go if their namespace is gone.
 	var stale, foreign []uint64
 	var foreignNS []uint32
 	for cookie, v := range tracked {
-		switch _, ok := seen[cookie]; {
-		case v.Netns != netns:
-			foreign, foreignNS = append(foreign, cookie), append(foreignNS, v.Netns)
-		case !ok:
+		if v.netns != netns {
+			foreign, foreignNS = append(foreign, cookie), append(foreignNS, v.netns)
+		} else {
 			stale = append(stale, cookie)
 		}
 	}
@@ -124,7 +125,6 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 			}
 			if !live[foreignNS[i]] && m.Delete(c) == nil {
 				st.Pruned++
-				delete(tracked, c)
 			}
 		}
 	}
@@ -132,16 +132,31 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	for _, c := range stale {
 		if err := m.Delete(c); err == nil {
 			st.Removed++
-			delete(tracked, c)
 		}
 	}
-	t.pruneWant(tracked)
+	t.pruneWant()
 	if st.Overflow == 0 {
 		// Seeded: from now on the tracker alone keeps this namespace's
 		// full sockets exact (see Seeded).
 		_ = t.objs.HckNetns.Update(netns, lost+1, ebpf.UpdateAny)
 	}
 	return st, nil
+}
+
+// snap is what Reconcile keeps of an entry before its walk: what the merges
+// compare, in a third of the entry's size.
+type snap struct {
+	entered, file uint64
+	netns         uint32
+	state, flags  uint8
+}
+
+func snapOf(v *bpf.TrackerHckConn) snap {
+	return snap{entered: v.EnteredNs, file: v.File, netns: v.Netns, state: v.State, flags: v.Flags}
+}
+
+func (s snap) conn() bpf.TrackerHckConn {
+	return bpf.TrackerHckConn{EnteredNs: s.entered, File: s.file, Netns: s.netns, State: s.state, Flags: s.flags}
 }
 
 // holderUpdate merges what the iterator saw of a full socket's holder: its

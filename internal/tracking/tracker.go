@@ -43,6 +43,7 @@ type Tracker struct {
 	want        *ebpf.Map       // hck_want: the files Owners asks about
 	socketsIter *link.Iter      // pinned sockets iterator, opened on first Reconcile
 	live        map[uint32]bool // network namespaces still reachable
+	walkBuf     *walkBuf        // forEach's batch, reused
 	liveAt      time.Time
 	link        link.Link
 	pinDir      string
@@ -218,12 +219,22 @@ func Unload(pinDir string) error {
 // Conns returns every tracked socket in network namespace netns (0: all).
 func (t *Tracker) Conns(netns uint32) ([]conn.Conn, error) {
 	var out []conn.Conn
-	err := t.forEach(func(cookie uint64, v *bpf.TrackerHckConn) {
+	err := t.Walk(netns, func(c *conn.Conn) { out = append(out, *c) })
+	return out, err
+}
+
+// Walk calls fn for every tracked socket in network namespace netns (0:
+// all), reading the map a batch at a time into buffers it reuses: memory
+// stays flat however many sockets are tracked. *c is only valid during the
+// call; fn copies what it keeps.
+func (t *Tracker) Walk(netns uint32, fn func(c *conn.Conn)) error {
+	var c conn.Conn
+	return t.forEach(func(cookie uint64, v *bpf.TrackerHckConn) {
 		if netns == 0 || v.Netns == netns {
-			out = append(out, fromBPF(cookie, v))
+			c = fromBPF(cookie, v)
+			fn(&c)
 		}
 	})
-	return out, err
 }
 
 // Forget removes a socket the kernel no longer has (destroyed, or found
