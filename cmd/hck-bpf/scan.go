@@ -34,7 +34,7 @@ func newScan(g *globals) *cobra.Command {
 }
 
 func scan(g *globals, f *sweepFlags) error {
-	pol, log, closeLog, err := g.prepare(f)
+	pol, log, closeLog, err := g.prepare(f, true) // one shot: lines flushed at the end
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,10 @@
 package logging
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -25,6 +27,10 @@ type Options struct {
 	Format  string // Text or JSON
 	File    string // also append to this file ("" for none)
 	Verbose bool   // debug lines too
+	// Buffered collects lines and writes them in large writes, flushed by
+	// the close function: for one-shot commands, whose thousands of lines
+	// would otherwise cost a system call each. A service logs unbuffered.
+	Buffered bool
 }
 
 // New returns the logger and a close function for the log file. Text lines
@@ -39,6 +45,11 @@ func New(out io.Writer, opts Options) (zerolog.Logger, func() error, error) {
 		}
 		w = io.MultiWriter(out, f)
 		closeFn = f.Close
+	}
+	if opts.Buffered {
+		bw := bufio.NewWriterSize(w, 64<<10)
+		closeFile := closeFn
+		w, closeFn = bw, func() error { return errors.Join(bw.Flush(), closeFile()) }
 	}
 	switch opts.Format {
 	case "", Text:
