@@ -20,7 +20,7 @@ type globals struct {
 }
 
 func (g *globals) logger() (zerolog.Logger, func() error, error) {
-	log, closeFn, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose})
+	log, closeFn, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose, Buffered: true})
 	if err != nil {
 		return log, closeFn, usageError{err}
 	}
