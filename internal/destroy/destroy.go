@@ -8,6 +8,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,11 +47,29 @@ func (o Outcome) String() string {
 	return fmt.Sprintf("outcome(%d)", uint8(o))
 }
 
+// Path says how a socket was destroyed.
+type Path uint8
+
+const (
+	// Netlink: a SOCK_DESTROY request carrying the cookie and the 4-tuple.
+	Netlink Path = iota
+	// Kfunc: the destroy iterator's bpf_sock_destroy() call.
+	Kfunc
+)
+
+func (p Path) String() string {
+	if p == Kfunc {
+		return "kfunc"
+	}
+	return "netlink"
+}
+
 // Result is the outcome of destroying one connection. Err is set exactly
-// when Outcome is Failed.
+// when Outcome is Failed. Via says which path gave the outcome.
 type Result struct {
 	Outcome Outcome
 	Err     error
+	Via     Path
 }
 
 var (
@@ -94,10 +116,41 @@ const (
 	noCookie = ^uint64(0)
 )
 
+// When the kfunc iterator pays. Measured on Linux 6.18 (2 cores, loopback
+// CLOSE_WAIT sockets, tracker attached): destroying costs 7-9 µs a socket
+// either way, mostly tcp_abort() and the peer's reset; the walk saves under
+// 1 µs a socket over a netlink request and answer, but visits every TCP
+// socket of the namespace at about 0.65 µs each (iter/tcp takes a
+// reference and the socket lock of each). 10,000 kills among 20,000
+// sockets: netlink 80-95 ms, walk 78-125 ms; among 60,000: netlink 145 ms,
+// walk 180-200 ms; 100 among 60,000: netlink 0.8 ms, walk 40 ms.
+const (
+	// DefaultIterMin is the fewest full sockets one Destroy call hands to
+	// the walk.
+	DefaultIterMin = 1024
+	// iterShare: the walk is used only when the sockets to destroy are at
+	// least this share (percent) of the namespace's TCP sockets.
+	iterShare = 80
+)
+
+// Options of a Destroyer.
+type Options struct {
+	// IterMin: a Destroy call with at least this many full sockets (not
+	// timewait), and no fewer than iterShare percent of the namespace's TCP
+	// sockets, uses the kfunc iterator when the kernel has it (>= 6.5).
+	// 0 means DefaultIterMin; negative: netlink only. (Tests set 1, which
+	// also drops the share rule.)
+	IterMin int
+}
+
 // Destroyer holds one NETLINK_SOCK_DIAG socket in the network namespace of
 // the thread that called New; it destroys sockets of that namespace only,
 // whichever thread calls it later. It is safe for concurrent use: calls are
 // serialised.
+//
+// Many full sockets at once are destroyed by one walk of the namespace's
+// sockets with the bpf_sock_destroy() kfunc (see iterKiller), loaded on
+// first use; everything else, and whatever the walk left, by netlink.
 type Destroyer struct {
 	mu     sync.Mutex
 	fd     int // -1 once closed
@@ -106,22 +159,46 @@ type Destroyer struct {
 	batch  int // requests per sendmsg
 	wbuf   []byte
 	rbuf   []byte
+
+	netns    uint32 // inode of the namespace of New's thread
+	iterMin  int    // <= 0: never use the iterator
+	iter     *iterKiller
+	iterErr  error // why the iterator is not used
+	iterUsed bool  // the iterator was loaded, or failed to
 }
 
-// New opens the netlink socket in the calling thread's network namespace.
-// To work on another namespace, call it from a thread locked to (and
-// setns'ed into) that namespace.
-func New() (*Destroyer, error) {
+// New opens the netlink socket in the calling thread's network namespace,
+// with default Options. To work on another namespace, call it from a thread
+// locked to (and setns'ed into) that namespace.
+func New() (*Destroyer, error) { return NewWithOptions(Options{}) }
+
+// NewWithOptions is New with options.
+func NewWithOptions(opts Options) (*Destroyer, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return nil, fmt.Errorf("stat own network namespace: %w", err)
+	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("open sock_diag socket: %w", err)
 	}
-	d := &Destroyer{fd: fd, rbuf: make([]byte, 32<<10)}
+	d := &Destroyer{fd: fd, rbuf: make([]byte, 32<<10), netns: uint32(st.Ino), iterMin: opts.IterMin}
+	if d.iterMin == 0 {
+		d.iterMin = DefaultIterMin
+	}
 	if err := d.setup(); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	return d, nil
+}
+
+// IterErr says why the kfunc iterator could not be used (nil when it was,
+// or has not been needed yet).
+func (d *Destroyer) IterErr() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.iterErr
 }
 
 func (d *Destroyer) setup() error {
@@ -179,12 +256,16 @@ func (d *Destroyer) Close() error {
 	if d.fd < 0 {
 		return nil
 	}
-	err := unix.Close(d.fd)
-	d.fd = -1
-	if err != nil {
-		return fmt.Errorf("close sock_diag socket: %w", err)
+	var errs []error
+	if d.iter != nil {
+		errs = append(errs, d.iter.close())
+		d.iter = nil
 	}
-	return nil
+	if err := unix.Close(d.fd); err != nil {
+		errs = append(errs, fmt.Errorf("close sock_diag socket: %w", err))
+	}
+	d.fd = -1
+	return errors.Join(errs...)
 }
 
 // DestroyOne destroys one connection.
@@ -195,7 +276,8 @@ func (d *Destroyer) DestroyOne(c *conn.Conn) Result {
 // Destroy destroys every connection in conns, each by its cookie, and
 // returns one Result per connection, in order. A connection without a
 // cookie, or with unusable addresses, fails without anything being sent.
-// Requests go out many per sendmsg.
+// Many full sockets go to the kfunc iterator (see Options.IterMin), the
+// rest as netlink requests, many per sendmsg.
 func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 	res := make([]Result, len(conns))
 	reqs := make([][reqLen]byte, 0, len(conns))
@@ -213,6 +295,7 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 		reqs = append(reqs, req)
 		idx = append(idx, i)
 	}
+	reqs, idx = d.destroyIter(conns, reqs, idx, res)
 	for j, a := range d.exchange(reqs) {
 		c := conns[idx[j]]
 		switch {
@@ -233,6 +316,115 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 		}
 	}
 	return res
+}
+
+// destroyIter destroys the full sockets among reqs with the kfunc iterator
+// when there are enough of them, fills in their results, and returns the
+// requests left for netlink: timewait sockets, and whatever the walk did
+// not destroy (not found: gone or changed; or the kfunc failed). Netlink
+// then answers for those exactly.
+func (d *Destroyer) destroyIter(conns []*conn.Conn, reqs [][reqLen]byte, idx []int, res []Result) ([][reqLen]byte, []int) {
+	if d.iterMin <= 0 {
+		return reqs, idx
+	}
+	full := 0
+	for _, i := range idx {
+		if !conns[i].Timewait {
+			full++
+		}
+	}
+	if full < d.iterMin || d.iterMin > 1 && full*100 < iterShare*nsSockets() || !d.loadIter() {
+		return reqs, idx
+	}
+	// The cookies for the walk, each once, in chunks the kill map holds.
+	var cookies []uint64
+	var which []int // cookies[k] is reqs[which[k]]
+	seen := make(map[uint64]struct{}, full)
+	done := make([]bool, len(reqs))
+	for j, i := range idx {
+		c := conns[i]
+		if c.Timewait {
+			continue
+		}
+		if _, dup := seen[c.Cookie]; dup {
+			continue // the copy goes to netlink: gone, once destroyed
+		}
+		seen[c.Cookie] = struct{}{}
+		cookies = append(cookies, c.Cookie)
+		which = append(which, j)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	step := d.iter.cap
+	for lo := 0; lo < len(cookies) && d.iter != nil; lo += step {
+		hi := min(len(cookies), lo+step)
+		err := d.iter.destroy(cookies[lo:hi], func(k int, r iterResult) {
+			if r.destroyed {
+				j := which[lo+k]
+				res[idx[j]] = Result{Outcome: Destroyed, Via: Kfunc}
+				done[j] = true
+			}
+		})
+		if err != nil {
+			// The kill map may hold stale entries: never walk again.
+			d.iterErr = err
+			_ = d.iter.close()
+			d.iter = nil
+		}
+	}
+	n := 0
+	for j := range reqs {
+		if !done[j] {
+			reqs[n], idx[n] = reqs[j], idx[j]
+			n++
+		}
+	}
+	return reqs[:n], idx[:n]
+}
+
+// nsSockets counts the TCP sockets of the calling thread's namespace (IPv4,
+// IPv6 and timewait), which the walk visits; on error it says "many".
+func nsSockets() int {
+	n := 0
+	for _, f := range []string{"/proc/thread-self/net/sockstat", "/proc/thread-self/net/sockstat6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return math.MaxInt32
+		}
+		n += sockstat(b)
+	}
+	return n
+}
+
+// sockstat sums the "inuse" and "tw" counts of the TCP line of a
+// /proc/net/sockstat{,6} file ("TCP: inuse 3 orphan 0 tw 1 ...").
+func sockstat(b []byte) int {
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TCP:" && f[0] != "TCP6:" {
+			continue
+		}
+		for i := 1; i+1 < len(f); i += 2 {
+			if f[i] == "inuse" || f[i] == "tw" {
+				v, _ := strconv.Atoi(f[i+1])
+				n += v
+			}
+		}
+	}
+	return n
+}
+
+// loadIter loads the kfunc iterator on first use; it reports whether it is
+// available.
+func (d *Destroyer) loadIter() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.iterUsed && d.fd >= 0 {
+		d.iterUsed = true
+		d.iter, d.iterErr = newIterKiller(d.netns)
+	}
+	return d.iter != nil
 }
 
 // encode builds the SOCK_DESTROY request for c: an nlmsghdr (sequence
