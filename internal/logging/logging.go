@@ -91,16 +91,39 @@ func (j *jsonWriter) Write(p []byte) (int, error) {
 // textWriter renders zerolog's JSON events as the scripts' lines. Fields
 // other than time, level and message are appended as key=value only at
 // debug level, so the default output matches the scripts'.
-type textWriter struct{ w io.Writer }
+type textWriter struct {
+	w   io.Writer
+	buf []byte // reused for each line
+}
 
 var levelNames = map[string]string{
 	"debug": "DEBUG", "info": "INFO", "warn": "WARN", "error": "ERROR", "fatal": "FATAL",
 }
 
 func (t *textWriter) Write(p []byte) (int, error) {
+	line, ok := fastText(p, t.buf[:0])
+	if !ok {
+		line, ok = slowText(p)
+	}
+	if !ok {
+		return t.w.Write(p) // not an event: pass it on
+	}
+	if len(line) > 0 {
+		t.buf = line[:0]
+		if _, err := t.w.Write(line); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// slowText renders one event by decoding it whole; it is the reference for
+// fastText, and renders what fastText declines (debug lines, which carry
+// every field). An empty line: the event is for programs only.
+func slowText(p []byte) ([]byte, bool) {
 	var ev map[string]any
 	if err := json.Unmarshal(p, &ev); err != nil {
-		return t.w.Write(p)
+		return nil, false
 	}
 	ts := time.Now()
 	if s, ok := ev[zerolog.TimestampFieldName].(string); ok {
@@ -109,7 +132,7 @@ func (t *textWriter) Write(p []byte) (int, error) {
 		}
 	}
 	if m, _ := ev[Machine].(bool); m {
-		return len(p), nil
+		return nil, true
 	}
 	lvl, _ := ev[zerolog.LevelFieldName].(string)
 	msg, _ := ev[zerolog.MessageFieldName].(string)
@@ -128,10 +151,7 @@ func (t *textWriter) Write(p []byte) (int, error) {
 		fmt.Fprintf(&b, ": %s", e)
 	}
 	b.WriteByte('\n')
-	if _, err := io.WriteString(t.w, b.String()); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return []byte(b.String()), true
 }
 
 // FlushDelay is the longest a buffered line waits before it is written.
