@@ -8,10 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -116,30 +112,25 @@ const (
 	noCookie = ^uint64(0)
 )
 
-// When the kfunc iterator pays. Measured on Linux 6.18 (2 cores, loopback
-// CLOSE_WAIT sockets, tracker attached): destroying costs 7-9 µs a socket
-// either way, mostly tcp_abort() and the peer's reset; the walk saves under
-// 1 µs a socket over a netlink request and answer, but visits every TCP
-// socket of the namespace at about 0.65 µs each (iter/tcp takes a
-// reference and the socket lock of each). 10,000 kills among 20,000
-// sockets: netlink 80-95 ms, walk 78-125 ms; among 60,000: netlink 145 ms,
-// walk 180-200 ms; 100 among 60,000: netlink 0.8 ms, walk 40 ms.
-const (
-	// DefaultIterMin is the fewest full sockets one Destroy call hands to
-	// the walk.
-	DefaultIterMin = 1024
-	// iterShare: the walk is used only when the sockets to destroy are at
-	// least this share (percent) of the namespace's TCP sockets.
-	iterShare = 80
-)
-
 // Options of a Destroyer.
 type Options struct {
-	// IterMin: a Destroy call with at least this many full sockets (not
-	// timewait), and no fewer than iterShare percent of the namespace's TCP
-	// sockets, uses the kfunc iterator when the kernel has it (>= 6.5).
-	// 0 means DefaultIterMin; negative: netlink only. (Tests set 1, which
-	// also drops the share rule.)
+	// IterMin > 0: a Destroy call with at least this many full sockets (not
+	// timewait) destroys them with one walk of the namespace's sockets, the
+	// kfunc iterator (Linux >= 6.5), and the rest with netlink.
+	//
+	// 0, the default: netlink for everything; the walk only retries full
+	// sockets netlink refused with EOPNOTSUPP (a kernel built without
+	// CONFIG_INET_DIAG_DESTROY). Netlink is the faster path wherever it
+	// works. Measured on Linux 6.18 (2 cores, loopback CLOSE_WAIT sockets):
+	// destroying costs 7-9 us a socket either way, mostly tcp_abort() and
+	// the peer's reset, and a netlink request adds under 1 us to that,
+	// while the walk visits every TCP socket of the namespace at about
+	// 0.65 us each (iter/tcp takes a reference and the lock of each).
+	// Medians: 10,000 kills among 20,000 sockets, netlink 97 ms, walk 160
+	// ms; among 60,000, netlink 85-135 ms, walk 220-300 ms; 10 among
+	// 60,000, netlink 0.2-4 ms, walk 47-52 ms.
+	//
+	// Negative: never walk.
 	IterMin int
 }
 
@@ -161,7 +152,7 @@ type Destroyer struct {
 	rbuf   []byte
 
 	netns    uint32 // inode of the namespace of New's thread
-	iterMin  int    // <= 0: never use the iterator
+	iterMin  int    // see Options.IterMin
 	iter     *iterKiller
 	iterErr  error // why the iterator is not used
 	iterUsed bool  // the iterator was loaded, or failed to
@@ -183,9 +174,6 @@ func NewWithOptions(opts Options) (*Destroyer, error) {
 		return nil, fmt.Errorf("open sock_diag socket: %w", err)
 	}
 	d := &Destroyer{fd: fd, rbuf: make([]byte, 32<<10), netns: uint32(st.Ino), iterMin: opts.IterMin}
-	if d.iterMin == 0 {
-		d.iterMin = DefaultIterMin
-	}
 	if err := d.setup(); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -276,8 +264,8 @@ func (d *Destroyer) DestroyOne(c *conn.Conn) Result {
 // Destroy destroys every connection in conns, each by its cookie, and
 // returns one Result per connection, in order. A connection without a
 // cookie, or with unusable addresses, fails without anything being sent.
-// Many full sockets go to the kfunc iterator (see Options.IterMin), the
-// rest as netlink requests, many per sendmsg.
+// Requests go out many per sendmsg; see Options.IterMin for when full
+// sockets are destroyed by the kfunc iterator instead.
 func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 	res := make([]Result, len(conns))
 	reqs := make([][reqLen]byte, 0, len(conns))
@@ -296,6 +284,7 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 		idx = append(idx, i)
 	}
 	reqs, idx = d.destroyIter(conns, reqs, idx, res)
+	var refused []int // full sockets netlink cannot destroy on this kernel
 	for j, a := range d.exchange(reqs) {
 		c := conns[idx[j]]
 		switch {
@@ -313,63 +302,49 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 			res[idx[j]] = Result{Outcome: Gone}
 		default:
 			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.errno)}
+			if a.errno == unix.EOPNOTSUPP && !c.Timewait {
+				refused = append(refused, idx[j])
+			}
+		}
+	}
+	if len(refused) > 0 && d.iterMin >= 0 && d.loadIter() {
+		// A socket the walk does not destroy keeps netlink's answer.
+		for k, ok := range d.walk(conns, refused) {
+			if ok {
+				res[refused[k]] = Result{Outcome: Destroyed, Via: Kfunc}
+			}
 		}
 	}
 	return res
 }
 
 // destroyIter destroys the full sockets among reqs with the kfunc iterator
-// when there are enough of them, fills in their results, and returns the
-// requests left for netlink: timewait sockets, and whatever the walk did
-// not destroy (not found: gone or changed; or the kfunc failed). Netlink
-// then answers for those exactly.
+// when Options.IterMin asks for it, fills in their results, and returns
+// the requests left for netlink: timewait sockets, and whatever the walk
+// did not destroy (not found: gone or changed; or the kfunc failed).
+// Netlink then answers for those exactly.
 func (d *Destroyer) destroyIter(conns []*conn.Conn, reqs [][reqLen]byte, idx []int, res []Result) ([][reqLen]byte, []int) {
 	if d.iterMin <= 0 {
 		return reqs, idx
 	}
-	full := 0
-	for _, i := range idx {
+	var full []int // indexes into reqs
+	for j, i := range idx {
 		if !conns[i].Timewait {
-			full++
+			full = append(full, j)
 		}
 	}
-	if full < d.iterMin || d.iterMin > 1 && full*100 < iterShare*nsSockets() || !d.loadIter() {
+	if len(full) < d.iterMin || !d.loadIter() {
 		return reqs, idx
 	}
-	// The cookies for the walk, each once, in chunks the kill map holds.
-	var cookies []uint64
-	var which []int // cookies[k] is reqs[which[k]]
-	seen := make(map[uint64]struct{}, full)
-	done := make([]bool, len(reqs))
-	for j, i := range idx {
-		c := conns[i]
-		if c.Timewait {
-			continue
-		}
-		if _, dup := seen[c.Cookie]; dup {
-			continue // the copy goes to netlink: gone, once destroyed
-		}
-		seen[c.Cookie] = struct{}{}
-		cookies = append(cookies, c.Cookie)
-		which = append(which, j)
+	sel := make([]int, len(full))
+	for k, j := range full {
+		sel[k] = idx[j]
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	step := d.iter.cap
-	for lo := 0; lo < len(cookies) && d.iter != nil; lo += step {
-		hi := min(len(cookies), lo+step)
-		err := d.iter.destroy(cookies[lo:hi], func(k int, r iterResult) {
-			if r.destroyed {
-				j := which[lo+k]
-				res[idx[j]] = Result{Outcome: Destroyed, Via: Kfunc}
-				done[j] = true
-			}
-		})
-		if err != nil {
-			// The kill map may hold stale entries: never walk again.
-			d.iterErr = err
-			_ = d.iter.close()
-			d.iter = nil
+	done := make([]bool, len(reqs))
+	for k, ok := range d.walk(conns, sel) {
+		if ok {
+			res[sel[k]] = Result{Outcome: Destroyed, Via: Kfunc}
+			done[full[k]] = true
 		}
 	}
 	n := 0
@@ -382,37 +357,44 @@ func (d *Destroyer) destroyIter(conns []*conn.Conn, reqs [][reqLen]byte, idx []i
 	return reqs[:n], idx[:n]
 }
 
-// nsSockets counts the TCP sockets of the calling thread's namespace (IPv4,
-// IPv6 and timewait), which the walk visits; on error it says "many".
-func nsSockets() int {
-	n := 0
-	for _, f := range []string{"/proc/thread-self/net/sockstat", "/proc/thread-self/net/sockstat6"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return math.MaxInt32
-		}
-		n += sockstat(b)
-	}
-	return n
-}
-
-// sockstat sums the "inuse" and "tw" counts of the TCP line of a
-// /proc/net/sockstat{,6} file ("TCP: inuse 3 orphan 0 tw 1 ...").
-func sockstat(b []byte) int {
-	n := 0
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "TCP:" && f[0] != "TCP6:" {
+// walk destroys the full sockets conns[sel[k]] with the kfunc iterator, in
+// as many walks as the kill map needs, and reports which it destroyed. A
+// socket listed twice is destroyed once; its copy reports false.
+func (d *Destroyer) walk(conns []*conn.Conn, sel []int) []bool {
+	ok := make([]bool, len(sel))
+	var cookies []uint64
+	var which []int // cookies[k] is conns[sel[which[k]]]
+	seen := make(map[uint64]struct{}, len(sel))
+	for k, i := range sel {
+		c := conns[i].Cookie
+		if _, dup := seen[c]; dup {
 			continue
 		}
-		for i := 1; i+1 < len(f); i += 2 {
-			if f[i] == "inuse" || f[i] == "tw" {
-				v, _ := strconv.Atoi(f[i+1])
-				n += v
+		seen[c] = struct{}{}
+		cookies = append(cookies, c)
+		which = append(which, k)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.iter == nil {
+		return ok
+	}
+	step := d.iter.cap
+	for lo := 0; lo < len(cookies) && d.iter != nil; lo += step {
+		hi := min(len(cookies), lo+step)
+		err := d.iter.destroy(cookies[lo:hi], func(k int, r iterResult) {
+			if r.destroyed {
+				ok[which[lo+k]] = true
 			}
+		})
+		if err != nil {
+			// The kill map may hold stale entries: never walk again.
+			d.iterErr = err
+			_ = d.iter.close()
+			d.iter = nil
 		}
 	}
-	return n
+	return ok
 }
 
 // loadIter loads the kfunc iterator on first use; it reports whether it is

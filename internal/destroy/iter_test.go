@@ -13,17 +13,6 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
-func TestSockstat(t *testing.T) {
-	v4 := "sockets: used 290\nTCP: inuse 3 orphan 1 tw 7 alloc 6 mem 1\nUDP: inuse 9 mem 0\n"
-	v6 := "TCP6: inuse 2\nUDP6: inuse 5\n"
-	if got := sockstat([]byte(v4)) + sockstat([]byte(v6)); got != 12 {
-		t.Errorf("sockstat: %d, want 3+7+2", got)
-	}
-	if got := sockstat([]byte("TCP: inuse\n")); got != 0 {
-		t.Errorf("truncated line: %d", got)
-	}
-}
-
 // iterDestroyer makes, inside ns, a Destroyer that walks for any number of
 // sockets, and skips the test when the kernel cannot load the walk.
 func iterDestroyer(t *testing.T, ns *testnet.NS) *Destroyer {
@@ -274,5 +263,44 @@ func timeWait(t testing.TB, ln *listener) (*conn.Conn, error) {
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("no TIME_WAIT socket for %s -> %s", client.Local, client.Remote)
 		}
+	}
+}
+
+// TestIterRetriesRefused: full sockets netlink refused with EOPNOTSUPP (a
+// kernel without CONFIG_INET_DIAG_DESTROY; this one has it, so the refusal
+// is simulated) are destroyed by the walk, with the default options.
+func TestIterRetriesRefused(t *testing.T) {
+	ns := testnet.New(t)
+	var d *Destroyer
+	var p *pair
+	ns.MustDo(func() error {
+		var err error
+		if d, err = New(); err != nil {
+			return err
+		}
+		t.Cleanup(func() { d.Close() })
+		ln, err := listen(t, lo4)
+		if err != nil {
+			return err
+		}
+		p, err = closeWait(t, ln, ln.addr)
+		return err
+	})
+	var r Result
+	ns.MustDo(func() error {
+		if !d.loadIter() {
+			t.Skipf("kfunc iterator unavailable (needs Linux >= 6.5): %v", d.IterErr())
+		}
+		r = Result{Outcome: Failed, Err: unix.EOPNOTSUPP}
+		if d.walk([]*conn.Conn{p.conn, p.conn}, []int{0, 1})[0] {
+			r = Result{Outcome: Destroyed, Via: Kfunc}
+		}
+		return nil
+	})
+	if r.Outcome != Destroyed {
+		t.Fatalf("walk after EOPNOTSUPP: %v %v", r.Outcome, r.Err)
+	}
+	if got := tcpState(p.server); got != conn.Close {
+		t.Errorf("socket in %s after the walk", got)
 	}
 }
