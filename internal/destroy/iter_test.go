@@ -18,17 +18,20 @@ import (
 func iterDestroyer(t *testing.T, ns *testnet.NS) *Destroyer {
 	t.Helper()
 	var d *Destroyer
+	loaded := false
 	ns.MustDo(func() error {
 		var err error
 		if d, err = NewWithOptions(Options{IterMin: 1}); err != nil {
 			return err
 		}
 		t.Cleanup(func() { d.Close() })
-		if !d.loadIter() {
-			t.Skipf("kfunc iterator unavailable (needs Linux >= 6.5): %v", d.IterErr())
-		}
+		loaded = d.loadIter()
 		return nil
 	})
+	// Skip here: t.Skip must run on the test's goroutine, not in ns.Do.
+	if !loaded {
+		t.Skipf("kfunc iterator unavailable (needs Linux >= 6.5): %v", d.IterErr())
+	}
 	return d
 }
 
@@ -287,9 +290,10 @@ func TestIterRetriesRefused(t *testing.T) {
 		return err
 	})
 	var r Result
+	loaded := false
 	ns.MustDo(func() error {
-		if !d.loadIter() {
-			t.Skipf("kfunc iterator unavailable (needs Linux >= 6.5): %v", d.IterErr())
+		if loaded = d.loadIter(); !loaded {
+			return nil
 		}
 		r = Result{Outcome: Failed, Err: unix.EOPNOTSUPP}
 		if d.walk([]*conn.Conn{p.conn, p.conn}, []int{0, 1})[0] {
@@ -297,6 +301,9 @@ func TestIterRetriesRefused(t *testing.T) {
 		}
 		return nil
 	})
+	if !loaded {
+		t.Skipf("kfunc iterator unavailable (needs Linux >= 6.5): %v", d.IterErr())
+	}
 	if r.Outcome != Destroyed {
 		t.Fatalf("walk after EOPNOTSUPP: %v %v", r.Outcome, r.Err)
 	}
