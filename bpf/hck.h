@@ -67,4 +67,22 @@ struct hck_owner {
 	char comm[16];
 };
 
+/* hck_kill.state: what the destroy iterator did with a socket. */
+enum hck_kill_state {
+	HCK_KILL_PENDING = 0,  /* not seen by the walk (yet) */
+	HCK_KILL_DONE = 1,     /* bpf_sock_destroy() was called: see ret */
+	HCK_KILL_NOT_FULL = 2, /* timewait or request socket: the kfunc cannot
+				* destroy it, netlink SOCK_DESTROY can */
+};
+
+/* One socket to destroy, the value of hck_kills (key: the socket cookie).
+ * Userspace writes netns and a zero state; the destroy iterator fills in
+ * state and ret. */
+struct hck_kill {
+	__u32 netns; /* the socket's network namespace inode, checked too */
+	__s32 ret;   /* bpf_sock_destroy()'s result: 0 or -errno */
+	__u32 state; /* enum hck_kill_state */
+	__u32 _pad;
+};
+
 #endif /* HCK_H */

@@ -19,9 +19,8 @@ type globals struct {
 	stdout    io.Writer
 }
 
-func (g *globals) logger(buffered bool) (zerolog.Logger, func() error, error) {
-	log, closeFn, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose,
-		Buffered: buffered})
+func (g *globals) logger() (zerolog.Logger, func() error, error) {
+	log, closeFn, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose, Buffered: true})
 	if err != nil {
 		return log, closeFn, usageError{err}
 	}

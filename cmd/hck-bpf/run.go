@@ -38,7 +38,7 @@ func newRun(g *globals) *cobra.Command {
 }
 
 func runService(g *globals, f *sweepFlags) error {
-	pol, log, closeLog, err := g.prepare(f, false)
+	pol, log, closeLog, err := g.prepare(f)
 	if err != nil {
 		return err
 	}

@@ -84,12 +84,12 @@ func (f *sweepFlags) policy() (*policy.Policy, error) {
 
 // prepare validates the flags, then opens the log and warns about settings
 // that are valid but probably not meant: all before anything is loaded.
-func (g *globals) prepare(f *sweepFlags, buffered bool) (*policy.Policy, zerolog.Logger, func() error, error) {
+func (g *globals) prepare(f *sweepFlags) (*policy.Policy, zerolog.Logger, func() error, error) {
 	pol, err := f.policy()
 	if err != nil {
 		return nil, zerolog.Nop(), nil, err
 	}
-	log, closeLog, err := g.logger(buffered)
+	log, closeLog, err := g.logger()
 	if err != nil {
 		return nil, log, nil, err
 	}

@@ -43,11 +43,29 @@ func (o Outcome) String() string {
 	return fmt.Sprintf("outcome(%d)", uint8(o))
 }
 
+// Path says how a socket was destroyed.
+type Path uint8
+
+const (
+	// Netlink: a SOCK_DESTROY request carrying the cookie and the 4-tuple.
+	Netlink Path = iota
+	// Kfunc: the destroy iterator's bpf_sock_destroy() call.
+	Kfunc
+)
+
+func (p Path) String() string {
+	if p == Kfunc {
+		return "kfunc"
+	}
+	return "netlink"
+}
+
 // Result is the outcome of destroying one connection. Err is set exactly
-// when Outcome is Failed.
+// when Outcome is Failed. Via says which path gave the outcome.
 type Result struct {
 	Outcome Outcome
 	Err     error
+	Via     Path
 }
 
 var (
@@ -94,10 +112,36 @@ const (
 	noCookie = ^uint64(0)
 )
 
+// Options of a Destroyer.
+type Options struct {
+	// IterMin > 0: a Destroy call with at least this many full sockets (not
+	// timewait) destroys them with one walk of the namespace's sockets, the
+	// kfunc iterator (Linux >= 6.5), and the rest with netlink.
+	//
+	// 0, the default: netlink for everything; the walk only retries full
+	// sockets netlink refused with EOPNOTSUPP (a kernel built without
+	// CONFIG_INET_DIAG_DESTROY). Netlink is the faster path wherever it
+	// works. Measured on Linux 6.18 (2 cores, loopback CLOSE_WAIT sockets):
+	// destroying costs 7-9 us a socket either way, mostly tcp_abort() and
+	// the peer's reset, and a netlink request adds under 1 us to that,
+	// while the walk visits every TCP socket of the namespace at about
+	// 0.65 us each (iter/tcp takes a reference and the lock of each).
+	// Medians: 10,000 kills among 20,000 sockets, netlink 97 ms, walk 160
+	// ms; among 60,000, netlink 85-135 ms, walk 220-300 ms; 10 among
+	// 60,000, netlink 0.2-4 ms, walk 47-52 ms.
+	//
+	// Negative: never walk.
+	IterMin int
+}
+
 // Destroyer holds one NETLINK_SOCK_DIAG socket in the network namespace of
 // the thread that called New; it destroys sockets of that namespace only,
 // whichever thread calls it later. It is safe for concurrent use: calls are
 // serialised.
+//
+// Many full sockets at once are destroyed by one walk of the namespace's
+// sockets with the bpf_sock_destroy() kfunc (see iterKiller), loaded on
+// first use; everything else, and whatever the walk left, by netlink.
 type Destroyer struct {
 	mu     sync.Mutex
 	fd     int // -1 once closed
@@ -106,22 +150,43 @@ type Destroyer struct {
 	batch  int // requests per sendmsg
 	wbuf   []byte
 	rbuf   []byte
+
+	netns    uint32 // inode of the namespace of New's thread
+	iterMin  int    // see Options.IterMin
+	iter     *iterKiller
+	iterErr  error // why the iterator is not used
+	iterUsed bool  // the iterator was loaded, or failed to
 }
 
-// New opens the netlink socket in the calling thread's network namespace.
-// To work on another namespace, call it from a thread locked to (and
-// setns'ed into) that namespace.
-func New() (*Destroyer, error) {
+// New opens the netlink socket in the calling thread's network namespace,
+// with default Options. To work on another namespace, call it from a thread
+// locked to (and setns'ed into) that namespace.
+func New() (*Destroyer, error) { return NewWithOptions(Options{}) }
+
+// NewWithOptions is New with options.
+func NewWithOptions(opts Options) (*Destroyer, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return nil, fmt.Errorf("stat own network namespace: %w", err)
+	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("open sock_diag socket: %w", err)
 	}
-	d := &Destroyer{fd: fd, rbuf: make([]byte, 32<<10)}
+	d := &Destroyer{fd: fd, rbuf: make([]byte, 32<<10), netns: uint32(st.Ino), iterMin: opts.IterMin}
 	if err := d.setup(); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	return d, nil
+}
+
+// IterErr says why the kfunc iterator could not be used (nil when it was,
+// or has not been needed yet).
+func (d *Destroyer) IterErr() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.iterErr
 }
 
 func (d *Destroyer) setup() error {
@@ -179,12 +244,16 @@ func (d *Destroyer) Close() error {
 	if d.fd < 0 {
 		return nil
 	}
-	err := unix.Close(d.fd)
-	d.fd = -1
-	if err != nil {
-		return fmt.Errorf("close sock_diag socket: %w", err)
+	var errs []error
+	if d.iter != nil {
+		errs = append(errs, d.iter.close())
+		d.iter = nil
 	}
-	return nil
+	if err := unix.Close(d.fd); err != nil {
+		errs = append(errs, fmt.Errorf("close sock_diag socket: %w", err))
+	}
+	d.fd = -1
+	return errors.Join(errs...)
 }
 
 // DestroyOne destroys one connection.
@@ -195,7 +264,8 @@ func (d *Destroyer) DestroyOne(c *conn.Conn) Result {
 // Destroy destroys every connection in conns, each by its cookie, and
 // returns one Result per connection, in order. A connection without a
 // cookie, or with unusable addresses, fails without anything being sent.
-// Requests go out many per sendmsg.
+// Requests go out many per sendmsg; see Options.IterMin for when full
+// sockets are destroyed by the kfunc iterator instead.
 func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 	res := make([]Result, len(conns))
 	reqs := make([][reqLen]byte, 0, len(conns))
@@ -213,6 +283,8 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 		reqs = append(reqs, req)
 		idx = append(idx, i)
 	}
+	reqs, idx = d.destroyIter(conns, reqs, idx, res)
+	var refused []int // full sockets netlink cannot destroy on this kernel
 	for j, a := range d.exchange(reqs) {
 		c := conns[idx[j]]
 		switch {
@@ -230,9 +302,111 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 			res[idx[j]] = Result{Outcome: Gone}
 		default:
 			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.errno)}
+			if a.errno == unix.EOPNOTSUPP && !c.Timewait {
+				refused = append(refused, idx[j])
+			}
+		}
+	}
+	if len(refused) > 0 && d.iterMin >= 0 && d.loadIter() {
+		// A socket the walk does not destroy keeps netlink's answer.
+		for k, ok := range d.walk(conns, refused) {
+			if ok {
+				res[refused[k]] = Result{Outcome: Destroyed, Via: Kfunc}
+			}
 		}
 	}
 	return res
+}
+
+// destroyIter destroys the full sockets among reqs with the kfunc iterator
+// when Options.IterMin asks for it, fills in their results, and returns
+// the requests left for netlink: timewait sockets, and whatever the walk
+// did not destroy (not found: gone or changed; or the kfunc failed).
+// Netlink then answers for those exactly.
+func (d *Destroyer) destroyIter(conns []*conn.Conn, reqs [][reqLen]byte, idx []int, res []Result) ([][reqLen]byte, []int) {
+	if d.iterMin <= 0 {
+		return reqs, idx
+	}
+	var full []int // indexes into reqs
+	for j, i := range idx {
+		if !conns[i].Timewait {
+			full = append(full, j)
+		}
+	}
+	if len(full) < d.iterMin || !d.loadIter() {
+		return reqs, idx
+	}
+	sel := make([]int, len(full))
+	for k, j := range full {
+		sel[k] = idx[j]
+	}
+	done := make([]bool, len(reqs))
+	for k, ok := range d.walk(conns, sel) {
+		if ok {
+			res[sel[k]] = Result{Outcome: Destroyed, Via: Kfunc}
+			done[full[k]] = true
+		}
+	}
+	n := 0
+	for j := range reqs {
+		if !done[j] {
+			reqs[n], idx[n] = reqs[j], idx[j]
+			n++
+		}
+	}
+	return reqs[:n], idx[:n]
+}
+
+// walk destroys the full sockets conns[sel[k]] with the kfunc iterator, in
+// as many walks as the kill map needs, and reports which it destroyed. A
+// socket listed twice is destroyed once; its copy reports false.
+func (d *Destroyer) walk(conns []*conn.Conn, sel []int) []bool {
+	ok := make([]bool, len(sel))
+	var cookies []uint64
+	var which []int // cookies[k] is conns[sel[which[k]]]
+	seen := make(map[uint64]struct{}, len(sel))
+	for k, i := range sel {
+		c := conns[i].Cookie
+		if _, dup := seen[c]; dup {
+			continue
+		}
+		seen[c] = struct{}{}
+		cookies = append(cookies, c)
+		which = append(which, k)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.iter == nil {
+		return ok
+	}
+	step := d.iter.cap
+	for lo := 0; lo < len(cookies) && d.iter != nil; lo += step {
+		hi := min(len(cookies), lo+step)
+		err := d.iter.destroy(cookies[lo:hi], func(k int, r iterResult) {
+			if r.destroyed {
+				ok[which[lo+k]] = true
+			}
+		})
+		if err != nil {
+			// The kill map may hold stale entries: never walk again.
+			d.iterErr = err
+			_ = d.iter.close()
+			d.iter = nil
+		}
+	}
+	return ok
+}
+
+// loadIter loads the kfunc iterator on first use; it reports whether it is
+// available.
+func (d *Destroyer) loadIter() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.iterUsed && d.fd >= 0 {
+		d.iterUsed = true
+		d.iter, d.iterErr = newIterKiller(d.netns)
+	}
+	return d.iter != nil
 }
 
 // encode builds the SOCK_DESTROY request for c: an nlmsghdr (sequence
@@ -318,6 +492,15 @@ func (d *Destroyer) batchSize() int { return max(1, d.batch) }
 
 // roundTrip sends one datagram of requests and reads answers until every
 // request has one. It returns the reason when some did not get one.
+//
+// Only the last request asks for an acknowledgement (NLM_F_ACK): the
+// kernel answers a failed request whether asked or not, and handles the
+// datagram's requests in order inside sendmsg, queueing each answer as it
+// goes. So once the last request's answer is read, every earlier request
+// without an answer succeeded: 10,000 successes cost one answer instead
+// of 10,000 (an skb each, read one recvmsg at a time). An answer the
+// kernel could not queue is reported as ENOBUFS; then silence proves
+// nothing, and unanswered requests fail with ErrNoAnswer.
 func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
 	if d.fd < 0 {
 		return ErrClosed
@@ -327,7 +510,11 @@ func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
 	d.wbuf = d.wbuf[:0]
 	for i := range reqs {
 		d.wbuf = append(d.wbuf, reqs[i][:]...)
-		binary.NativeEndian.PutUint32(d.wbuf[i*reqLen+8:], first+uint32(i))
+		h := d.wbuf[i*reqLen:]
+		binary.NativeEndian.PutUint32(h[8:], first+uint32(i))
+		if i < len(reqs)-1 {
+			binary.NativeEndian.PutUint16(h[6:], unix.NLM_F_REQUEST)
+		}
 	}
 	for {
 		_, err := unix.Write(d.fd, d.wbuf)
@@ -340,9 +527,9 @@ func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
 		break
 	}
 
-	pending := len(reqs)
+	last := len(reqs) - 1
 	overrun := false
-	for pending > 0 {
+	for !ans[last].done {
 		var n int
 		var err error
 		if overrun {
@@ -370,9 +557,17 @@ func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
 			i := seq - first // wraps past len(ans) for foreign sequences
 			if i < uint32(len(ans)) && !ans[i].done {
 				ans[i] = answer{errno: errno, done: true}
-				pending--
 			}
 		})
+	}
+	if overrun {
+		// Some answer was lost; unanswered requests may have failed.
+		return fmt.Errorf("%w: %w", ErrNoAnswer, unix.ENOBUFS)
+	}
+	for i := range ans {
+		if !ans[i].done {
+			ans[i] = answer{done: true} // no error answer: it succeeded
+		}
 	}
 	return nil
 }

@@ -755,7 +755,10 @@ func TestTimewait(t *testing.T) {
 }
 
 // TestLostAnswers squeezes the receive buffer so the kernel drops answers:
-// Destroy must report them, not hang for the receive timeout.
+// Destroy must report them, not hang for the receive timeout, and never
+// read a lost error answer as success. Half the sockets are gone already:
+// their requests fail (ENOENT), and only failures and the batch's last
+// request are answered.
 func TestLostAnswers(t *testing.T) {
 	ns := testnet.New(t)
 	var d *Destroyer
@@ -763,22 +766,29 @@ func TestLostAnswers(t *testing.T) {
 	var pairs []*pair
 	ns.MustDo(func() error {
 		var err error
-		if d, err = newDestroyer(t); err != nil {
+		if d, err = NewWithOptions(Options{IterMin: -1}); err != nil {
 			return err
 		}
+		t.Cleanup(func() { d.Close() })
 		ln, err := listen(t, lo4)
 		if err != nil {
 			return err
 		}
-		for range 100 {
+		for i := range 200 {
 			p, err := closeWait(t, ln, ln.addr)
 			if err != nil {
 				return err
 			}
+			if i%2 == 1 { // gone: reset by its owner
+				if err := unix.SetsockoptLinger(p.server, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}); err != nil {
+					return err
+				}
+				closeFD(&p.server)
+			}
 			pairs = append(pairs, p)
 			conns = append(conns, p.conn)
 		}
-		// The smallest buffer the kernel allows holds a handful of ACKs.
+		// The smallest buffer the kernel allows holds a handful of answers.
 		return unix.SetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
 	})
 	start := time.Now()
@@ -786,25 +796,30 @@ func TestLostAnswers(t *testing.T) {
 	if el := time.Since(start); el >= recvTimeout {
 		t.Errorf("took %v: waited for answers the kernel had dropped", el)
 	}
-	var destroyed, lost int
+	var destroyed, gone, lost int
 	for i, r := range res {
+		alive := i%2 == 0
 		switch {
-		case r.Outcome == Destroyed:
+		case r.Outcome == Destroyed && alive:
 			destroyed++
+		case r.Outcome == Gone && !alive:
+			gone++
 		case errors.Is(r.Err, ErrNoAnswer):
 			lost++
 		default:
-			t.Errorf("%s: %v %v", conns[i], r.Outcome, r.Err)
+			t.Errorf("%s (alive %v): %v %v", conns[i], alive, r.Outcome, r.Err)
 		}
 	}
-	t.Logf("%d answered, %d lost: %v", destroyed, lost, res[len(res)-1].Err)
-	if destroyed == 0 || lost == 0 {
-		t.Errorf("%d answered, %d lost: want some of each", destroyed, lost)
+	t.Logf("%d destroyed, %d gone, %d lost: %v", destroyed, gone, lost, res[len(res)-1].Err)
+	if gone == 0 || lost == 0 {
+		t.Errorf("%d gone, %d lost: want some of each", gone, lost)
 	}
 	// The requests all went through; only answers were lost.
-	for _, p := range pairs {
-		if got := tcpState(p.server); got != conn.Close {
-			t.Errorf("%s in %s after destroy", p.conn, got)
+	for i, p := range pairs {
+		if i%2 == 0 {
+			if got := tcpState(p.server); got != conn.Close {
+				t.Errorf("%s in %s after destroy", p.conn, got)
+			}
 		}
 	}
 }
@@ -854,4 +869,57 @@ func BenchmarkDestroy(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "destroys/s")
+}
+
+// TestMixedBatch: in one batch, only failed requests and the last one are
+// answered; every other request succeeded. Alive and gone sockets
+// alternate, the last one gone, then alive.
+func TestMixedBatch(t *testing.T) {
+	for _, lastAlive := range []bool{false, true} {
+		ns := testnet.New(t)
+		var d *Destroyer
+		var conns []*conn.Conn
+		var pairs []*pair
+		n := 301
+		if lastAlive {
+			n = 300
+		}
+		ns.MustDo(func() error {
+			var err error
+			if d, err = NewWithOptions(Options{IterMin: -1}); err != nil {
+				return err
+			}
+			t.Cleanup(func() { d.Close() })
+			ln, err := listen(t, lo6)
+			if err != nil {
+				return err
+			}
+			for i := range n {
+				p, err := closeWait(t, ln, ln.addr)
+				if err != nil {
+					return err
+				}
+				if i%2 == 0 {
+					if err := unix.SetsockoptLinger(p.server, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}); err != nil {
+						return err
+					}
+					closeFD(&p.server)
+				}
+				pairs, conns = append(pairs, p), append(conns, p.conn)
+			}
+			return nil
+		})
+		for i, r := range d.Destroy(conns) {
+			want := Destroyed
+			if i%2 == 0 {
+				want = Gone
+			}
+			if r.Outcome != want || r.Via != Netlink {
+				t.Errorf("%s: %v via %v (%v), want %v", conns[i], r.Outcome, r.Via, r.Err, want)
+			}
+			if want == Destroyed && tcpState(pairs[i].server) != conn.Close {
+				t.Errorf("%s reported destroyed, in %s", conns[i], tcpState(pairs[i].server))
+			}
+		}
+	}
 }

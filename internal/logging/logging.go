@@ -3,7 +3,6 @@
 package logging
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -27,9 +27,9 @@ type Options struct {
 	Format  string // Text or JSON
 	File    string // also append to this file ("" for none)
 	Verbose bool   // debug lines too
-	// Buffered collects lines and writes them in large writes, flushed by
-	// the close function: for one-shot commands, whose thousands of lines
-	// would otherwise cost a system call each. A service logs unbuffered.
+	// Buffered holds written lines for up to FlushDelay (or 64 KiB) and
+	// writes them out in one go: a sweep that logs 20,000 lines makes a
+	// few dozen write calls instead of 20,000. The close function flushes.
 	Buffered bool
 }
 
@@ -47,9 +47,10 @@ func New(out io.Writer, opts Options) (zerolog.Logger, func() error, error) {
 		closeFn = f.Close
 	}
 	if opts.Buffered {
-		bw := bufio.NewWriterSize(w, 64<<10)
+		bw := &bufWriter{w: w}
+		w = bw
 		closeFile := closeFn
-		w, closeFn = bw, func() error { return errors.Join(bw.Flush(), closeFile()) }
+		closeFn = func() error { return errors.Join(bw.Flush(), closeFile()) }
 	}
 	switch opts.Format {
 	case "", Text:
@@ -90,16 +91,39 @@ func (j *jsonWriter) Write(p []byte) (int, error) {
 // textWriter renders zerolog's JSON events as the scripts' lines. Fields
 // other than time, level and message are appended as key=value only at
 // debug level, so the default output matches the scripts'.
-type textWriter struct{ w io.Writer }
+type textWriter struct {
+	w   io.Writer
+	buf []byte // reused for each line
+}
 
 var levelNames = map[string]string{
 	"debug": "DEBUG", "info": "INFO", "warn": "WARN", "error": "ERROR", "fatal": "FATAL",
 }
 
 func (t *textWriter) Write(p []byte) (int, error) {
+	line, ok := fastText(p, t.buf[:0])
+	if !ok {
+		line, ok = slowText(p)
+	}
+	if !ok {
+		return t.w.Write(p) // not an event: pass it on
+	}
+	if len(line) > 0 {
+		t.buf = line[:0]
+		if _, err := t.w.Write(line); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// slowText renders one event by decoding it whole; it is the reference for
+// fastText, and renders what fastText declines (debug lines, which carry
+// every field). An empty line: the event is for programs only.
+func slowText(p []byte) ([]byte, bool) {
 	var ev map[string]any
 	if err := json.Unmarshal(p, &ev); err != nil {
-		return t.w.Write(p)
+		return nil, false
 	}
 	ts := time.Now()
 	if s, ok := ev[zerolog.TimestampFieldName].(string); ok {
@@ -108,7 +132,7 @@ func (t *textWriter) Write(p []byte) (int, error) {
 		}
 	}
 	if m, _ := ev[Machine].(bool); m {
-		return len(p), nil
+		return nil, true
 	}
 	lvl, _ := ev[zerolog.LevelFieldName].(string)
 	msg, _ := ev[zerolog.MessageFieldName].(string)
@@ -127,8 +151,63 @@ func (t *textWriter) Write(p []byte) (int, error) {
 		fmt.Fprintf(&b, ": %s", e)
 	}
 	b.WriteByte('\n')
-	if _, err := io.WriteString(t.w, b.String()); err != nil {
+	return []byte(b.String()), true
+}
+
+// FlushDelay is the longest a buffered line waits before it is written.
+const FlushDelay = 100 * time.Millisecond
+
+// bufSize is how many bytes a buffered logger holds before writing them.
+const bufSize = 64 << 10
+
+// bufWriter holds whole lines (zerolog writes one event per call) and
+// writes them out when bufSize is reached, FlushDelay after the first
+// unwritten one, or on Flush. A write error is returned by the next Write
+// or Flush.
+type bufWriter struct {
+	mu    sync.Mutex
+	w     io.Writer
+	buf   []byte
+	timer *time.Timer
+	err   error
+}
+
+func (b *bufWriter) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.err; err != nil {
+		b.err = nil
 		return 0, err
 	}
+	b.buf = append(b.buf, p...)
+	if len(b.buf) >= bufSize {
+		b.flushLocked()
+	} else if b.timer == nil {
+		b.timer = time.AfterFunc(FlushDelay, func() { _ = b.Flush() })
+	}
 	return len(p), nil
+}
+
+// Flush writes out what is held.
+func (b *bufWriter) Flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.flushLocked()
+	err := b.err
+	b.err = nil
+	return err
+}
+
+func (b *bufWriter) flushLocked() {
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	if len(b.buf) == 0 {
+		return
+	}
+	if _, err := b.w.Write(b.buf); err != nil && b.err == nil {
+		b.err = err
+	}
+	b.buf = b.buf[:0]
 }

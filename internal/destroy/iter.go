@@ -1,0 +1,165 @@
+package destroy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/bpf"
+)
+
+// iterKiller destroys full sockets in one walk of the namespace's TCP
+// sockets: an iter/tcp program calls the bpf_sock_destroy() kfunc (Linux
+// >= 6.5) for each socket whose cookie is in its kill map, and writes what
+// it did back into the map. A socket the walk did not find, or could not
+// destroy, is left for netlink SOCK_DESTROY, which answers for each socket
+// exactly (destroyed, or ENOENT: gone).
+type iterKiller struct {
+	objs  bpf.DestroyObjects
+	link  *link.Iter
+	netns uint32 // the namespace the kills are meant for
+	cap   int    // the kill map's capacity: most sockets per walk
+	keys  []uint64
+	vals  []bpf.DestroyHckKill
+}
+
+// newIterKiller loads the destroy iterator. It fails on kernels without
+// the kfunc (< 6.5) or without iter/tcp (< 5.9).
+func newIterKiller(netns uint32) (*iterKiller, error) {
+	spec, err := bpf.LoadDestroy()
+	if err != nil {
+		return nil, fmt.Errorf("load destroy iterator spec: %w", err)
+	}
+	k := &iterKiller{netns: netns, cap: int(spec.Maps[bpf.DestroyMapHckKills].MaxEntries)}
+	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load destroy iterator: %+v", ve)
+		}
+		return nil, fmt.Errorf("load destroy iterator: %w", err)
+	}
+	if k.link, err = link.AttachIter(link.IterOptions{Program: k.objs.HckDestroy}); err != nil {
+		k.objs.Close()
+		return nil, fmt.Errorf("attach destroy iterator: %w", err)
+	}
+	return k, nil
+}
+
+func (k *iterKiller) close() error {
+	return errors.Join(k.link.Close(), k.objs.Close())
+}
+
+// iterResult is what the walk did with one socket.
+type iterResult struct {
+	destroyed bool // bpf_sock_destroy() returned 0
+	// errno is the kfunc's error when it failed; 0 when the socket was not
+	// found as a full socket (gone, or a timewait socket by now).
+	errno unix.Errno
+}
+
+// destroy destroys the full sockets named by cookies (at most k.cap, no
+// duplicates) in one walk of the namespace of the calling thread, and
+// calls fn with the result for each cookie. When it returns an error, the
+// kill map may still hold entries: the caller must stop using k.
+func (k *iterKiller) destroy(cookies []uint64, fn func(i int, r iterResult)) error {
+	if len(cookies) > k.cap {
+		return fmt.Errorf("%d sockets to destroy: the kill map holds %d", len(cookies), k.cap)
+	}
+	m := k.objs.HckKills
+	if cap(k.vals) < len(cookies) {
+		k.vals = make([]bpf.DestroyHckKill, len(cookies))
+	}
+	vals := k.vals[:len(cookies)]
+	for i := range vals {
+		vals[i] = bpf.DestroyHckKill{Netns: k.netns}
+	}
+	// Batch updates take no BPF_NOEXIST; the map is empty between walks.
+	if _, err := m.BatchUpdate(cookies, vals, nil); err != nil {
+		// A partial update leaves entries behind: clear them before
+		// anything else runs the walk.
+		return errors.Join(fmt.Errorf("fill kill map: %w", err), k.clear())
+	}
+	walkErr := k.walk()
+	// Read back and empty the map, walk or not: a socket the walk did not
+	// finish is still pending and goes to netlink.
+	idx := make(map[uint64]int, len(cookies))
+	for i, c := range cookies {
+		idx[c] = i
+	}
+	if cap(k.keys) < k.cap {
+		k.keys = make([]uint64, min(k.cap, 4096))
+	}
+	keys := k.keys[:min(len(k.keys), 4096)]
+	out := make([]bpf.DestroyHckKill, len(keys))
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookupAndDelete(&cursor, keys, out, nil)
+		for j := range n {
+			i, ok := idx[keys[j]]
+			if !ok {
+				continue
+			}
+			v := &out[j]
+			r := iterResult{}
+			if bpf.DestroyHckKillState(v.State) == bpf.DestroyHckKillStateHCK_KILL_DONE {
+				if v.Ret == 0 {
+					r.destroyed = true
+				} else {
+					r.errno = unix.Errno(-v.Ret)
+				}
+			}
+			fn(i, r)
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return errors.Join(fmt.Errorf("read kill map: %w", err), walkErr)
+		}
+	}
+	return walkErr
+}
+
+// walk runs the iterator once over the calling thread's namespace. The
+// program writes no output; reading to the end drives the walk.
+func (k *iterKiller) walk() error {
+	it, err := k.link.Open()
+	if err != nil {
+		return fmt.Errorf("open destroy iterator: %w", err)
+	}
+	defer it.Close()
+	var buf [64]byte
+	for {
+		n, err := it.Read(buf[:])
+		if err == io.EOF || n == 0 && err == nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("run destroy iterator: %w", err)
+		}
+	}
+}
+
+// clear empties the kill map.
+func (k *iterKiller) clear() error {
+	var key uint64
+	var keys []uint64
+	it := k.objs.HckKills.Iterate()
+	var v bpf.DestroyHckKill
+	for it.Next(&key, &v) {
+		keys = append(keys, key)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("clear kill map: %w", err)
+	}
+	for _, c := range keys {
+		if err := k.objs.HckKills.Delete(c); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear kill map: %w", err)
+		}
+	}
+	return nil
+}
