@@ -59,11 +59,20 @@ struct hck_cfg {
 	__u32 _pad;
 };
 
-/* One record of the owners iterator: a tracked socket held open by a process. */
-struct hck_owner {
+/* hck_owned: a tracked socket seen open in a process's file table. The
+ * owners iterator writes these instead of printing them (an iterator may
+ * print at most 32 KiB per process, and one process can hold thousands of
+ * hung sockets); a sweep reads those seen since its own walk began. */
+struct hck_owner_key {
 	__u64 cookie;
 	__u32 pid; /* thread group id: what ps calls the pid */
+	__u32 _pad;
+};
+
+struct hck_owner {
+	__u64 seen_ns; /* CLOCK_BOOTTIME of the walk that saw it */
 	__u32 fd;
+	__u32 _pad;
 	char comm[16];
 };
 

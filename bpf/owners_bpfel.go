@@ -20,20 +20,29 @@ type OwnersFdChunk struct {
 
 type OwnersHckOwner struct {
 	_      structs.HostLayout
+	SeenNs uint64
+	Fd     uint32
+	Pad    uint32
+	Comm   [16]int8
+}
+
+type OwnersHckOwnerKey struct {
+	_      structs.HostLayout
 	Cookie uint64
 	Pid    uint32
-	Fd     uint32
-	Comm   [16]int8
+	Pad    uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	OwnersMapHckFdChunk = "hck_fd_chunk"
-	OwnersMapHckWant    = "hck_want"
-	OwnersProgHckOwners = "hck_owners"
-	OwnersVarHckOwner   = "_hck_owner"
+	OwnersMapHckFdChunk  = "hck_fd_chunk"
+	OwnersMapHckOwned    = "hck_owned"
+	OwnersMapHckWant     = "hck_want"
+	OwnersProgHckOwners  = "hck_owners"
+	OwnersVarHckOwner    = "_hck_owner"
+	OwnersVarHckOwnerKey = "_hck_owner_key"
 )
 
 // LoadOwners returns the embedded CollectionSpec for Owners.
@@ -86,6 +95,7 @@ type OwnersProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersMapSpecs struct {
 	HckFdChunk *ebpf.MapSpec `ebpf:"hck_fd_chunk"`
+	HckOwned   *ebpf.MapSpec `ebpf:"hck_owned"`
 	HckWant    *ebpf.MapSpec `ebpf:"hck_want"`
 }
 
@@ -93,7 +103,8 @@ type OwnersMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type OwnersVariableSpecs struct {
-	HckOwner *ebpf.VariableSpec `ebpf:"_hck_owner"`
+	HckOwner    *ebpf.VariableSpec `ebpf:"_hck_owner"`
+	HckOwnerKey *ebpf.VariableSpec `ebpf:"_hck_owner_key"`
 }
 
 // OwnersObjects contains all objects after they have been loaded into the kernel.
@@ -117,12 +128,14 @@ func (o *OwnersObjects) Close() error {
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersMaps struct {
 	HckFdChunk *ebpf.Map `ebpf:"hck_fd_chunk"`
+	HckOwned   *ebpf.Map `ebpf:"hck_owned"`
 	HckWant    *ebpf.Map `ebpf:"hck_want"`
 }
 
 func (m *OwnersMaps) Close() error {
 	return _OwnersClose(
 		m.HckFdChunk,
+		m.HckOwned,
 		m.HckWant,
 	)
 }
@@ -131,7 +144,8 @@ func (m *OwnersMaps) Close() error {
 //
 // It can be passed to LoadOwnersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type OwnersVariables struct {
-	HckOwner *ebpf.Variable `ebpf:"_hck_owner"`
+	HckOwner    *ebpf.Variable `ebpf:"_hck_owner"`
+	HckOwnerKey *ebpf.Variable `ebpf:"_hck_owner_key"`
 }
 
 // OwnersPrograms contains all programs after they have been loaded into the kernel.

@@ -1039,3 +1039,51 @@ func TestOwnerOfLateAccept(t *testing.T) {
 	}
 	e.ns.Await(t, server.in(conn.CloseWait))
 }
+
+// TestOwnersOfManySockets: one process holding thousands of hung sockets.
+// An iterator may print at most 32 KiB per process (the first owners design
+// failed here with E2BIG, and so destroyed nothing); every one of them must
+// get its owner.
+func TestOwnersOfManySockets(t *testing.T) {
+	const n = 1500
+	tr := openTracker(t)
+	e := newEnv(t)
+	l := newRaw(t, e.ns, netip.AddrPortFrom(lo4, 0))
+	l.listen(t)
+	servers := make(map[uint64]bool, n)
+	for range n {
+		client, server := pairOn(t, e.ns, l, netip.AddrPortFrom(lo4, 0))
+		client.closeWrite(t)
+		servers[server.cookie] = true
+	}
+	var ask []*conn.Conn
+	deadline := time.Now().Add(testnet.Timeout)
+	for len(ask) < n {
+		conns, err := tr.Conns(e.inode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ask = ask[:0]
+		for i := range conns {
+			if servers[conns[i].Cookie] && conns[i].State == conn.CloseWait {
+				ask = append(ask, &conns[i])
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d server ends tracked in CLOSE_WAIT", len(ask), n)
+		}
+	}
+	owners, err := tr.Owners(ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for _, c := range ask {
+		if o := owners[c.Cookie]; len(o) != 1 || o[0].PID != os.Getpid() {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d of %d sockets held by this process without it as their one owner", missing, n)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -13,8 +12,11 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 )
 
-// wantPin is the map of files the owners iterator looks for.
-const wantPin = "hck_want"
+// The maps of files the owners iterator looks for, and of what it found.
+const (
+	wantPin  = "hck_want"
+	ownedPin = "hck_owned"
+)
 
 // NeedsOwner reports whether a process may hold c: a timewait socket or an
 // orphan (closed by its process) has no owner, and never will again.
@@ -53,17 +55,49 @@ func (t *Tracker) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
 			}
 		}
 	}
+	// The walk records what it finds in hck_owned; what was seen before it
+	// began may be out of date, and another hck-bpf's walk at the same time
+	// may add sockets we did not ask about.
+	began := conn.Now()
 	raw, err := readIter(t.ownersIter, "owners iterator")
 	if err != nil {
 		return nil, err
 	}
-	// Other hck-bpf processes may be asking about other sockets at the
-	// same time: keep the answers to our questions.
-	return out, parseOwners(raw, func(cookie uint64, o conn.Owner) {
-		if asked[cookie] && !containsPID(out[cookie], o.PID) {
-			out[cookie] = append(out[cookie], o)
+	if len(raw) > 0 {
+		return nil, fmt.Errorf("owners iterator: %s is full: owners of %d processes not recorded", ownedPin, len(raw)/4)
+	}
+	return out, t.forEachOwned(func(k *bpf.OwnersHckOwnerKey, v *bpf.OwnersHckOwner) {
+		if asked[k.Cookie] && v.SeenNs >= began && !containsPID(out[k.Cookie], int(k.Pid)) {
+			out[k.Cookie] = append(out[k.Cookie], conn.Owner{PID: int(k.Pid), Comm: commString(v.Comm[:])})
 		}
 	})
+}
+
+// forEachOwned reads hck_owned in batches.
+func (t *Tracker) forEachOwned(fn func(*bpf.OwnersHckOwnerKey, *bpf.OwnersHckOwner)) error {
+	keys := make([]bpf.OwnersHckOwnerKey, 1024)
+	vals := make([]bpf.OwnersHckOwner, 1024)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := t.owned.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			fn(&keys[i], &vals[i])
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return nil
+		case errors.Is(err, ebpf.ErrNotSupported):
+			var k bpf.OwnersHckOwnerKey
+			var v bpf.OwnersHckOwner
+			it := t.owned.Iterate()
+			for it.Next(&k, &v) {
+				fn(&k, &v)
+			}
+			return it.Err()
+		case err != nil:
+			return fmt.Errorf("read %s: %w", ownedPin, err)
+		}
+	}
 }
 
 // openOwners finds the pinned owners iterator and its hck_want map, or
@@ -77,14 +111,20 @@ func (t *Tracker) openOwners() error {
 		return fmt.Errorf("load owners spec: %w", err)
 	}
 	spec.Maps[bpf.OwnersMapHckWant].MaxEntries = t.MapSize()
+	spec.Maps[bpf.OwnersMapHckOwned].MaxEntries = t.MapSize()
 	want, err := ebpf.NewMapWithOptions(spec.Maps[bpf.OwnersMapHckWant], ebpf.MapOptions{PinPath: t.pinDir})
 	if err != nil {
 		return explainLoad(fmt.Errorf("%s: %w", wantPin, err), Options{PinDir: t.pinDir})
 	}
+	owned, err := ebpf.NewMapWithOptions(spec.Maps[bpf.OwnersMapHckOwned], ebpf.MapOptions{PinPath: t.pinDir})
+	if err != nil {
+		want.Close()
+		return explainLoad(fmt.Errorf("%s: %w", ownedPin, err), Options{PinDir: t.pinDir})
+	}
 	it, err := t.pinnedIter(ownersIterPin, bpf.OwnersDigest, func() (*ebpf.Program, io.Closer, error) {
 		var objs bpf.OwnersObjects
 		err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
-			MapReplacements: map[string]*ebpf.Map{bpf.OwnersMapHckWant: want},
+			MapReplacements: map[string]*ebpf.Map{bpf.OwnersMapHckWant: want, bpf.OwnersMapHckOwned: owned},
 		})
 		if err != nil {
 			return nil, nil, explainLoad(err, Options{PinDir: t.pinDir})
@@ -93,52 +133,69 @@ func (t *Tracker) openOwners() error {
 	})
 	if err != nil {
 		want.Close()
+		owned.Close()
 		return err
 	}
-	t.want, t.ownersIter = want, it
+	t.want, t.owned, t.ownersIter = want, owned, it
 	return nil
 }
 
-// pruneWant removes the files of sockets no longer tracked from hck_want.
-func (t *Tracker) pruneWant() {
-	if t.want == nil {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(t.pinDir, wantPin), nil)
-		if err != nil {
-			return // nothing asked yet
+// pruneOwners removes from hck_want and hck_owned what belongs to sockets
+// no longer tracked.
+func (t *Tracker) pruneOwners() {
+	for _, name := range []string{wantPin, ownedPin} {
+		m := t.want
+		if name == ownedPin {
+			m = t.owned
 		}
-		t.want = m
-	}
-	var file, cookie uint64
-	var gone []uint64
-	it := t.want.Iterate()
-	for it.Next(&file, &cookie) {
-		var v bpf.TrackerHckConn
-		if t.objs.HckConns.Lookup(cookie, &v) != nil || v.File != file {
-			gone = append(gone, file)
-		}
-	}
-	for _, f := range gone {
-		_ = t.want.Delete(f)
-	}
-}
-
-func parseOwners(raw []byte, fn func(cookie uint64, o conn.Owner)) error {
-	size := int(unsafe.Sizeof(bpf.OwnersHckOwner{}))
-	if len(raw)%size != 0 {
-		return fmt.Errorf("read owners iterator: %d bytes is not a whole number of %d-byte records", len(raw), size)
-	}
-	for off := 0; off < len(raw); off += size {
-		rec := (*bpf.OwnersHckOwner)(unsafe.Pointer(&raw[off]))
-		comm := make([]byte, 0, len(rec.Comm))
-		for _, c := range rec.Comm {
-			if c == 0 {
-				break
+		if m == nil {
+			pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.pinDir, name), nil)
+			if err != nil {
+				continue // nothing asked yet
 			}
-			comm = append(comm, byte(c))
+			if name == wantPin {
+				t.want = pinned
+			} else {
+				t.owned = pinned
+			}
 		}
-		fn(rec.Cookie, conn.Owner{PID: int(rec.Pid), Comm: string(comm)})
 	}
-	return nil
+	var v bpf.TrackerHckConn
+	if t.want != nil {
+		var file, cookie uint64
+		var gone []uint64
+		it := t.want.Iterate()
+		for it.Next(&file, &cookie) {
+			if t.objs.HckConns.Lookup(cookie, &v) != nil || v.File != file {
+				gone = append(gone, file)
+			}
+		}
+		for _, f := range gone {
+			_ = t.want.Delete(f)
+		}
+	}
+	if t.owned != nil {
+		var gone []bpf.OwnersHckOwnerKey
+		_ = t.forEachOwned(func(k *bpf.OwnersHckOwnerKey, _ *bpf.OwnersHckOwner) {
+			if t.objs.HckConns.Lookup(k.Cookie, &v) != nil {
+				gone = append(gone, *k)
+			}
+		})
+		for _, k := range gone {
+			_ = t.owned.Delete(k)
+		}
+	}
+}
+
+func commString(c []int8) string {
+	b := make([]byte, 0, len(c))
+	for _, ch := range c {
+		if ch == 0 {
+			break
+		}
+		b = append(b, byte(ch))
+	}
+	return string(b)
 }
 
 func containsPID(os []conn.Owner, pid int) bool {

@@ -134,7 +134,7 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 			st.Removed++
 		}
 	}
-	t.pruneWant()
+	t.pruneOwners()
 	if st.Overflow == 0 {
 		// Seeded: from now on the tracker alone keeps this namespace's
 		// full sockets exact (see Seeded).

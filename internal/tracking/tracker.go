@@ -41,6 +41,7 @@ type Tracker struct {
 	objs        bpf.TrackerObjects
 	ownersIter  *link.Iter      // pinned owners iterator, opened on first Owners call
 	want        *ebpf.Map       // hck_want: the files Owners asks about
+	owned       *ebpf.Map       // hck_owned: what the owners walks found
 	socketsIter *link.Iter      // pinned sockets iterator, opened on first Reconcile
 	live        map[uint32]bool // network namespaces still reachable
 	walkBuf     *walkBuf        // forEach's batch, reused
@@ -178,8 +179,10 @@ func (t *Tracker) Close() error {
 			errs = append(errs, it.Close())
 		}
 	}
-	if t.want != nil {
-		errs = append(errs, t.want.Close())
+	for _, m := range []*ebpf.Map{t.want, t.owned} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
 	}
 	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)
