@@ -120,16 +120,17 @@ static __always_inline void holder(const struct sock *sk, struct hck_conn *c)
 		c->flags |= HCK_F_ORPHAN;
 }
 
+/* cur: the socket's entry, NULL when it has none (the caller looked it up,
+ * or knows there is none to look up). */
 static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 state,
-				  __u8 flags, __u64 now)
+				  __u8 flags, __u64 now, struct hck_conn *cur)
 {
-	struct hck_conn c = {}, *cur;
+	struct hck_conn c = {};
 	long err;
 
 	/* A socket moving on between closing states keeps its entry: update
 	 * it in place. A map update would allocate a new element and free the
 	 * old one through RCU, several times the cost. */
-	cur = bpf_map_lookup_elem(&hck_conns, &cookie);
 	if (cur) {
 		cur->entered_ns = now;
 		cur->state = state;
@@ -155,10 +156,19 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 	notify(cookie, &c);
 }
 
+/* The cookie of a socket that has one already, 0 otherwise: read without
+ * bpf_get_socket_cookie(), which makes one on the first request. */
+static __always_inline __u64 known_cookie(const struct sock *sk)
+{
+	return sk->__sk_common.skc_cookie.counter;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 {
-	struct hck_conn *c;
+	struct hck_conn *c = NULL;
+	__u8 state = newstate, flags = 0;
+	bool orphan_fin_wait2 = false;
 	__u64 cookie;
 
 	/* Most transitions (SYN_SENT -> ESTABLISHED, LISTEN -> CLOSE...) are
@@ -167,47 +177,66 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	if (!watched(sk->__sk_common.skc_net.net->ns.inum))
-		return 0;
-	cookie = bpf_get_socket_cookie((void *)sk);
 
 	if (closing(newstate)) {
 		/* close() of a half-closed FIN_WAIT2 socket reports FIN_WAIT2 ->
 		 * FIN_WAIT2 (tcp_close_state, Linux 6.18): not a new entry. */
-		if (oldstate == newstate && bpf_map_lookup_elem(&hck_conns, &cookie))
-			return 0;
-		track(sk, cookie, newstate, oldstate == newstate ? HCK_F_LOWER_BOUND : 0,
-		      bpf_ktime_get_boot_ns());
+		if (oldstate == newstate)
+			flags = HCK_F_LOWER_BOUND;
+	} else if (newstate == TCP_CLOSE && sk->sk_err == 0 &&
+		   (oldstate == TCP_CLOSING || oldstate == TCP_FIN_WAIT2)) {
+		/* Leaving the closing states. A socket that enters TIME_WAIT,
+		 * or is closed by its process in FIN_WAIT2, is replaced by a
+		 * timewait socket with the same cookie, and the tracepoint
+		 * never fires for timewait sockets (Linux 6.18): all we see is
+		 * FIN_WAIT2 -> CLOSE or CLOSING -> CLOSE on the full socket,
+		 * without an error (a reset or abort sets sk_err before
+		 * tcp_done()).
+		 *
+		 * CLOSING ends in TIME_WAIT. So does FIN_WAIT2 when the peer's
+		 * FIN arrives while a process still holds the socket. An
+		 * orphan in FIN_WAIT2 goes on as a FIN_WAIT2 timewait socket:
+		 * same state, same entry time. */
+		if (oldstate == TCP_CLOSING || sk->sk_socket) {
+			state = TCP_TIME_WAIT;
+			flags = HCK_F_TIMEWAIT;
+		} else {
+			state = TCP_FIN_WAIT2;
+			flags = HCK_F_TIMEWAIT | HCK_F_LOWER_BOUND;
+			orphan_fin_wait2 = true;
+		}
+	} else {
+		/* Gone: forget it. Only a socket with a cookie can have an
+		 * entry. */
+		cookie = known_cookie(sk);
+		if (cookie && bpf_map_delete_elem(&hck_conns, &cookie) == 0)
+			count(HCK_CNT_UNTRACKED);
 		return 0;
 	}
 
-	/* Leaving the closing states. A socket that enters TIME_WAIT, or is
-	 * closed by its process in FIN_WAIT2, is replaced by a timewait socket
-	 * with the same cookie, and the tracepoint never fires for timewait
-	 * sockets (Linux 6.18): all we see is FIN_WAIT2 -> CLOSE or
-	 * CLOSING -> CLOSE on the full socket, without an error (a reset or
-	 * abort sets sk_err before tcp_done()). */
-	if (newstate == TCP_CLOSE && sk->sk_err == 0) {
-		/* CLOSING ends in TIME_WAIT. So does FIN_WAIT2 when the peer's
-		 * FIN arrives while a process still holds the socket. */
-		if (oldstate == TCP_CLOSING || (oldstate == TCP_FIN_WAIT2 && sk->sk_socket)) {
-			track(sk, cookie, TCP_TIME_WAIT, HCK_F_TIMEWAIT, bpf_ktime_get_boot_ns());
-			return 0;
-		}
-		/* An orphan in FIN_WAIT2 goes on as a FIN_WAIT2 timewait socket:
-		 * same state, same entry time. */
-		if (oldstate == TCP_FIN_WAIT2) {
-			c = bpf_map_lookup_elem(&hck_conns, &cookie);
-			if (c) {
+	/* A socket already in a closing state may have an entry, made while
+	 * its namespace was watched (namespaces leave the watched set only
+	 * once they are gone): found, it needs no namespace check. Only a
+	 * socket with a cookie can have one. A socket coming from another
+	 * state has none: no lookup. */
+	cookie = known_cookie(sk);
+	if (cookie && closing(oldstate)) {
+		c = bpf_map_lookup_elem(&hck_conns, &cookie);
+		if (c) {
+			if (oldstate == newstate)
+				return 0;
+			if (orphan_fin_wait2) {
 				c->flags |= HCK_F_TIMEWAIT;
 				return 0;
 			}
-			track(sk, cookie, TCP_FIN_WAIT2, HCK_F_TIMEWAIT | HCK_F_LOWER_BOUND,
-			      bpf_ktime_get_boot_ns());
+			track(sk, cookie, state, flags, bpf_ktime_get_boot_ns(), c);
 			return 0;
 		}
 	}
-	if (bpf_map_delete_elem(&hck_conns, &cookie) == 0)
-		count(HCK_CNT_UNTRACKED);
+	if (!watched(sk->__sk_common.skc_net.net->ns.inum))
+		return 0;
+	if (!cookie)
+		cookie = bpf_get_socket_cookie((void *)sk);
+	track(sk, cookie, state, flags, bpf_ktime_get_boot_ns(), NULL);
 	return 0;
 }
