@@ -75,29 +75,11 @@ func (t *Tracker) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
 
 // forEachOwned reads hck_owned in batches.
 func (t *Tracker) forEachOwned(fn func(*bpf.OwnersHckOwnerKey, *bpf.OwnersHckOwner)) error {
-	keys := make([]bpf.OwnersHckOwnerKey, 1024)
-	vals := make([]bpf.OwnersHckOwner, 1024)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := t.owned.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			fn(&keys[i], &vals[i])
-		}
-		switch {
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			return nil
-		case errors.Is(err, ebpf.ErrNotSupported):
-			var k bpf.OwnersHckOwnerKey
-			var v bpf.OwnersHckOwner
-			it := t.owned.Iterate()
-			for it.Next(&k, &v) {
-				fn(&k, &v)
-			}
-			return it.Err()
-		case err != nil:
-			return fmt.Errorf("read %s: %w", ownedPin, err)
-		}
+	err := batchEach(t.owned, make([]bpf.OwnersHckOwnerKey, 1024), make([]bpf.OwnersHckOwner, 1024), fn)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", ownedPin, err)
 	}
+	return nil
 }
 
 // openOwners finds the pinned owners iterator and its hck_want map, or
@@ -143,21 +125,10 @@ func (t *Tracker) openOwners() error {
 // pruneOwners removes from hck_want and hck_owned what belongs to sockets
 // no longer tracked.
 func (t *Tracker) pruneOwners() {
-	for _, name := range []string{wantPin, ownedPin} {
-		m := t.want
-		if name == ownedPin {
-			m = t.owned
-		}
-		if m == nil {
-			pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.pinDir, name), nil)
-			if err != nil {
-				continue // nothing asked yet
-			}
-			if name == wantPin {
-				t.want = pinned
-			} else {
-				t.owned = pinned
-			}
+	// Another process may have made them: open the pins if need be.
+	for name, m := range map[string]**ebpf.Map{wantPin: &t.want, ownedPin: &t.owned} {
+		if *m == nil {
+			*m, _ = ebpf.LoadPinnedMap(filepath.Join(t.pinDir, name), nil)
 		}
 	}
 	var v bpf.TrackerHckConn

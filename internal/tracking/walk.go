@@ -36,36 +36,36 @@ func (t *Tracker) forEach(fn func(cookie uint64, v *bpf.TrackerHckConn)) error {
 		buf = &walkBuf{keys: make([]uint64, walkBatch), vals: make([]bpf.TrackerHckConn, walkBatch)}
 	}
 	defer func() { t.walkBuf = buf }()
-	m := t.objs.HckConns
+	err := batchEach(t.objs.HckConns, buf.keys, buf.vals, func(k *uint64, v *bpf.TrackerHckConn) { fn(*k, v) })
+	if err != nil {
+		return fmt.Errorf("walk hck_conns: %w", err)
+	}
+	return nil
+}
+
+// batchEach calls fn for every entry of m, len(keys) entries per system
+// call, with one call per entry on kernels without batch map operations
+// (< 5.6). keys and vals are the batch; k and v are only valid during fn.
+func batchEach[K, V any](m *ebpf.Map, keys []K, vals []V, fn func(k *K, v *V)) error {
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := m.BatchLookup(&cursor, buf.keys, buf.vals, nil)
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
 		for i := range n {
-			fn(buf.keys[i], &buf.vals[i])
+			fn(&keys[i], &vals[i])
 		}
 		switch {
 		case errors.Is(err, ebpf.ErrKeyNotExist):
 			return nil // the walk is complete
 		case errors.Is(err, ebpf.ErrNotSupported):
-			return t.forEachSlow(fn)
+			var k K
+			var v V
+			it := m.Iterate()
+			for it.Next(&k, &v) {
+				fn(&k, &v)
+			}
+			return it.Err()
 		case err != nil:
-			return fmt.Errorf("walk hck_conns: %w", err)
+			return err
 		}
 	}
-}
-
-// forEachSlow is forEach for kernels without batch map operations (< 5.6).
-func (t *Tracker) forEachSlow(fn func(cookie uint64, v *bpf.TrackerHckConn)) error {
-	var (
-		cookie uint64
-		v      bpf.TrackerHckConn
-	)
-	it := t.objs.HckConns.Iterate()
-	for it.Next(&cookie, &v) {
-		fn(cookie, &v)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("walk hck_conns: %w", err)
-	}
-	return nil
 }
