@@ -205,6 +205,38 @@ func listen(t testing.TB, ip netip.Addr) (*listener, error) {
 }
 
 // pair is both ends of one connection; conn describes the server end.
+// reusedTuple connects from a fixed address, aborts that connection (RST,
+// no TIME_WAIT) and closes its server end, then connects again on the same
+// 4-tuple: old names a socket that is gone, cur the one now on its tuple.
+// Call it inside the test's namespace.
+func reusedTuple(t testing.TB, from netip.AddrPort) (old, cur *pair, err error) {
+	ln, err := listen(t, from.Addr())
+	if err != nil {
+		return nil, nil, err
+	}
+	if old, err = dial(t, ln, ln.addr, from); err != nil {
+		return nil, nil, err
+	}
+	if err := unix.SetsockoptLinger(old.client, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}); err != nil {
+		return nil, nil, err
+	}
+	closeFD(&old.client)
+	if err := waitState(old.server, conn.Close); err != nil {
+		return nil, nil, err
+	}
+	closeFD(&old.server)
+	cur, err = dial(t, ln, ln.addr, from)
+	return old, cur, err
+}
+
+func checkReused(t testing.TB, old, cur *pair) {
+	t.Helper()
+	if cur.conn.Local != old.conn.Local || cur.conn.Remote != old.conn.Remote || cur.conn.Cookie == old.conn.Cookie {
+		t.Fatalf("old %s cookie %d, new %s cookie %d: want same tuple, new cookie",
+			old.conn, old.conn.Cookie, cur.conn, cur.conn.Cookie)
+	}
+}
+
 type pair struct {
 	client, server int
 	conn           *conn.Conn
@@ -506,31 +538,10 @@ func TestCookieExact(t *testing.T) {
 			if d, err = newDestroyer(t); err != nil {
 				return err
 			}
-			ln, err := listen(t, lo6)
-			if err != nil {
-				return err
-			}
-			from := netip.AddrPortFrom(lo6, 40404)
-			if old, err = dial(t, ln, ln.addr, from); err != nil {
-				return err
-			}
-			// Abort the client (RST, no TIME_WAIT), close the server end:
-			// the 4-tuple is free again.
-			if err := unix.SetsockoptLinger(old.client, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}); err != nil {
-				return err
-			}
-			closeFD(&old.client)
-			if err := waitState(old.server, conn.Close); err != nil {
-				return err
-			}
-			closeFD(&old.server)
-			cur, err = dial(t, ln, ln.addr, from)
+			old, cur, err = reusedTuple(t, netip.AddrPortFrom(lo6, 40404))
 			return err
 		})
-		if cur.conn.Local != old.conn.Local || cur.conn.Remote != old.conn.Remote || cur.conn.Cookie == old.conn.Cookie {
-			t.Fatalf("old %s cookie %d, new %s cookie %d: want same tuple, new cookie",
-				old.conn, old.conn.Cookie, cur.conn, cur.conn.Cookie)
-		}
+		checkReused(t, old, cur)
 		if r := d.DestroyOne(old.conn); r.Outcome != Gone {
 			t.Errorf("destroy of the replaced connection: %v %v, want gone", r.Outcome, r.Err)
 		}

@@ -146,29 +146,11 @@ func TestIterTupleReused(t *testing.T) {
 	d := iterDestroyer(t, ns)
 	var old, cur *pair
 	ns.MustDo(func() error {
-		ln, err := listen(t, lo4)
-		if err != nil {
-			return err
-		}
-		from := netip.AddrPortFrom(lo4, 40405)
-		if old, err = dial(t, ln, ln.addr, from); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptLinger(old.client, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}); err != nil {
-			return err
-		}
-		closeFD(&old.client)
-		if err := waitState(old.server, conn.Close); err != nil {
-			return err
-		}
-		closeFD(&old.server)
-		cur, err = dial(t, ln, ln.addr, from)
+		var err error
+		old, cur, err = reusedTuple(t, netip.AddrPortFrom(lo4, 40405))
 		return err
 	})
-	if cur.conn.Local != old.conn.Local || cur.conn.Remote != old.conn.Remote || cur.conn.Cookie == old.conn.Cookie {
-		t.Fatalf("old %s cookie %d, new %s cookie %d: want same tuple, new cookie",
-			old.conn, old.conn.Cookie, cur.conn, cur.conn.Cookie)
-	}
+	checkReused(t, old, cur)
 	if r := destroyIn(t, ns, d, []*conn.Conn{old.conn})[0]; r.Outcome != Gone {
 		t.Errorf("destroy of the replaced connection: %v via %v (%v), want gone", r.Outcome, r.Via, r.Err)
 	}
