@@ -57,6 +57,14 @@ int hck_destroy(struct bpf_iter__tcp *ctx)
 		k->state = HCK_KILL_NOT_FULL;
 		return 0;
 	}
+	/* A cookie names a socket, not a connection: one that connected again
+	 * under it is not the socket userspace judged. The walk holds the
+	 * socket's lock, so the state cannot change before the kfunc runs. */
+	if (state != k->want) {
+		k->state = HCK_KILL_CHANGED;
+		k->seen = state;
+		return 0;
+	}
 	k->ret = bpf_sock_destroy(skc);
 	k->state = HCK_KILL_DONE;
 	return 0;

@@ -18,7 +18,9 @@ type DestroyHckKill struct {
 	Netns uint32
 	Ret   int32
 	State uint32
-	Pad   uint32
+	Want  uint8
+	Seen  uint8
+	Pad   uint16
 }
 
 type DestroyHckKillState uint32
@@ -27,6 +29,7 @@ const (
 	DestroyHckKillStateHCK_KILL_PENDING  DestroyHckKillState = 0
 	DestroyHckKillStateHCK_KILL_DONE     DestroyHckKillState = 1
 	DestroyHckKillStateHCK_KILL_NOT_FULL DestroyHckKillState = 2
+	DestroyHckKillStateHCK_KILL_CHANGED  DestroyHckKillState = 3
 )
 
 // Names of all BPF objects in the ELF.

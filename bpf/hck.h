@@ -82,16 +82,19 @@ enum hck_kill_state {
 	HCK_KILL_DONE = 1,     /* bpf_sock_destroy() was called: see ret */
 	HCK_KILL_NOT_FULL = 2, /* timewait or request socket: the kfunc cannot
 				* destroy it, netlink SOCK_DESTROY can */
+	HCK_KILL_CHANGED = 3,  /* not in the state userspace named: left alone */
 };
 
 /* One socket to destroy, the value of hck_kills (key: the socket cookie).
- * Userspace writes netns and a zero state; the destroy iterator fills in
- * state and ret. */
+ * Userspace writes netns, want and a zero state; the destroy iterator fills
+ * in state, ret and, when the socket is not in want, seen. */
 struct hck_kill {
 	__u32 netns; /* the socket's network namespace inode, checked too */
 	__s32 ret;   /* bpf_sock_destroy()'s result: 0 or -errno */
 	__u32 state; /* enum hck_kill_state */
-	__u32 _pad;
+	__u8 want;   /* the TCP state the socket must be in to be destroyed */
+	__u8 seen;   /* the TCP state it was found in (HCK_KILL_CHANGED) */
+	__u16 _pad;
 };
 
 #endif /* HCK_H */

@@ -96,10 +96,15 @@ struct sock_common {
 /* enum sock_flags */
 #define SOCK_DEAD 0
 
+/* sk_shutdown bits (include/net/sock.h) */
+#define RCV_SHUTDOWN 1
+#define SEND_SHUTDOWN 2
+
 struct sock {
 	struct sock_common __sk_common;
 	int sk_err;
 	struct socket *sk_socket;
+	__u8 sk_shutdown; /* RCV_SHUTDOWN | SEND_SHUTDOWN */
 	__u16 sk_protocol; /* a plain u16 since 5.6; tp_btf needs 5.5 and the
 			    * socket cookie helper 5.12, so no bitfield flavour */
 } __attribute__((preserve_access_index));

@@ -163,6 +163,26 @@ static __always_inline __u64 known_cookie(const struct sock *sk)
 	return sk->__sk_common.skc_cookie.counter;
 }
 
+/* Whether X -> CLOSE hands the socket over to a timewait socket (the
+ * kernel's tcp_time_wait() then tcp_done()) rather than ending it:
+ *   - a reset or an abort sets sk_err before tcp_done();
+ *   - only CLOSING and FIN_WAIT2 go on to a timewait socket;
+ *   - a FIN_WAIT2 socket still held by its process goes to TIME_WAIT only
+ *     on the peer's FIN, and tcp_fin() marks RCV_SHUTDOWN before that.
+ *     Without it, the process disconnected the socket (connect(AF_UNSPEC),
+ *     tcp_disconnect(): no error is set before the transition) and it may
+ *     connect again under the same cookie. */
+static __always_inline bool timewait_next(const struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_CLOSE || sk->sk_err != 0)
+		return false;
+	if (oldstate == TCP_CLOSING)
+		return true;
+	if (oldstate != TCP_FIN_WAIT2)
+		return false;
+	return !sk->sk_socket || (sk->sk_shutdown & RCV_SHUTDOWN);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 {
@@ -173,8 +193,23 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 
 	/* Most transitions (SYN_SENT -> ESTABLISHED, LISTEN -> CLOSE...) are
 	 * none of our business: leave before touching anything. */
-	if (!closing(oldstate) && !closing(newstate))
+	if (!closing(oldstate) && !closing(newstate)) {
+		/* But a socket that leaves CLOSE for SYN_SENT (connect()) or
+		 * LISTEN is in use again, and a closed socket may still have an
+		 * entry: one we took for a timewait socket at FIN_WAIT2 ->
+		 * CLOSE. connect(AF_UNSPEC) (tcp_disconnect()) makes that very
+		 * transition and keeps the socket, its cookie and its bound
+		 * port; the next connect() can bring back the same 4-tuple,
+		 * ESTABLISHED under the same cookie. Drop the entry. A socket
+		 * never given a cookie has no entry: no lookup. */
+		if (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN) &&
+		    sk->sk_protocol == IPPROTO_TCP) {
+			cookie = known_cookie(sk);
+			if (cookie && bpf_map_delete_elem(&hck_conns, &cookie) == 0)
+				count(HCK_CNT_UNTRACKED);
+		}
 		return 0;
+	}
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 
@@ -183,15 +218,12 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 		 * FIN_WAIT2 (tcp_close_state, Linux 6.18): not a new entry. */
 		if (oldstate == newstate)
 			flags = HCK_F_LOWER_BOUND;
-	} else if (newstate == TCP_CLOSE && sk->sk_err == 0 &&
-		   (oldstate == TCP_CLOSING || oldstate == TCP_FIN_WAIT2)) {
-		/* Leaving the closing states. A socket that enters TIME_WAIT,
-		 * or is closed by its process in FIN_WAIT2, is replaced by a
-		 * timewait socket with the same cookie, and the tracepoint
-		 * never fires for timewait sockets (Linux 6.18): all we see is
-		 * FIN_WAIT2 -> CLOSE or CLOSING -> CLOSE on the full socket,
-		 * without an error (a reset or abort sets sk_err before
-		 * tcp_done()).
+	} else if (timewait_next(sk, oldstate, newstate)) {
+		/* Leaving the closing states for a timewait socket with the
+		 * same cookie, which the tracepoint never reports (Linux
+		 * 6.18): all we see is FIN_WAIT2 -> CLOSE or CLOSING -> CLOSE
+		 * on the full socket. This is an inference, not a sighting: a
+		 * sweep confirms the state with the kernel before it destroys.
 		 *
 		 * CLOSING ends in TIME_WAIT. So does FIN_WAIT2 when the peer's
 		 * FIN arrives while a process still holds the socket. An

@@ -52,15 +52,13 @@ func runService(g *globals, f *sweepFlags) error {
 		return err
 	}
 	defer tr.Close()
-	var killer sweep.Killer = dryKiller{}
-	if f.live {
-		d, err := destroy.New()
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		killer = d
+	// A dry run needs the destroyer too: it asks the kernel whether each
+	// hung socket is still in its state, and destroys nothing.
+	killer, err := destroy.New()
+	if err != nil {
+		return err
 	}
+	defer killer.Close()
 	log.Info().Str("mode", report.Mode(f.dryRun)).Str("pin_dir", g.pinDir).Bool("attached", tr.Attached).Uint32("netns", netns).
 		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)
 	err = daemon.Run(ctx, tr, killer, daemon.Config{

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"runtime/debug"
 
@@ -58,15 +57,13 @@ func scan(g *globals, f *sweepFlags) error {
 	if tr.Attached {
 		log.Warn().Str("pin_dir", g.pinDir).Msgf("No tracker was pinned in %s: attached one now; sockets are tracked from now on", g.pinDir)
 	}
-	var killer sweep.Killer = dryKiller{}
-	if f.live {
-		d, err := destroy.New()
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		killer = d
+	// A dry run needs the destroyer too: it asks the kernel whether each
+	// hung socket is still in its state, and destroys nothing.
+	killer, err := destroy.New()
+	if err != nil {
+		return err
 	}
+	defer killer.Close()
 	report.Header(log, f.dryRun)
 	// Over a tracker that has been watching this namespace since a full
 	// walk, the map is exact: walk only if a hung socket needs it.
@@ -87,17 +84,3 @@ func scan(g *globals, f *sweepFlags) error {
 	}
 	return nil
 }
-
-// dryKiller stands in for the destroyer in a dry run; sweep never calls it,
-// and if it did nothing would be destroyed.
-type dryKiller struct{}
-
-func (dryKiller) Destroy(cs []*conn.Conn) []destroy.Result {
-	res := make([]destroy.Result, len(cs))
-	for i := range res {
-		res[i] = destroy.Result{Outcome: destroy.Failed, Err: errDryRun}
-	}
-	return res
-}
-
-var errDryRun = errors.New("dry run: nothing is destroyed")

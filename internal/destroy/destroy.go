@@ -2,6 +2,14 @@
 // SOCK_DESTROY (what `ss -K` sends). Every request names its socket by
 // cookie as well as by 4-tuple, so a socket that has since taken over the
 // same tuple — or the listener the tuple falls back to — is never hit.
+//
+// A cookie names a socket, not a connection: a socket that is disconnected
+// (connect(AF_UNSPEC)) or whose connection ended while its process kept it
+// may connect again under the same cookie, even on the same 4-tuple, and
+// the kernel ignores the state a SOCK_DESTROY request names. So before any
+// SOCK_DESTROY the destroyer asks the kernel for the socket the request
+// names (an exact sock_diag lookup by tuple and cookie) and destroys it
+// only if the kernel has it in the state the caller believes it is in.
 package destroy
 
 import (
@@ -29,6 +37,13 @@ const (
 	Destroyed
 	// Gone: the socket no longer exists; nothing was done.
 	Gone
+	// Changed: the kernel has the socket, in another state than the one
+	// the caller named (Result.State): it is not the socket the caller
+	// judged, and nothing was done.
+	Changed
+	// Confirmed: Check found the socket in the state named; Destroy would
+	// destroy it. Destroy itself never returns it.
+	Confirmed
 )
 
 func (o Outcome) String() string {
@@ -39,6 +54,10 @@ func (o Outcome) String() string {
 		return "destroyed"
 	case Gone:
 		return "gone"
+	case Changed:
+		return "changed"
+	case Confirmed:
+		return "confirmed"
 	}
 	return fmt.Sprintf("outcome(%d)", uint8(o))
 }
@@ -61,11 +80,14 @@ func (p Path) String() string {
 }
 
 // Result is the outcome of destroying one connection. Err is set exactly
-// when Outcome is Failed. Via says which path gave the outcome.
+// when Outcome is Failed. Via says which path gave the outcome. State is
+// the socket's state as the kernel reported it before anything was done
+// (0 when it did not: gone, or no answer).
 type Result struct {
 	Outcome Outcome
 	Err     error
 	Via     Path
+	State   conn.State
 }
 
 var (
@@ -76,6 +98,9 @@ var (
 	// kernel destroys the service's listener. (Cookie 0 would only miss,
 	// but it always means the caller lost track of the socket.)
 	ErrNoCookie = errors.New("no socket cookie: refusing a tuple-only destroy")
+	// ErrNoState refuses a connection whose state is unknown: the kernel's
+	// answer could not be checked against it.
+	ErrNoState = errors.New("no TCP state: refusing a destroy that cannot be checked")
 	// ErrNoAnswer: the kernel's answer to a request never arrived (receive
 	// timeout, or the answer was dropped on a full receive queue). The
 	// socket may or may not have been destroyed.
@@ -106,6 +131,14 @@ const (
 	// batch never holds more requests than the buffer has room for ACKs:
 	// an ACK that does not fit is dropped by the kernel (ENOBUFS).
 	ackCost = 1536
+	// checkCost is what one answer to a lookup costs in the receive
+	// buffer: the kernel sizes it for every attribute it might add
+	// (tcp_info among them), about 2.3 KiB of truesize on 6.18, with a
+	// margin.
+	checkCost = 4096
+
+	// nlmsg type of a sock_diag lookup and of its answer.
+	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
 
 	// INET_DIAG_NOCOOKIE in both cookie words switches the kernel's cookie
 	// check off.
@@ -147,7 +180,8 @@ type Destroyer struct {
 	fd     int // -1 once closed
 	portid uint32
 	seq    uint32
-	batch  int // requests per sendmsg
+	batch  int // destroy requests per sendmsg
+	cbatch int // lookups per sendmsg
 	wbuf   []byte
 	rbuf   []byte
 
@@ -231,6 +265,7 @@ func (d *Destroyer) setup() error {
 	}
 	// netlink_sendmsg refuses datagrams longer than sk_sndbuf-32 (EMSGSIZE).
 	d.batch = min(maxBatchBytes, snd-32) / reqLen
+	d.cbatch = max(1, min(d.batch, rcv/checkCost))
 	d.batch = max(1, min(d.batch, rcv/ackCost))
 	d.wbuf = make([]byte, 0, d.batch*reqLen)
 	return nil
@@ -261,15 +296,24 @@ func (d *Destroyer) DestroyOne(c *conn.Conn) Result {
 	return d.Destroy([]*conn.Conn{c})[0]
 }
 
-// Destroy destroys every connection in conns, each by its cookie, and
-// returns one Result per connection, in order. A connection without a
-// cookie, or with unusable addresses, fails without anything being sent.
-// Requests go out many per sendmsg; see Options.IterMin for when full
-// sockets are destroyed by the kfunc iterator instead.
-func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
+// Check asks the kernel about every connection in conns, by tuple and
+// cookie, and destroys nothing: Confirmed when the kernel has the socket in
+// c.State, Changed (with the kernel's state) when in another, Gone when it
+// has no such socket. It is what Destroy does first, and what a dry run
+// needs to say exactly what a live run would do.
+func (d *Destroyer) Check(conns []*conn.Conn) []Result {
+	res, _ := d.check(conns)
+	return res
+}
+
+// check looks every connection up and returns the results, with the
+// requests for SOCK_DESTROY of the confirmed ones and their indexes into
+// conns.
+func (d *Destroyer) check(conns []*conn.Conn) ([]Result, pending) {
 	res := make([]Result, len(conns))
-	reqs := make([][reqLen]byte, 0, len(conns))
-	idx := make([]int, 0, len(conns)) // reqs[i] destroys conns[idx[i]]
+	var p pending
+	p.reqs = make([][reqLen]byte, 0, len(conns))
+	p.idx = make([]int, 0, len(conns))
 	for i, c := range conns {
 		if c == nil {
 			res[i] = Result{Outcome: Failed, Err: errors.New("destroy: nil connection")}
@@ -280,18 +324,63 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, err)}
 			continue
 		}
-		reqs = append(reqs, req)
-		idx = append(idx, i)
+		p.reqs = append(p.reqs, req)
+		p.idx = append(p.idx, i)
 	}
-	reqs, idx = d.destroyIter(conns, reqs, idx, res)
+	looks := make([][reqLen]byte, len(p.reqs))
+	for j := range p.reqs {
+		looks[j] = lookupOf(p.reqs[j])
+	}
+	n := 0
+	for j, a := range d.exchangeLookups(looks) {
+		i := p.idx[j]
+		c := conns[i]
+		switch {
+		case a.err != nil:
+			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("look up %s: %w", c, a.err)}
+		case a.errno == unix.ENOENT || a.errno == unix.ESTALE:
+			res[i] = Result{Outcome: Gone}
+		case a.errno != 0:
+			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("look up %s: %w", c, a.errno)}
+		case !a.found:
+			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("look up %s: %w", c, ErrNoAnswer)}
+		case a.state != c.State:
+			res[i] = Result{Outcome: Changed, State: a.state}
+		default:
+			res[i] = Result{Outcome: Confirmed, State: a.state}
+			p.reqs[n], p.idx[n] = p.reqs[j], i
+			n++
+		}
+	}
+	p.reqs, p.idx = p.reqs[:n], p.idx[:n]
+	return res, p
+}
+
+// pending are SOCK_DESTROY requests: reqs[j] destroys conns[idx[j]].
+type pending struct {
+	reqs [][reqLen]byte
+	idx  []int
+}
+
+// Destroy destroys every connection in conns, each by its cookie, and
+// returns one Result per connection, in order. Only a socket the kernel
+// has, at the moment it is asked, in the state c.State names is destroyed
+// (see Check); a connection without a cookie or a state, or with unusable
+// addresses, fails without anything being sent. Requests go out many per
+// sendmsg; see Options.IterMin for when full sockets are destroyed by the
+// kfunc iterator instead.
+func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
+	res, p := d.check(conns)
+	reqs, idx := d.destroyIter(conns, p.reqs, p.idx, res)
 	var refused []int // full sockets netlink cannot destroy on this kernel
 	for j, a := range d.exchange(reqs) {
 		c := conns[idx[j]]
+		st := res[idx[j]].State
 		switch {
 		case a.err != nil:
-			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.err)}
+			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.err), State: st}
 		case a.errno == 0:
-			res[idx[j]] = Result{Outcome: Destroyed}
+			res[idx[j]] = Result{Outcome: Destroyed, State: st}
 		// ENOENT: no socket on the tuple carries our cookie. The tuple may
 		// be free, or name another socket: a new connection on the same
 		// ports, or — for the accepted end of a dead connection — the
@@ -301,7 +390,7 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 		case a.errno == unix.ENOENT || a.errno == unix.ESTALE:
 			res[idx[j]] = Result{Outcome: Gone}
 		default:
-			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.errno)}
+			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.errno), State: st}
 			if a.errno == unix.EOPNOTSUPP && !c.Timewait {
 				refused = append(refused, idx[j])
 			}
@@ -309,13 +398,25 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 	}
 	if len(refused) > 0 && d.iterMin >= 0 && d.loadIter() {
 		// A socket the walk does not destroy keeps netlink's answer.
-		for k, ok := range d.walk(conns, refused) {
-			if ok {
-				res[refused[k]] = Result{Outcome: Destroyed, Via: Kfunc}
+		for k, r := range d.walk(conns, refused) {
+			if kept, ok := r.result(conns[refused[k]]); ok {
+				res[refused[k]] = kept
 			}
 		}
 	}
 	return res
+}
+
+// result is the Result of the walk's r for c: ok is false when the walk did
+// not settle it (not found as a full socket, or the kfunc failed).
+func (r iterResult) result(c *conn.Conn) (Result, bool) {
+	switch {
+	case r.destroyed:
+		return Result{Outcome: Destroyed, Via: Kfunc, State: c.State}, true
+	case r.changed:
+		return Result{Outcome: Changed, Via: Kfunc, State: r.state}, true
+	}
+	return Result{}, false
 }
 
 // destroyIter destroys the full sockets among reqs with the kfunc iterator
@@ -341,9 +442,9 @@ func (d *Destroyer) destroyIter(conns []*conn.Conn, reqs [][reqLen]byte, idx []i
 		sel[k] = idx[j]
 	}
 	done := make([]bool, len(reqs))
-	for k, ok := range d.walk(conns, sel) {
-		if ok {
-			res[sel[k]] = Result{Outcome: Destroyed, Via: Kfunc}
+	for k, r := range d.walk(conns, sel) {
+		if kept, ok := r.result(conns[sel[k]]); ok {
+			res[sel[k]] = kept
 			done[full[k]] = true
 		}
 	}
@@ -358,11 +459,12 @@ func (d *Destroyer) destroyIter(conns []*conn.Conn, reqs [][reqLen]byte, idx []i
 }
 
 // walk destroys the full sockets conns[sel[k]] with the kfunc iterator, in
-// as many walks as the kill map needs, and reports which it destroyed. A
-// socket listed twice is destroyed once; its copy reports false.
-func (d *Destroyer) walk(conns []*conn.Conn, sel []int) []bool {
-	ok := make([]bool, len(sel))
+// as many walks as the kill map needs, and reports what it did with each.
+// A socket listed twice is destroyed once; its copy reports nothing done.
+func (d *Destroyer) walk(conns []*conn.Conn, sel []int) []iterResult {
+	out := make([]iterResult, len(sel))
 	var cookies []uint64
+	var states []conn.State
 	var which []int // cookies[k] is conns[sel[which[k]]]
 	seen := make(map[uint64]struct{}, len(sel))
 	for k, i := range sel {
@@ -372,20 +474,19 @@ func (d *Destroyer) walk(conns []*conn.Conn, sel []int) []bool {
 		}
 		seen[c] = struct{}{}
 		cookies = append(cookies, c)
+		states = append(states, conns[i].State)
 		which = append(which, k)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.iter == nil {
-		return ok
+		return out
 	}
 	step := d.iter.cap
 	for lo := 0; lo < len(cookies) && d.iter != nil; lo += step {
 		hi := min(len(cookies), lo+step)
-		err := d.iter.destroy(cookies[lo:hi], func(k int, r iterResult) {
-			if r.destroyed {
-				ok[which[lo+k]] = true
-			}
+		err := d.iter.destroy(cookies[lo:hi], states[lo:hi], func(k int, r iterResult) {
+			out[which[lo+k]] = r
 		})
 		if err != nil {
 			// The kill map may hold stale entries: never walk again.
@@ -394,7 +495,7 @@ func (d *Destroyer) walk(conns []*conn.Conn, sel []int) []bool {
 			d.iter = nil
 		}
 	}
-	return ok
+	return out
 }
 
 // loadIter loads the kfunc iterator on first use; it reports whether it is
@@ -416,6 +517,9 @@ func encode(c *conn.Conn) ([reqLen]byte, error) {
 	if c.Cookie == 0 || c.Cookie == noCookie {
 		return b, ErrNoCookie
 	}
+	if c.State == 0 || c.State >= 32 {
+		return b, ErrNoState
+	}
 	l, r := c.Local.Addr(), c.Remote.Addr()
 	var family uint8
 	switch {
@@ -429,12 +533,9 @@ func encode(c *conn.Conn) ([reqLen]byte, error) {
 	default:
 		return b, fmt.Errorf("mixed address families %s and %s", l, r)
 	}
-	// The kernel does not filter the exact lookup by state; the mask is
-	// sent for completeness.
-	states := ^uint32(0)
-	if c.State > 0 && c.State < 32 {
-		states = 1 << c.State
-	}
+	// The kernel does not filter the exact lookup by state (Linux 6.18):
+	// the mask is sent for completeness, and check() compares the state.
+	states := uint32(1) << c.State
 
 	ne := binary.NativeEndian
 	ne.PutUint32(b[0:], reqLen)
@@ -461,23 +562,48 @@ func encode(c *conn.Conn) ([reqLen]byte, error) {
 	return b, nil
 }
 
+// lookupOf turns a SOCK_DESTROY request into the exact lookup of the same
+// socket: SOCK_DIAG_BY_FAMILY without NLM_F_DUMP, any state. The kernel
+// answers it with the socket (struct inet_diag_msg) or an error, never
+// both, so it needs no NLM_F_ACK.
+func lookupOf(req [reqLen]byte) [reqLen]byte {
+	ne := binary.NativeEndian
+	ne.PutUint16(req[4:], sockDiagByFamily)
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST)
+	ne.PutUint32(req[20:], ^uint32(0))
+	return req
+}
+
 // answer is the kernel's reply to one request: errno (0 for success), or
-// err when no reply came.
+// err when no reply came. A lookup's answer is the socket: found, with its
+// state.
 type answer struct {
 	errno unix.Errno
 	err   error
 	done  bool
+	found bool
+	state conn.State
 }
 
-// exchange sends reqs in batches, each request with its own sequence
-// number, and collects one answer per request.
+// exchange sends SOCK_DESTROY reqs in batches, each request with its own
+// sequence number, and collects one answer per request.
 func (d *Destroyer) exchange(reqs [][reqLen]byte) []answer {
+	return d.exchangeAs(reqs, d.batch, d.roundTrip)
+}
+
+// exchangeLookups is exchange for lookups (see lookupOf).
+func (d *Destroyer) exchangeLookups(reqs [][reqLen]byte) []answer {
+	return d.exchangeAs(reqs, d.cbatch, d.lookupTrip)
+}
+
+func (d *Destroyer) exchangeAs(reqs [][reqLen]byte, batch int, trip func([][reqLen]byte, []answer) error) []answer {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ans := make([]answer, len(reqs))
-	for lo := 0; lo < len(reqs); lo += d.batchSize() {
-		hi := min(len(reqs), lo+d.batchSize())
-		if err := d.roundTrip(reqs[lo:hi], ans[lo:hi]); err != nil {
+	batch = max(1, batch)
+	for lo := 0; lo < len(reqs); lo += batch {
+		hi := min(len(reqs), lo+batch)
+		if err := trip(reqs[lo:hi], ans[lo:hi]); err != nil {
 			for i := lo; i < hi; i++ {
 				if !ans[i].done {
 					ans[i] = answer{err: err, done: true}
@@ -487,8 +613,6 @@ func (d *Destroyer) exchange(reqs [][reqLen]byte) []answer {
 	}
 	return ans
 }
-
-func (d *Destroyer) batchSize() int { return max(1, d.batch) }
 
 // roundTrip sends one datagram of requests and reads answers until every
 // request has one. It returns the reason when some did not get one.
@@ -502,8 +626,60 @@ func (d *Destroyer) batchSize() int { return max(1, d.batch) }
 // kernel could not queue is reported as ENOBUFS; then silence proves
 // nothing, and unanswered requests fail with ErrNoAnswer.
 func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
+	first, err := d.send(reqs, true)
+	if err != nil {
+		return err
+	}
+	last := len(reqs) - 1
+	overrun, err := d.receive(first, ans, func() bool { return ans[last].done })
+	if err != nil {
+		return err
+	}
+	if overrun {
+		// Some answer was lost; unanswered requests may have failed.
+		return fmt.Errorf("%w: %w", ErrNoAnswer, unix.ENOBUFS)
+	}
+	for i := range ans {
+		if !ans[i].done {
+			ans[i] = answer{done: true} // no error answer: it succeeded
+		}
+	}
+	return nil
+}
+
+// lookupTrip sends one datagram of lookups and reads until each has its
+// answer: the socket, or an error. A lookup whose answer was lost stays
+// unanswered: nothing is known of its socket.
+func (d *Destroyer) lookupTrip(reqs [][reqLen]byte, ans []answer) error {
+	first, err := d.send(reqs, false)
+	if err != nil {
+		return err
+	}
+	left := len(reqs)
+	overrun, err := d.receive(first, ans, func() bool {
+		left = 0
+		for i := range ans {
+			if !ans[i].done {
+				left++
+			}
+		}
+		return left == 0
+	})
+	if err != nil {
+		return err
+	}
+	if overrun && left > 0 {
+		return fmt.Errorf("%w: %w", ErrNoAnswer, unix.ENOBUFS)
+	}
+	return nil
+}
+
+// send writes reqs as one datagram, numbered from the returned sequence
+// number. ackLast: only the last request asks for an acknowledgement (see
+// roundTrip); otherwise the flags are left as encoded.
+func (d *Destroyer) send(reqs [][reqLen]byte, ackLast bool) (uint32, error) {
 	if d.fd < 0 {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	first := d.seq + 1
 	d.seq += uint32(len(reqs))
@@ -512,7 +688,7 @@ func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
 		d.wbuf = append(d.wbuf, reqs[i][:]...)
 		h := d.wbuf[i*reqLen:]
 		binary.NativeEndian.PutUint32(h[8:], first+uint32(i))
-		if i < len(reqs)-1 {
+		if ackLast && i < len(reqs)-1 {
 			binary.NativeEndian.PutUint16(h[6:], unix.NLM_F_REQUEST)
 		}
 	}
@@ -522,16 +698,18 @@ func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("send sock_diag requests: %w", err)
+			return 0, fmt.Errorf("send sock_diag requests: %w", err)
 		}
-		break
+		return first, nil
 	}
+}
 
-	last := len(reqs) - 1
-	overrun := false
-	for !ans[last].done {
+// receive reads answers to the requests numbered from first into ans until
+// finished says so. overrun reports that the kernel dropped answers on a
+// full receive queue; receive then returns once the queue is drained.
+func (d *Destroyer) receive(first uint32, ans []answer, finished func() bool) (overrun bool, err error) {
+	for !finished() {
 		var n int
-		var err error
 		if overrun {
 			n, _, err = unix.Recvfrom(d.fd, d.rbuf, unix.MSG_DONTWAIT)
 		} else {
@@ -547,36 +725,29 @@ func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
 			overrun = true
 			continue
 		case err == unix.EAGAIN && overrun:
-			return fmt.Errorf("%w: %w", ErrNoAnswer, unix.ENOBUFS)
+			return true, nil
 		case err == unix.EAGAIN:
-			return fmt.Errorf("%w within %s", ErrNoAnswer, recvTimeout)
+			return overrun, fmt.Errorf("%w within %s", ErrNoAnswer, recvTimeout)
 		case err != nil:
-			return fmt.Errorf("receive sock_diag answer: %w", err)
+			return overrun, fmt.Errorf("receive sock_diag answer: %w", err)
 		}
-		parseAnswers(d.rbuf[:n], d.portid, func(seq uint32, errno unix.Errno) {
+		parseAnswers(d.rbuf[:n], d.portid, func(seq uint32, a answer) {
 			i := seq - first // wraps past len(ans) for foreign sequences
 			if i < uint32(len(ans)) && !ans[i].done {
-				ans[i] = answer{errno: errno, done: true}
+				a.done = true
+				ans[i] = a
 			}
 		})
 	}
-	if overrun {
-		// Some answer was lost; unanswered requests may have failed.
-		return fmt.Errorf("%w: %w", ErrNoAnswer, unix.ENOBUFS)
-	}
-	for i := range ans {
-		if !ans[i].done {
-			ans[i] = answer{done: true} // no error answer: it succeeded
-		}
-	}
-	return nil
+	return overrun, nil
 }
 
-// parseAnswers walks one datagram of netlink messages and calls fn with the
-// sequence number and errno of every NLMSG_ERROR addressed to portid.
-// Other messages, and anything truncated, are skipped; it never reads past
-// b.
-func parseAnswers(b []byte, portid uint32, fn func(seq uint32, errno unix.Errno)) {
+// parseAnswers walks one datagram of netlink messages addressed to portid
+// and calls fn with the sequence number and the answer of each: the errno
+// of an NLMSG_ERROR, or the state of the socket a lookup found (struct
+// inet_diag_msg: family, state, timer, retrans, ...). Other messages, and
+// anything truncated, are skipped; it never reads past b.
+func parseAnswers(b []byte, portid uint32, fn func(seq uint32, a answer)) {
 	ne := binary.NativeEndian
 	for len(b) >= nlmsgHdrLen {
 		l := ne.Uint32(b[0:])
@@ -584,12 +755,17 @@ func parseAnswers(b []byte, portid uint32, fn func(seq uint32, errno unix.Errno)
 			return
 		}
 		msg := b[:l]
-		if ne.Uint16(msg[4:]) == unix.NLMSG_ERROR && ne.Uint32(msg[12:]) == portid && len(msg) >= nlmsgHdrLen+4 {
-			code := int64(int32(ne.Uint32(msg[16:])))
-			if code < 0 {
-				code = -code
+		if ne.Uint32(msg[12:]) == portid {
+			switch typ := ne.Uint16(msg[4:]); {
+			case typ == unix.NLMSG_ERROR && len(msg) >= nlmsgHdrLen+4:
+				code := int64(int32(ne.Uint32(msg[16:])))
+				if code < 0 {
+					code = -code
+				}
+				fn(ne.Uint32(msg[8:]), answer{errno: unix.Errno(code)})
+			case typ == sockDiagByFamily && len(msg) >= nlmsgHdrLen+4:
+				fn(ne.Uint32(msg[8:]), answer{found: true, state: conn.State(msg[nlmsgHdrLen+1])})
 			}
-			fn(ne.Uint32(msg[8:]), unix.Errno(code))
 		}
 		// Messages are 4-byte aligned; the last one may lack its padding.
 		next := (uint64(l) + 3) &^ 3

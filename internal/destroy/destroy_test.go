@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,10 +81,11 @@ func TestRefusedWithoutSending(t *testing.T) {
 	}{
 		{"cookie 0", &conn.Conn{State: conn.CloseWait, Local: good, Remote: peer}, ErrNoCookie},
 		{"no-cookie marker", &conn.Conn{Cookie: ^uint64(0), State: conn.CloseWait, Local: good, Remote: peer}, ErrNoCookie},
-		{"mixed families", &conn.Conn{Cookie: 1, Local: good, Remote: netip.MustParseAddrPort("[::1]:1")}, nil},
-		{"no address", &conn.Conn{Cookie: 1}, nil},
+		{"no state", &conn.Conn{Cookie: 1, Local: good, Remote: peer}, ErrNoState},
+		{"mixed families", &conn.Conn{Cookie: 1, State: conn.CloseWait, Local: good, Remote: netip.MustParseAddrPort("[::1]:1")}, nil},
+		{"no address", &conn.Conn{Cookie: 1, State: conn.CloseWait}, nil},
 		{"nil", nil, nil},
-		{"valid, closed destroyer", &conn.Conn{Cookie: 1, Local: good, Remote: peer}, ErrClosed},
+		{"valid, closed destroyer", &conn.Conn{Cookie: 1, State: conn.CloseWait, Local: good, Remote: peer}, ErrClosed},
 	} {
 		r := d.DestroyOne(tc.c)
 		if r.Outcome != Failed || r.Err == nil || (tc.want != nil && !errors.Is(r.Err, tc.want)) {
@@ -104,35 +106,54 @@ func ack(seq, portid uint32, code int32) []byte {
 	return b
 }
 
+// found is the kernel's answer to a lookup: a struct inet_diag_msg (72
+// bytes) for a socket in state, followed by an attribute.
+func found(seq, portid uint32, state conn.State) []byte {
+	b := make([]byte, 16+72+8)
+	ne := binary.NativeEndian
+	ne.PutUint32(b[0:], uint32(len(b)))
+	ne.PutUint16(b[4:], sockDiagByFamily)
+	ne.PutUint32(b[8:], seq)
+	ne.PutUint32(b[12:], portid)
+	b[16], b[17], b[18] = unix.AF_INET, byte(state), 3
+	return b
+}
+
 func TestParseAnswers(t *testing.T) {
 	var msgs []byte
 	msgs = append(msgs, ack(7, 42, 0)...)
 	msgs = append(msgs, ack(8, 99, 0)...) // another port: ignored
 	msgs = append(msgs, ack(9, 42, -int32(unix.ESTALE))...)
+	msgs = append(msgs, found(10, 42, conn.TimeWait)...)
+	msgs = append(msgs, found(11, 99, conn.Established)...) // another port: ignored
 	type got struct {
 		seq   uint32
 		errno unix.Errno
+		found bool
+		state conn.State
 	}
 	var all []got
-	parseAnswers(msgs, 42, func(seq uint32, errno unix.Errno) { all = append(all, got{seq, errno}) })
-	if fmt.Sprint(all) != fmt.Sprint([]got{{7, 0}, {9, unix.ESTALE}}) {
-		t.Errorf("got %v", all)
+	parseAnswers(msgs, 42, func(seq uint32, a answer) { all = append(all, got{seq, a.errno, a.found, a.state}) })
+	if want := []got{{7, 0, false, 0}, {9, unix.ESTALE, false, 0}, {10, 0, true, conn.TimeWait}}; fmt.Sprint(all) != fmt.Sprint(want) {
+		t.Errorf("got %v, want %v", all, want)
 	}
 	// A zero length must not loop forever, a long one must not read past.
 	bad := ack(1, 42, 0)
 	binary.NativeEndian.PutUint32(bad, 0)
-	parseAnswers(bad, 42, func(uint32, unix.Errno) { t.Error("answer from a zero-length message") })
+	parseAnswers(bad, 42, func(uint32, answer) { t.Error("answer from a zero-length message") })
 	binary.NativeEndian.PutUint32(bad, 1000)
-	parseAnswers(bad, 42, func(uint32, unix.Errno) { t.Error("answer from an overlong message") })
-	parseAnswers(ack(1, 42, 0)[:19], 42, func(uint32, unix.Errno) { t.Error("answer from a truncated message") })
+	parseAnswers(bad, 42, func(uint32, answer) { t.Error("answer from an overlong message") })
+	parseAnswers(ack(1, 42, 0)[:19], 42, func(uint32, answer) { t.Error("answer from a truncated message") })
+	parseAnswers(found(1, 42, conn.CloseWait)[:19], 42, func(uint32, answer) { t.Error("answer from a truncated lookup") })
 }
 
 func FuzzParseAnswers(f *testing.F) {
 	f.Add(ack(1, 42, 0), uint32(42))
 	f.Add(append(ack(1, 42, -2), ack(2, 42, -116)...), uint32(42))
 	f.Add(ack(1, 42, -2)[:17], uint32(42))
+	f.Add(append(found(1, 42, conn.CloseWait), ack(2, 42, -2)...), uint32(42))
 	f.Fuzz(func(t *testing.T, b []byte, portid uint32) {
-		parseAnswers(b, portid, func(uint32, unix.Errno) {})
+		parseAnswers(b, portid, func(uint32, answer) {})
 	})
 }
 
@@ -765,13 +786,11 @@ func TestTimewait(t *testing.T) {
 	}
 }
 
-// TestLostAnswers squeezes the receive buffer so the kernel drops answers:
-// Destroy must report them, not hang for the receive timeout, and never
-// read a lost error answer as success. Half the sockets are gone already:
-// their requests fail (ENOENT), and only failures and the batch's last
-// request are answered.
-func TestLostAnswers(t *testing.T) {
-	ns := testnet.New(t)
+// lossy builds n CLOSE_WAIT connections, every other one gone already
+// (reset by its owner), and a destroyer whose receive buffer is squeezed so
+// the kernel drops answers. Call it from the test, not inside ns.Do.
+func lossy(t *testing.T, ns *testnet.NS, n int) (*Destroyer, []*conn.Conn, []*pair) {
+	t.Helper()
 	var d *Destroyer
 	var conns []*conn.Conn
 	var pairs []*pair
@@ -785,7 +804,7 @@ func TestLostAnswers(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for i := range 200 {
+		for i := range n {
 			p, err := closeWait(t, ln, ln.addr)
 			if err != nil {
 				return err
@@ -802,6 +821,63 @@ func TestLostAnswers(t *testing.T) {
 		// The smallest buffer the kernel allows holds a handful of answers.
 		return unix.SetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
 	})
+	return d, conns, pairs
+}
+
+// TestLostAnswers: the kernel drops answers on a full receive queue. The
+// SOCK_DESTROY exchange must report them, not hang for the receive timeout,
+// and never read a lost error answer as success. Half the sockets are gone
+// already: their requests fail (ENOENT), and only failures and the batch's
+// last request are answered.
+func TestLostAnswers(t *testing.T) {
+	ns := testnet.New(t)
+	d, conns, pairs := lossy(t, ns, 200)
+	reqs := make([][reqLen]byte, len(conns))
+	for i, c := range conns {
+		var err error
+		if reqs[i], err = encode(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	ans := d.exchange(reqs)
+	if el := time.Since(start); el >= recvTimeout {
+		t.Errorf("took %v: waited for answers the kernel had dropped", el)
+	}
+	var destroyed, gone, lost int
+	for i, a := range ans {
+		alive := i%2 == 0
+		switch {
+		case a.err == nil && a.errno == 0 && alive:
+			destroyed++
+		case a.err == nil && a.errno == unix.ENOENT && !alive:
+			gone++
+		case errors.Is(a.err, ErrNoAnswer):
+			lost++
+		default:
+			t.Errorf("%s (alive %v): %+v", conns[i], alive, a)
+		}
+	}
+	t.Logf("%d destroyed, %d gone, %d lost: %v", destroyed, gone, lost, ans[len(ans)-1].err)
+	if gone == 0 || lost == 0 {
+		t.Errorf("%d gone, %d lost: want some of each", gone, lost)
+	}
+	// The requests all went through; only answers were lost.
+	for i, p := range pairs {
+		if i%2 == 0 {
+			if got := tcpState(p.server); got != conn.Close {
+				t.Errorf("%s in %s after destroy", p.conn, got)
+			}
+		}
+	}
+}
+
+// TestLostLookups: a socket whose lookup answer was lost is in an unknown
+// state, and is never destroyed: Destroy reports it as failed (no answer)
+// and it lives on.
+func TestLostLookups(t *testing.T) {
+	ns := testnet.New(t)
+	d, conns, pairs := lossy(t, ns, 200)
 	start := time.Now()
 	res := d.Destroy(conns)
 	if el := time.Since(start); el >= recvTimeout {
@@ -813,25 +889,25 @@ func TestLostAnswers(t *testing.T) {
 		switch {
 		case r.Outcome == Destroyed && alive:
 			destroyed++
+			if got := tcpState(pairs[i].server); got != conn.Close {
+				t.Errorf("%s destroyed, kernel has it in %s", conns[i], got)
+			}
 		case r.Outcome == Gone && !alive:
 			gone++
-		case errors.Is(r.Err, ErrNoAnswer):
+		case r.Outcome == Failed && errors.Is(r.Err, ErrNoAnswer):
 			lost++
+			if alive && strings.HasPrefix(r.Err.Error(), "look up") {
+				if got := tcpState(pairs[i].server); got != conn.CloseWait {
+					t.Errorf("%s: lookup unanswered, yet the kernel has it in %s", conns[i], got)
+				}
+			}
 		default:
 			t.Errorf("%s (alive %v): %v %v", conns[i], alive, r.Outcome, r.Err)
 		}
 	}
-	t.Logf("%d destroyed, %d gone, %d lost: %v", destroyed, gone, lost, res[len(res)-1].Err)
-	if gone == 0 || lost == 0 {
-		t.Errorf("%d gone, %d lost: want some of each", gone, lost)
-	}
-	// The requests all went through; only answers were lost.
-	for i, p := range pairs {
-		if i%2 == 0 {
-			if got := tcpState(p.server); got != conn.Close {
-				t.Errorf("%s in %s after destroy", p.conn, got)
-			}
-		}
+	t.Logf("%d destroyed, %d gone, %d lost", destroyed, gone, lost)
+	if lost == 0 {
+		t.Error("no lookup answer lost: the test squeezed nothing")
 	}
 }
 
@@ -932,5 +1008,60 @@ func TestMixedBatch(t *testing.T) {
 				t.Errorf("%s reported destroyed, in %s", conns[i], tcpState(pairs[i].server))
 			}
 		}
+	}
+}
+
+// TestStateChecked: a request names the state the caller believes the
+// socket is in; the kernel ignores it, the destroyer does not. A live
+// connection described as CLOSE_WAIT or TIME_WAIT (an entry whose
+// transitions the tracker missed, or a socket that connected again under
+// the same cookie) is reported Changed, with the kernel's state, and lives
+// on; described as it is, it is Confirmed by Check and destroyed by
+// Destroy.
+func TestStateChecked(t *testing.T) {
+	for _, ip := range []netip.Addr{lo4, lo6} {
+		t.Run(ip.String(), func(t *testing.T) {
+			ns := testnet.New(t)
+			var d *Destroyer
+			var p *pair
+			ns.MustDo(func() error {
+				var err error
+				if d, err = newDestroyer(t); err != nil {
+					return err
+				}
+				ln, err := listen(t, ip)
+				if err != nil {
+					return err
+				}
+				p, err = dial(t, ln, ln.addr, netip.AddrPort{})
+				return err
+			})
+			for _, believed := range []conn.State{conn.CloseWait, conn.TimeWait, conn.FinWait2} {
+				wrong := *p.conn
+				wrong.State = believed
+				wrong.Timewait = believed == conn.TimeWait
+				if r := d.Check([]*conn.Conn{&wrong})[0]; r.Outcome != Changed || r.State != conn.Established {
+					t.Errorf("check as %s: %v (kernel %s) %v, want changed (ESTABLISHED)", believed, r.Outcome, r.State, r.Err)
+				}
+				if r := d.DestroyOne(&wrong); r.Outcome != Changed || r.State != conn.Established {
+					t.Errorf("destroy as %s: %v (kernel %s) %v, want changed (ESTABLISHED)", believed, r.Outcome, r.State, r.Err)
+				}
+			}
+			if err := roundTripData(p); err != nil {
+				t.Fatalf("the connection did not live on: %v", err)
+			}
+			if r := d.Check([]*conn.Conn{p.conn})[0]; r.Outcome != Confirmed || r.State != conn.Established {
+				t.Errorf("check as it is: %v (kernel %s) %v, want confirmed", r.Outcome, r.State, r.Err)
+			}
+			if err := roundTripData(p); err != nil {
+				t.Fatalf("Check destroyed the connection: %v", err)
+			}
+			if r := d.DestroyOne(p.conn); r.Outcome != Destroyed {
+				t.Errorf("destroy as it is: %v %v, want destroyed", r.Outcome, r.Err)
+			}
+			if err := send(p.server); !errors.Is(err, unix.ECONNABORTED) {
+				t.Errorf("owner write after destroy: %v, want ECONNABORTED", err)
+			}
+		})
 	}
 }

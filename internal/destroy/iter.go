@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/bpf"
+	"github.com/hck-bpf/hck-bpf/internal/conn"
 )
 
 // iterKiller destroys full sockets in one walk of the namespace's TCP
@@ -56,16 +57,21 @@ func (k *iterKiller) close() error {
 // iterResult is what the walk did with one socket.
 type iterResult struct {
 	destroyed bool // bpf_sock_destroy() returned 0
+	// changed: the socket was found in another state than the one named
+	// (state), and left alone.
+	changed bool
+	state   conn.State
 	// errno is the kfunc's error when it failed; 0 when the socket was not
 	// found as a full socket (gone, or a timewait socket by now).
 	errno unix.Errno
 }
 
 // destroy destroys the full sockets named by cookies (at most k.cap, no
-// duplicates) in one walk of the namespace of the calling thread, and
-// calls fn with the result for each cookie. When it returns an error, the
-// kill map may still hold entries: the caller must stop using k.
-func (k *iterKiller) destroy(cookies []uint64, fn func(i int, r iterResult)) error {
+// duplicates) in one walk of the namespace of the calling thread, each only
+// if the walk finds it in states[i], and calls fn with the result for each
+// cookie. When it returns an error, the kill map may still hold entries:
+// the caller must stop using k.
+func (k *iterKiller) destroy(cookies []uint64, states []conn.State, fn func(i int, r iterResult)) error {
 	if len(cookies) > k.cap {
 		return fmt.Errorf("%d sockets to destroy: the kill map holds %d", len(cookies), k.cap)
 	}
@@ -75,7 +81,7 @@ func (k *iterKiller) destroy(cookies []uint64, fn func(i int, r iterResult)) err
 	}
 	vals := k.vals[:len(cookies)]
 	for i := range vals {
-		vals[i] = bpf.DestroyHckKill{Netns: k.netns}
+		vals[i] = bpf.DestroyHckKill{Netns: k.netns, Want: uint8(states[i])}
 	}
 	// Batch updates take no BPF_NOEXIST; the map is empty between walks.
 	if _, err := m.BatchUpdate(cookies, vals, nil); err != nil {
@@ -105,12 +111,15 @@ func (k *iterKiller) destroy(cookies []uint64, fn func(i int, r iterResult)) err
 			}
 			v := &out[j]
 			r := iterResult{}
-			if bpf.DestroyHckKillState(v.State) == bpf.DestroyHckKillStateHCK_KILL_DONE {
+			switch bpf.DestroyHckKillState(v.State) {
+			case bpf.DestroyHckKillStateHCK_KILL_DONE:
 				if v.Ret == 0 {
 					r.destroyed = true
 				} else {
 					r.errno = unix.Errno(-v.Ret)
 				}
+			case bpf.DestroyHckKillStateHCK_KILL_CHANGED:
+				r.changed, r.state = true, conn.State(v.Seen)
 			}
 			fn(i, r)
 		}

@@ -278,7 +278,7 @@ func TestIterRetriesRefused(t *testing.T) {
 			return nil
 		}
 		r = Result{Outcome: Failed, Err: unix.EOPNOTSUPP}
-		if d.walk([]*conn.Conn{p.conn, p.conn}, []int{0, 1})[0] {
+		if d.walk([]*conn.Conn{p.conn, p.conn}, []int{0, 1})[0].destroyed {
 			r = Result{Outcome: Destroyed, Via: Kfunc}
 		}
 		return nil
@@ -291,5 +291,37 @@ func TestIterRetriesRefused(t *testing.T) {
 	}
 	if got := tcpState(p.server); got != conn.Close {
 		t.Errorf("socket in %s after the walk", got)
+	}
+}
+
+// TestIterStateChecked: the walk destroys a socket only in the state it was
+// asked for. It holds the socket's lock, so this check, unlike the lookup
+// before a netlink request, cannot race the socket. A live connection
+// described as CLOSE_WAIT is found ESTABLISHED and left alone.
+func TestIterStateChecked(t *testing.T) {
+	ns := testnet.New(t)
+	d := iterDestroyer(t, ns)
+	var p *pair
+	ns.MustDo(func() error {
+		ln, err := listen(t, lo4)
+		if err != nil {
+			return err
+		}
+		p, err = dial(t, ln, ln.addr, netip.AddrPort{})
+		return err
+	})
+	wrong := *p.conn
+	wrong.State = conn.CloseWait
+	var r iterResult
+	ns.MustDo(func() error { r = d.walk([]*conn.Conn{&wrong}, []int{0})[0]; return nil })
+	if r.destroyed || !r.changed || r.state != conn.Established {
+		t.Errorf("walk for an ESTABLISHED socket named CLOSE_WAIT: %+v, want changed (ESTABLISHED)", r)
+	}
+	if err := roundTripData(p); err != nil {
+		t.Fatalf("the connection did not live on: %v", err)
+	}
+	ns.MustDo(func() error { r = d.walk([]*conn.Conn{p.conn}, []int{0})[0]; return nil })
+	if !r.destroyed {
+		t.Errorf("walk for it as it is: %+v, want destroyed", r)
 	}
 }

@@ -120,6 +120,9 @@ func fate(log zerolog.Logger, it *sweep.Item, t *connText) {
 	case sweep.Unsupported:
 		connEvent(log.Warn(), c, t, v).Str("action", "unsupported").
 			Msg("Not destroyed, this kernel cannot destroy it reliably: " + t.conn)
+	case sweep.Changed:
+		connEvent(log.Info(), c, t, v).Str("action", "changed").Str("kernel_state", it.KernelState.String()).
+			Msg("Left alone, no longer " + c.State.String() + " (the kernel has it in " + it.KernelState.String() + "): " + t.conn)
 	}
 }
 
@@ -154,6 +157,10 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 			reasons = append(reasons, fmt.Sprintf("%s: %d", r, n))
 		}
 	}
+	if rep.Changed > 0 {
+		skipped += rep.Changed
+		reasons = append(reasons, fmt.Sprintf("state changed: %d", rep.Changed))
+	}
 	terminated := rep.Destroyed
 	note := ""
 	if dryRun {
@@ -161,7 +168,7 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 	}
 	ev := log.Info().Bool(logging.Machine, true).Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
 		Int("skipped", skipped).Int("terminated", terminated).Int("gone", rep.Gone).
-		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Bool("dry_run", dryRun).
+		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Int("changed", rep.Changed).Bool("dry_run", dryRun).
 		Dur("took", rep.Took)
 	for _, r := range policy.SkipReasons {
 		ev = ev.Int("skipped_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Skipped[r])

@@ -27,9 +27,15 @@ type Source interface {
 	Forget(cookie uint64) error
 }
 
-// Killer destroys sockets (a netlink SOCK_DESTROY socket).
+// Killer destroys sockets (destroy.Destroyer). Destroy, and Check in a dry
+// run, first ask the kernel for each socket by tuple and cookie: one that
+// is no longer in the state the map says (a transition the tracker missed,
+// a socket that connected again under the same cookie) is not the socket
+// the sweep judged, and is reported destroy.Changed.
 type Killer interface {
 	Destroy(conns []*conn.Conn) []destroy.Result
+	// Check destroys nothing: what a dry run asks.
+	Check(conns []*conn.Conn) []destroy.Result
 }
 
 // Options for one sweep.
@@ -77,10 +83,14 @@ const (
 	Gone                       // the kernel no longer had it
 	Failed                     // SOCK_DESTROY failed: Item.Err says why
 	Unsupported                // the running kernel cannot destroy it: reported only
+	// Changed: the kernel has the socket in another state than the map
+	// said (Item.KernelState): not the socket that was judged, so it is
+	// left alone, and the sweep corrects the map with a walk.
+	Changed
 )
 
 func (o Outcome) String() string {
-	return [...]string{"skipped", "planned", "held", "destroyed", "gone", "failed", "unsupported"}[o]
+	return [...]string{"skipped", "planned", "held", "destroyed", "gone", "failed", "unsupported", "changed"}[o]
 }
 
 // Item is one hung socket and what the sweep did with it.
@@ -89,6 +99,9 @@ type Item struct {
 	Verdict policy.Verdict
 	Outcome Outcome
 	Err     error
+	// KernelState is the socket's state as the kernel reported it just
+	// before the destroy (0 when it did not: gone, or no answer).
+	KernelState conn.State
 }
 
 // Report is what one sweep saw and did.
@@ -103,7 +116,9 @@ type Report struct {
 	Failed    int
 	// Unsupported counts hung sockets the running kernel cannot destroy.
 	Unsupported int
-	Items       []Item // the hung sockets, oldest first
+	// Changed counts hung sockets the kernel had in another state.
+	Changed int
+	Items   []Item // the hung sockets, oldest first
 	// Next is the earliest CLOCK_BOOTTIME at which a socket still tracked
 	// becomes hung, or should be retried; 0 when nothing is pending.
 	Next         uint64
@@ -176,25 +191,34 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 		case it.Outcome == Skipped || it.Outcome == Failed || it.Outcome == Unsupported:
 		case opts.MaxKills > 0 && len(kill) >= opts.MaxKills:
 			it.Outcome = Held
-		case opts.DryRun:
-			it.Outcome = Planned
-			kill = append(kill, it)
 		default:
 			kill = append(kill, it)
 		}
 	}
-	if !opts.DryRun && len(kill) > 0 {
+	changed := false
+	if len(kill) > 0 {
 		targets := make([]*conn.Conn, len(kill))
 		for i, it := range kill {
 			targets[i] = &it.Conn
 		}
-		for i, res := range k.Destroy(targets) {
+		var results []destroy.Result
+		if opts.DryRun {
+			results = k.Check(targets)
+		} else {
+			results = k.Destroy(targets)
+		}
+		for i, res := range results {
 			it := kill[i]
+			it.KernelState = res.State
 			switch res.Outcome {
+			case destroy.Confirmed:
+				it.Outcome = Planned
 			case destroy.Destroyed:
 				it.Outcome = Destroyed
 			case destroy.Gone:
 				it.Outcome = Gone
+			case destroy.Changed:
+				it.Outcome, changed = Changed, true
 			default:
 				it.Outcome, it.Err = Failed, res.Err
 			}
@@ -205,6 +229,14 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 				_ = src.Forget(it.Conn.Cookie)
 			}
 		}
+	}
+	if changed {
+		// The map was wrong about a socket: a walk of the namespace gives
+		// each entry the kernel's state (a lower-bound age when it moved
+		// on to another closing state) and drops the others.
+		var st tracking.ReconcileStats
+		st, rep.ReconcileErr = src.Reconcile()
+		rep.Reconciled.Add(st)
 	}
 	for _, it := range rep.Items {
 		switch it.Outcome {
@@ -224,6 +256,8 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 			rep.next(now + uint64(RetryAfter))
 		case Unsupported:
 			rep.Unsupported++
+		case Changed:
+			rep.Changed++
 		}
 	}
 	rep.Took = time.Since(start)

@@ -42,13 +42,33 @@ func (f *fakeSource) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
 }
 func (f *fakeSource) Forget(c uint64) error { f.forgotten = append(f.forgotten, c); return nil }
 
-type fakeKiller struct{ got []uint64 }
+// fakeKiller is a kernel where every socket is in the state its entry
+// says, except those listed in moved.
+type fakeKiller struct {
+	got     []uint64 // destroyed
+	checked []uint64
+	moved   map[uint64]conn.State
+}
 
 func (k *fakeKiller) Destroy(cs []*conn.Conn) []destroy.Result {
+	res := k.Check(cs)
+	for i, c := range cs {
+		if res[i].Outcome == destroy.Confirmed {
+			k.got = append(k.got, c.Cookie)
+			res[i].Outcome = destroy.Destroyed
+		}
+	}
+	return res
+}
+
+func (k *fakeKiller) Check(cs []*conn.Conn) []destroy.Result {
 	res := make([]destroy.Result, len(cs))
 	for i, c := range cs {
-		k.got = append(k.got, c.Cookie)
-		res[i] = destroy.Result{Outcome: destroy.Destroyed}
+		k.checked = append(k.checked, c.Cookie)
+		res[i] = destroy.Result{Outcome: destroy.Confirmed, State: c.State}
+		if st, ok := k.moved[c.Cookie]; ok {
+			res[i] = destroy.Result{Outcome: destroy.Changed, State: st}
+		}
 	}
 	return res
 }
@@ -120,6 +140,39 @@ func TestDryRunNeverDestroys(t *testing.T) {
 	rep, _ := Run(src, k, Options{Policy: &pol, DryRun: true}, 1000*sec)
 	if len(k.got) != 0 || rep.Planned != 2 || len(src.forgotten) != 0 {
 		t.Fatalf("dry run: destroyed %v, planned %d, forgot %v", k.got, rep.Planned, src.forgotten)
+	}
+}
+
+// TestChangedLeftAlone: a hung entry whose socket the kernel has in another
+// state is not the socket that was judged: nothing is destroyed, the item
+// says so with the kernel's state, and the sweep walks the namespace to
+// correct the map. A dry run asks the same question and says the same.
+func TestChangedLeftAlone(t *testing.T) {
+	pol := policy.Default()
+	for _, dry := range []bool{false, true} {
+		src := &fakeSource{conns: []conn.Conn{hung(1, conn.LastAck, false), hung(2, conn.CloseWait, false)}}
+		k := &fakeKiller{moved: map[uint64]conn.State{1: conn.Established}}
+		rep, err := Run(src, k, Options{Policy: &pol, DryRun: dry, WalkOnDemand: true}, 1000*sec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		it := rep.Items[slices.IndexFunc(rep.Items, func(it Item) bool { return it.Conn.Cookie == 1 })]
+		if it.Outcome != Changed || it.KernelState != conn.Established || rep.Changed != 1 {
+			t.Errorf("dry run %v: moved socket %s (kernel %s), %d changed; want changed (ESTABLISHED)", dry, it.Outcome, it.KernelState, rep.Changed)
+		}
+		if slices.Contains(k.got, 1) || slices.Contains(src.forgotten, 1) {
+			t.Errorf("dry run %v: moved socket destroyed %v or forgotten %v", dry, k.got, src.forgotten)
+		}
+		if src.walks != 1 {
+			t.Errorf("dry run %v: %d walks after a changed socket, want 1", dry, src.walks)
+		}
+		want := Destroyed
+		if dry {
+			want = Planned
+		}
+		if other := rep.Items[slices.IndexFunc(rep.Items, func(it Item) bool { return it.Conn.Cookie == 2 })]; other.Outcome != want {
+			t.Errorf("dry run %v: the other socket %s, want %s", dry, other.Outcome, want)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -118,6 +119,44 @@ func (s *Sock) CloseWrite() {
 	}
 }
 
+// Disconnect is connect(2) with AF_UNSPEC: the kernel's tcp_disconnect().
+// The socket goes to CLOSE (a reset to the peer where the state calls for
+// one) and keeps its file, its cookie and its bound port: it may connect or
+// listen again.
+func (s *Sock) Disconnect() {
+	s.t.Helper()
+	var sa unix.RawSockaddrAny
+	sa.Addr.Family = unix.AF_UNSPEC
+	_, _, errno := unix.Syscall(unix.SYS_CONNECT, uintptr(s.FD), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	if errno != 0 {
+		s.t.Fatalf("connect(AF_UNSPEC) %s: %v", s, errno)
+	}
+	s.Remote = netip.AddrPort{}
+}
+
+// Connect connects the socket to addr and waits until it is connected: a
+// socket that was disconnected, or whose connection ended while it kept
+// its file, connects again under the same cookie.
+func (s *Sock) Connect(addr netip.AddrPort) {
+	s.t.Helper()
+	s.connect(addr)
+	s.waitConnected()
+	s.fill()
+}
+
+// Listen makes the socket a listener (again, for a socket that was
+// connected before).
+func (s *Sock) Listen() {
+	s.t.Helper()
+	s.listen()
+}
+
+// Accept takes the next connection off a listener.
+func (s *Sock) Accept() *Sock {
+	s.t.Helper()
+	return s.accept()
+}
+
 // WaitState waits until the kernel reports the socket in state want.
 func (s *Sock) WaitState(want conn.State) DiagSock {
 	s.t.Helper()
@@ -140,8 +179,13 @@ func (s *Sock) InTimewait(want conn.State) Cond {
 	return s.match(want, DiagSock.Timewait)
 }
 
+// match holds when a socket with s's cookie is in state want. A cookie
+// may name two sockets at once: a socket whose connection went to TIME_WAIT
+// while its file stayed open, then connected again, is a timewait socket on
+// the old tuple and a full socket on the new one, under one cookie.
 func (s *Sock) match(want conn.State, ok func(DiagSock) bool) Cond {
 	return func(socks []DiagSock) error {
+		var have []string
 		for _, d := range socks {
 			if d.Cookie != s.Cookie {
 				continue
@@ -149,9 +193,12 @@ func (s *Sock) match(want conn.State, ok func(DiagSock) bool) Cond {
 			if d.State == want && ok(d) {
 				return nil
 			}
-			return fmt.Errorf("%s: want %s, kernel has %s", s, want, d)
+			have = append(have, d.String())
 		}
-		return fmt.Errorf("%s: want %s, socket is gone", s, want)
+		if len(have) == 0 {
+			return fmt.Errorf("%s: want %s, socket is gone", s, want)
+		}
+		return fmt.Errorf("%s: want %s, kernel has %s", s, want, strings.Join(have, "; "))
 	}
 }
 

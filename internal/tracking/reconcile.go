@@ -29,6 +29,16 @@ type ReconcileStats struct {
 	Overflow int // sockets that could not be seeded: the map is full
 }
 
+// Add adds o's counts to s.
+func (s *ReconcileStats) Add(o ReconcileStats) {
+	s.Seen += o.Seen
+	s.Seeded += o.Seeded
+	s.Updated += o.Updated
+	s.Removed += o.Removed
+	s.Pruned += o.Pruned
+	s.Overflow += o.Overflow
+}
+
 // Reconcile walks every TCP socket of the calling thread's network
 // namespace with iter/tcp and brings the map in line with the kernel:
 //   - a closing socket the tracker never saw is seeded, its age counted
@@ -83,7 +93,9 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 			continue
 		}
 		delete(tracked, r.Cookie)
-		merge := holderUpdate
+		merge := func(cur, rec bpf.TrackerHckConn) (bpf.TrackerHckConn, bool) {
+			return fullUpdate(cur, rec, start, old)
+		}
 		if r.Conn.Flags&uint8(bpf.TrackerHckFlagHCK_F_TIMEWAIT) != 0 {
 			merge = func(cur, rec bpf.TrackerHckConn) (bpf.TrackerHckConn, bool) {
 				return timewaitUpdate(cur, rec, start)
@@ -159,15 +171,28 @@ func (s snap) conn() bpf.TrackerHckConn {
 	return bpf.TrackerHckConn{EnteredNs: s.entered, File: s.file, Netns: s.netns, State: s.state, Flags: s.flags}
 }
 
-// holderUpdate merges what the iterator saw of a full socket's holder: its
-// file (accepted since it entered its state) and whether it was closed.
-func holderUpdate(cur, full bpf.TrackerHckConn) (bpf.TrackerHckConn, bool) {
+// fullUpdate merges what the iterator saw of a full socket: its holder's
+// file (accepted since it entered its state) and whether it was closed, and
+// its state when the entry says another. The kernel may skip the tracker
+// for a transition (a tracepoint firing while the program runs on the same
+// CPU, counted in recursion_misses); the socket then entered its state at
+// some unknown moment before the walk: its age counts from the walk's
+// start, a lower bound, so it is never judged older than it is. An entry
+// the tracker rewrote since the snapshot before the walk (before: what it
+// held then) is newer than what the walk saw, and keeps its state.
+func fullUpdate(cur, full bpf.TrackerHckConn, start uint64, before snap) (bpf.TrackerHckConn, bool) {
 	orphan := uint8(bpf.TrackerHckFlagHCK_F_ORPHAN)
+	lower := uint8(bpf.TrackerHckFlagHCK_F_LOWER_BOUND)
+	timewait := uint8(bpf.TrackerHckFlagHCK_F_TIMEWAIT)
 	next := cur
 	if full.File != 0 {
 		next.File = full.File
 	}
 	next.Flags |= full.Flags & orphan
+	if cur.State != full.State && cur.State == before.state && cur.EnteredNs == before.entered {
+		next.State, next.EnteredNs = full.State, start
+		next.Flags = next.Flags&^timewait | lower
+	}
 	return next, next != cur
 }
 
