@@ -183,7 +183,7 @@ type Destroyer struct {
 	batch  int // destroy requests per sendmsg
 	cbatch int // lookups per sendmsg
 	wbuf   []byte
-	rbuf   []byte
+	rd     *reader
 
 	netns    uint32 // inode of the namespace of New's thread
 	iterMin  int    // see Options.IterMin
@@ -207,7 +207,7 @@ func NewWithOptions(opts Options) (*Destroyer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open sock_diag socket: %w", err)
 	}
-	d := &Destroyer{fd: fd, rbuf: make([]byte, 32<<10), netns: uint32(st.Ino), iterMin: opts.IterMin}
+	d := &Destroyer{fd: fd, rd: newReader(), netns: uint32(st.Ino), iterMin: opts.IterMin}
 	if err := d.setup(); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -711,9 +711,9 @@ func (d *Destroyer) receive(first uint32, ans []answer, finished func() bool) (o
 	for !finished() {
 		var n int
 		if overrun {
-			n, _, err = unix.Recvfrom(d.fd, d.rbuf, unix.MSG_DONTWAIT)
+			n, err = d.rd.recv(d.fd, unix.MSG_DONTWAIT)
 		} else {
-			n, err = unix.Read(d.fd, d.rbuf)
+			n, err = d.rd.recv(d.fd, msgWaitForOne)
 		}
 		switch {
 		case err == unix.EINTR:
@@ -731,13 +731,15 @@ func (d *Destroyer) receive(first uint32, ans []answer, finished func() bool) (o
 		case err != nil:
 			return overrun, fmt.Errorf("receive sock_diag answer: %w", err)
 		}
-		parseAnswers(d.rbuf[:n], d.portid, func(seq uint32, a answer) {
-			i := seq - first // wraps past len(ans) for foreign sequences
-			if i < uint32(len(ans)) && !ans[i].done {
-				a.done = true
-				ans[i] = a
-			}
-		})
+		for m := range n {
+			parseAnswers(d.rd.datagram(m), d.portid, func(seq uint32, a answer) {
+				i := seq - first // wraps past len(ans) for foreign sequences
+				if i < uint32(len(ans)) && !ans[i].done {
+					a.done = true
+					ans[i] = a
+				}
+			})
+		}
 	}
 	return overrun, nil
 }

@@ -961,6 +961,41 @@ func BenchmarkDestroy(b *testing.B) {
 // TestMixedBatch: in one batch, only failed requests and the last one are
 // answered; every other request succeeded. Alive and gone sockets
 // alternate, the last one gone, then alive.
+// BenchmarkCheck: the lookups Destroy makes before any SOCK_DESTROY, alone,
+// over 2,000 CLOSE_WAIT sockets.
+func BenchmarkCheck(b *testing.B) {
+	ns := testnet.New(b)
+	var d *Destroyer
+	var conns []*conn.Conn
+	ns.MustDo(func() error {
+		var err error
+		if d, err = newDestroyer(b); err != nil {
+			return err
+		}
+		ln, err := listen(b, lo4)
+		if err != nil {
+			return err
+		}
+		for range 2000 {
+			p, err := closeWait(b, ln, ln.addr)
+			if err != nil {
+				return err
+			}
+			conns = append(conns, p.conn)
+		}
+		return nil
+	})
+	b.ResetTimer()
+	for range b.N {
+		for i, r := range d.Check(conns) {
+			if r.Outcome != Confirmed {
+				b.Fatalf("%s: %v %v", conns[i], r.Outcome, r.Err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*len(conns))/b.Elapsed().Seconds(), "checks/s")
+}
+
 func TestMixedBatch(t *testing.T) {
 	for _, lastAlive := range []bool{false, true} {
 		ns := testnet.New(t)
