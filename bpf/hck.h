@@ -37,7 +37,8 @@ struct hck_conn {
 };
 
 /* Sent on hck_events each time a socket enters a closing state, so the
- * service can re-arm its timer without polling the map. */
+ * service can re-arm its timer without polling the map. Cookie 0 (no socket
+ * has it) says instead that hck_conns was full: a socket went untracked. */
 struct hck_event {
 	__u64 cookie;
 	struct hck_conn conn;
@@ -56,7 +57,10 @@ enum hck_counter {
 /* The single entry of the hck_config map, written by userspace. */
 struct hck_cfg {
 	__u32 notify; /* a service consumes hck_events */
-	__u32 _pad;
+	/* The service wants to hear of the next socket refused by a full
+	 * hck_conns: the tracker sends one event (cookie 0) and clears this;
+	 * the service sets it again once it has dealt with it. */
+	__u32 notify_overflow;
 };
 
 /* hck_owned: a tracked socket seen open in a process's file table. The

@@ -107,6 +107,26 @@ static __always_inline void notify(__u64 cookie, const struct hck_conn *c)
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* A socket the full map refused: tell a listening service once, so it
+ * says so and walks (which drops dead entries) now, not at its backstop. */
+static __always_inline void notify_overflow(void)
+{
+	__u32 zero = 0;
+	struct hck_cfg *cfg = bpf_map_lookup_elem(&hck_config, &zero);
+	struct hck_event *ev;
+
+	if (!cfg || !cfg->notify || !cfg->notify_overflow)
+		return;
+	cfg->notify_overflow = 0;
+	ev = bpf_ringbuf_reserve(&hck_events, sizeof(*ev), 0);
+	if (!ev) {
+		count(HCK_CNT_EVENT_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	bpf_ringbuf_submit(ev, 0);
+}
+
 /* Who may hold the socket: its open file while it has one (kept once the
  * socket loses it, so a closed socket's stale address stays: the owners
  * iterator checks every match), and whether the process closed it. */
@@ -149,7 +169,12 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 	if (err == -17 /* EEXIST: seeded by userspace meanwhile */)
 		err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_ANY);
 	if (err) {
-		count(err == -7 /* E2BIG */ ? HCK_CNT_OVERFLOW : HCK_CNT_UPDATE_ERROR);
+		if (err == -7 /* E2BIG */) {
+			count(HCK_CNT_OVERFLOW);
+			notify_overflow();
+		} else {
+			count(HCK_CNT_UPDATE_ERROR);
+		}
 		return;
 	}
 	count(HCK_CNT_TRACKED);

@@ -14,9 +14,9 @@ import (
 )
 
 type TrackerHckCfg struct {
-	_      structs.HostLayout
-	Notify uint32
-	Pad    uint32
+	_              structs.HostLayout
+	Notify         uint32
+	NotifyOverflow uint32
 }
 
 type TrackerHckConn struct {

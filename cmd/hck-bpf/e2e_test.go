@@ -600,3 +600,29 @@ func TestExitCodeFailed(t *testing.T) {
 	}
 	h.ns.Await(t, s.In(conn.CloseWait))
 }
+
+// TestListShowsFullMap: sockets a full map refused are not listed; list
+// says so, on stdout as a comment line, on stderr with --json (whose
+// stdout stays one JSON array).
+func TestListShowsFullMap(t *testing.T) {
+	h := newE2E(t)
+	r := h.mustRun(0, "list", "--map-size", "4")
+	if strings.Contains(r.stdout, "map was full") {
+		t.Fatalf("fresh tracker reports a full map:\n%s", r.stdout)
+	}
+	for range 4 {
+		h.ns.CloseWait(t, "tcp4") // eight closing sockets, room for four
+	}
+	r = h.mustRun(0, "list", "--map-size", "4")
+	if !strings.Contains(r.stdout, "# warning: the tracker's map was full") {
+		t.Errorf("list after overflow says nothing of it:\n%s", r.stdout)
+	}
+	r = h.mustRun(0, "list", "--map-size", "4", "--json")
+	var entries []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &entries); err != nil || len(entries) != 4 {
+		t.Errorf("list --json after overflow: %d entries, %v:\n%s", len(entries), err, r.stdout)
+	}
+	if !strings.Contains(r.stderr, "warning: the tracker's map was full") {
+		t.Errorf("list --json after overflow warns nothing on stderr: %q", r.stderr)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"text/tabwriter"
@@ -27,7 +28,7 @@ func newList(g *globals) *cobra.Command {
 		Use:   "list [--state S] [--json]",
 		Short: "Tracked sockets in this network namespace, with exact ages",
 		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return list(g, f) },
+		RunE:  func(cmd *cobra.Command, _ []string) error { return list(g, f, cmd.ErrOrStderr()) },
 	}
 	cmd.Flags().StringArrayVar(&f.states, "state", nil, "only these states (close-wait, FIN_WAIT2, ...; repeat or comma-separate)")
 	cmd.Flags().BoolVar(&f.json, "json", false, "one JSON array, for scripts")
@@ -51,7 +52,7 @@ type listEntry struct {
 	age time.Duration
 }
 
-func list(g *globals, f *listOpts) error {
+func list(g *globals, f *listOpts, stderr io.Writer) error {
 	want := map[conn.State]bool{}
 	for _, v := range f.states {
 		names, err := policy.ParseNames([]string{v})
@@ -117,13 +118,24 @@ func list(g *globals, f *listOpts) error {
 		entries = append(entries, e)
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].EnteredNs < entries[j].EnteredNs })
+	full := ""
+	if c, err := tr.Counters(); err == nil && c.Overflow > 0 {
+		full = fmt.Sprintf("the tracker's map was full %d times (--map-size %d): sockets it refused are not tracked, not listed and not destroyed",
+			c.Overflow, tr.MapSize())
+	}
 	if f.json {
+		if full != "" {
+			fmt.Fprintf(stderr, "hck-bpf: warning: %s\n", full)
+		}
 		enc := json.NewEncoder(g.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(entries)
 	}
 	if tr.Attached {
 		fmt.Fprintf(g.stdout, "# no tracker was pinned in %s: attached one now; sockets are tracked from now on\n", g.pinDir)
+	}
+	if full != "" {
+		fmt.Fprintf(g.stdout, "# warning: %s\n", full)
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATE\tLOCAL\tREMOTE\tAGE\tPROCESS\tCOOKIE")

@@ -16,10 +16,15 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
-// Backstop is the longest the service sleeps without a sweep: each sweep
-// walks the namespace (reconcile), catching what no event reports, and
-// recovers from a lost event (hck_events full). A safety net, not a poll.
+// Backstop is the longest the service goes without a full walk of the
+// namespace (reconcile), however far the next deadline: the walk catches
+// what no event reports (a timewait socket gone, a socket the tracker
+// missed, one refused by a full map) and recovers from a lost event
+// (hck_events full). A safety net, not a poll.
 const Backstop = time.Minute
+
+// OverflowEvery is the most often a full map is reported, and walked for.
+const OverflowEvery = 10 * time.Second
 
 // Config of the service.
 type Config struct {
@@ -31,45 +36,41 @@ type Config struct {
 	// Swept, when set, is called after every sweep that ran (a debugging
 	// hook: the command writes heap profiles with it).
 	Swept func(*sweep.Report)
+	// Backstop overrides the package's Backstop when not zero.
+	Backstop time.Duration
 }
 
-// Run sweeps whenever the earliest tracked socket is due until ctx ends.
-// The tracker stays pinned afterwards.
+// Run sweeps whenever a tracked socket is due, or may be due without an
+// event telling, and at least every Backstop, until ctx ends. The tracker
+// stays pinned afterwards.
 func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) error {
 	events, err := tr.Events()
 	if err != nil {
 		return err
 	}
 	defer events.Close()
+	backstop := uint64(Backstop)
+	if cfg.Backstop > 0 {
+		backstop = uint64(cfg.Backstop)
+	}
 
 	// The reader keeps the earliest deadline it has seen and pokes the loop;
 	// a burst of transitions costs one wake-up, not one per socket.
 	var pending atomic.Uint64
+	var overflowed atomic.Bool
 	wake := make(chan struct{}, 1)
 	readErr := make(chan error, 1)
 	go func() {
 		for {
-			c, err := events.Read()
+			ev, err := events.Read()
 			if err != nil {
 				readErr <- err
 				return
 			}
-			if cfg.Sweep.NetNS != 0 && c.NetNS != cfg.Sweep.NetNS {
+			if ev.Overflow {
+				overflowed.Store(true)
+			} else if !keepEarliest(&pending, cfg.Sweep, &ev.Conn) {
 				continue
-			}
-			d, ok := cfg.Sweep.Policy.Thresholds.For(c.State)
-			if !ok {
-				continue
-			}
-			deadline := c.Entered + uint64(d)
-			for {
-				old := pending.Load()
-				if old != 0 && old <= deadline {
-					break
-				}
-				if pending.CompareAndSwap(old, deadline) {
-					break
-				}
 			}
 			select {
 			case wake <- struct{}{}:
@@ -78,26 +79,20 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 		}
 	}()
 
-	timer := time.NewTimer(0)
+	timer := time.NewTimer(0) // the first sweep, a full walk, at once
 	defer timer.Stop()
-	var next uint64 // CLOCK_BOOTTIME of the armed timer; 0: none
+	var armed uint64 // CLOCK_BOOTTIME the timer fires at; 0: not armed
 	arm := func(at uint64) {
-		now := conn.Now()
-		if at == 0 {
-			at = now + uint64(Backstop)
-		}
-		if next != 0 && at >= next {
+		if armed != 0 && at >= armed {
 			return
 		}
-		next = at
-		wait := time.Duration(0)
-		if at > now {
-			wait = time.Duration(at - now)
-		}
-		timer.Reset(wait)
+		armed = at
+		timer.Reset(time.Duration(max(int64(at)-int64(conn.Now()), 0)))
 	}
 	ready := false
-	var lastWalk uint64 // CLOCK_BOOTTIME of the last full walk
+	var lastWalk uint64   // CLOCK_BOOTTIME of the last full walk that worked
+	var overflowAt uint64 // when to report a full map and walk; 0: not due
+	var quietUntil uint64 // no overflow report before this
 	for {
 		select {
 		case <-ctx.Done():
@@ -108,16 +103,29 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 			}
 			return err
 		case <-wake:
-			arm(pending.Swap(0))
+			if at := pending.Swap(0); at != 0 {
+				arm(at)
+			}
+			if overflowed.Swap(false) {
+				overflowAt = max(conn.Now(), quietUntil)
+				arm(overflowAt)
+			}
 		case <-timer.C:
-			next = 0
-			// A full walk of the namespace on the first sweep and on the
-			// backstop; sweeps at a deadline walk only what is tracked.
-			opts := cfg.Sweep
+			armed = 0
 			now := conn.Now()
-			opts.WalkOnDemand = ready && now < lastWalk+uint64(Backstop)
-			if !opts.WalkOnDemand {
-				lastWalk = now
+			opts := cfg.Sweep
+			// A full walk on the first sweep, on the backstop, and when
+			// the map was full; sweeps at a deadline walk only what is
+			// tracked, or what may be stale.
+			opts.WalkOnDemand = ready && now < lastWalk+backstop
+			opts.Walked = lastWalk
+			if overflowAt != 0 && now >= overflowAt {
+				logOverflow(cfg.Log, tr)
+				opts.WalkOnDemand = false
+				overflowAt, quietUntil = 0, now+uint64(OverflowEvery)
+				if err := events.ArmOverflow(); err != nil {
+					cfg.Log.Warn().Err(err).Msg("Could not ask the tracker for the next overflow")
+				}
 			}
 			rep, err := sweep.Run(tr, k, opts, now)
 			if err != nil {
@@ -125,17 +133,64 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 				arm(conn.Now() + uint64(sweep.RetryAfter))
 				continue
 			}
+			if rep.Walked != 0 && rep.ReconcileErr == nil {
+				lastWalk = rep.Walked
+			}
 			logSweep(cfg.Log, &rep)
 			if cfg.Swept != nil {
 				cfg.Swept(&rep)
 			}
-			arm(rep.Next)
-			if !ready && cfg.Ready != nil {
+			next := lastWalk + backstop
+			if rep.Next != 0 {
+				next = min(next, rep.Next)
+			}
+			if overflowAt != 0 {
+				next = min(next, overflowAt)
+			}
+			arm(next)
+			if !ready {
 				ready = true
-				cfg.Ready()
+				if cfg.Ready != nil {
+					cfg.Ready()
+				}
 			}
 		}
 	}
+}
+
+// keepEarliest keeps in pending the deadline of the socket c announced, if
+// it is in scope and earlier than the one kept; it reports whether it was.
+func keepEarliest(pending *atomic.Uint64, opts sweep.Options, c *conn.Conn) bool {
+	if opts.NetNS != 0 && c.NetNS != opts.NetNS {
+		return false
+	}
+	deadline := sweep.Wake(opts.Policy, c)
+	if deadline == 0 {
+		return false
+	}
+	for {
+		old := pending.Load()
+		if old != 0 && old <= deadline {
+			return false
+		}
+		if pending.CompareAndSwap(old, deadline) {
+			return true
+		}
+	}
+}
+
+// logOverflow says that the map was full: sockets went untracked, and will
+// not be destroyed until there is room and a walk finds them.
+func logOverflow(log zerolog.Logger, tr *tracking.Tracker) {
+	c, err := tr.Counters()
+	if err != nil {
+		log.Warn().Err(err).Msg("The tracker's map is full; could not read its counters")
+		return
+	}
+	log.Warn().Uint64("overflow", c.Overflow).Uint32("map_size", tr.MapSize()).
+		Msgf("The tracker's map is full (--map-size %d): it refused a socket %d times so far; a socket it refused "+
+			"is not destroyed until there is room and a walk finds it. Walking the namespace to drop entries of dead sockets",
+			tr.MapSize(), c.Overflow)
 }
 
 // logSweep logs one line per socket acted on, and the sweep at debug level.

@@ -79,6 +79,7 @@ func Run(opts Options) []Check {
 		{CheckIterTask, checkIterTask},
 		{CheckIterTCP, checkIterTCP},
 		{CheckSockDestroy, checkSockDestroy},
+		{CheckTrackerMap, checkTrackerMap},
 	}
 	out := make([]Check, 0, len(checks))
 	for _, c := range checks {

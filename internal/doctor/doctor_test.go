@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/testnet"
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
 func requireRoot(t *testing.T) {
@@ -77,7 +80,7 @@ func TestRun(t *testing.T) {
 			t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, want)
 		}
 	}
-	wantNames := []string{CheckKernel, CheckBTF, CheckCapabilities, CheckBPFFS, CheckTpBTF, CheckIterTask, CheckIterTCP, CheckSockDestroy}
+	wantNames := []string{CheckKernel, CheckBTF, CheckCapabilities, CheckBPFFS, CheckTpBTF, CheckIterTask, CheckIterTCP, CheckSockDestroy, CheckTrackerMap}
 	if !slices.Equal(names, wantNames) {
 		t.Errorf("checks %v, want %v", names, wantNames)
 	}
@@ -215,5 +218,34 @@ func TestBPFFSNotMounted(t *testing.T) {
 	st, _ = checkBPFFS(Options{BPFFS: filepath.Join(dir, "missing")})
 	if st != Warn {
 		t.Errorf("checkBPFFS(missing dir) = %s, want warn", st)
+	}
+}
+
+// TestTrackerMapOverflow: a pinned tracker whose map refused sockets makes
+// the doctor warn, with the count; a tracker with room says how full it is.
+func TestTrackerMapOverflow(t *testing.T) {
+	ns := testnet.New(t)
+	pin := testnet.PinDir(t)
+	tr, err := tracking.Open(tracking.Options{PinDir: pin, MapSize: 4, Watch: []uint32{ns.Inode()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		tr.Close()
+		if err := tracking.Unload(pin); err != nil {
+			t.Error(err)
+		}
+	})
+	ns.CloseWait(t, "tcp4") // two closing sockets: room
+	st, detail := checkTrackerMap(Options{PinDir: pin})
+	if st != OK || !strings.Contains(detail, "2 of 4 entries used") {
+		t.Errorf("with room: %s %q, want ok, 2 of 4 entries used", st, detail)
+	}
+	for range 3 {
+		ns.CloseWait(t, "tcp4") // six more: two fit
+	}
+	st, detail = checkTrackerMap(Options{PinDir: pin})
+	if st != Warn || !strings.Contains(detail, "map was full") || !strings.Contains(detail, "4 of 4 entries used") {
+		t.Errorf("after overflow: %s %q, want warn: the map was full, 4 of 4 entries used", st, detail)
 	}
 }

@@ -53,6 +53,11 @@ type Options struct {
 	// Limits are what the running kernel cannot destroy reliably; those
 	// sockets are reported, not destroyed. The zero value: no limits.
 	Limits KernelLimits
+	// Walked is when the caller last walked the namespace (CLOCK_BOOTTIME,
+	// Report.Walked of an earlier sweep); 0 when unknown. A FIN_WAIT2
+	// timewait socket seen then may have entered TIME_WAIT any time since,
+	// with no event: it is worth a walk once it could be hung as that.
+	Walked uint64
 }
 
 // KernelLimits say which sockets SOCK_DESTROY cannot be trusted with on the
@@ -120,8 +125,13 @@ type Report struct {
 	Changed int
 	Items   []Item // the hung sockets, oldest first
 	// Next is the earliest CLOCK_BOOTTIME at which a socket still tracked
-	// becomes hung, or should be retried; 0 when nothing is pending.
-	Next         uint64
+	// becomes hung, should be retried, or may have become hung without an
+	// event (a FIN_WAIT2 timewait socket entering TIME_WAIT); 0 when
+	// nothing is pending.
+	Next uint64
+	// Walked is when this sweep's walk of the namespace began
+	// (CLOCK_BOOTTIME); 0 when it walked nothing.
+	Walked       uint64
 	Reconciled   tracking.ReconcileStats
 	ReconcileErr error // the walk failed: ages of timewait sockets may be stale
 	// OwnerErr is set when owners could not be read: they show as unknown
@@ -137,16 +147,23 @@ const RetryAfter = 10 * time.Second
 func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 	start := time.Now()
 	rep := Report{Skipped: map[policy.SkipReason]int{}}
+	walk := func() {
+		rep.Walked = now // the walk begins at now or later: never too late a mark
+		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
+		if rep.ReconcileErr == nil {
+			opts.Walked = rep.Walked
+		}
+	}
 	walked := !opts.WalkOnDemand
 	if walked {
-		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
+		walk()
 	}
 	found, err := collect(src, opts, now)
 	if err != nil {
 		return rep, err
 	}
 	if !walked && found.stale {
-		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
+		walk()
 		if found, err = collect(src, opts, now); err != nil {
 			return rep, err
 		}
@@ -285,37 +302,69 @@ func collect(src Source, opts Options, now uint64) (found, error) {
 	err := src.Walk(opts.NetNS, func(c *conn.Conn) {
 		f.scanned++
 		hung, deadline := opts.Policy.Due(c, now)
-		f.stale = f.stale || stale(opts.Policy, c, hung, now)
-		switch {
-		case hung:
+		st, check := stale(opts.Policy, c, hung, opts.Walked, now)
+		f.stale = f.stale || st
+		if hung {
 			f.hung = append(f.hung, *c)
-		case deadline > now && (f.next == 0 || deadline < f.next):
-			f.next = deadline
+		} else {
+			f.later(deadline, now)
 		}
+		f.later(check, now)
 	})
 	return f, err
+}
+
+// later keeps t as the next deadline if it is ahead of now and earlier
+// than the one kept.
+func (f *found) later(t, now uint64) {
+	if t > now && (f.next == 0 || t < f.next) {
+		f.next = t
+	}
 }
 
 // stale reports whether what the map says of c may be out of date in a way
 // that matters to this sweep:
 //   - a FIN_WAIT2 timewait socket that received the peer's FIN is in
-//     TIME_WAIT by now, and may be hung as that;
+//     TIME_WAIT by now, with no event, and may be hung as that: it entered
+//     TIME_WAIT after it entered FIN_WAIT2 and after the last walk
+//     (walked) that saw it in FIN_WAIT2, so not before max(entered,
+//     walked) + TIME_WAIT's threshold; check is that moment, when a walk
+//     is worth making;
 //   - a hung TIME_WAIT socket older than its 60 s timer may be gone;
 //   - a hung socket with no known file may have been accepted since it
 //     entered its state (its owner would then be unknown).
-func stale(p *policy.Policy, c *conn.Conn, hung bool, now uint64) bool {
+func stale(p *policy.Policy, c *conn.Conn, hung bool, walked, now uint64) (bool, uint64) {
 	if c.Timewait && c.State == conn.FinWait2 {
-		// In TIME_WAIT since some moment after it entered FIN_WAIT2:
-		// hung as that once it is as old as TIME_WAIT's threshold.
-		tw := *c
-		tw.State = conn.TimeWait
-		twHung, _ := p.Due(&tw, now)
-		return hung || twHung
+		twHung, check := timewaitDue(p, c, walked, now)
+		return hung || twHung, check
 	}
 	if !hung {
-		return false
+		return false, 0
 	}
-	return c.Timewait && c.Age(now) >= timewaitLen || c.File == 0 && tracking.NeedsOwner(c)
+	return c.Timewait && c.Age(now) >= timewaitLen || c.File == 0 && tracking.NeedsOwner(c), 0
+}
+
+// timewaitDue is whether the FIN_WAIT2 socket c, last seen in FIN_WAIT2 by
+// a walk at walked, could be hung as a TIME_WAIT socket at now, and from
+// when it could be.
+func timewaitDue(p *policy.Policy, c *conn.Conn, walked, now uint64) (bool, uint64) {
+	tw := *c
+	tw.State, tw.Entered = conn.TimeWait, max(c.Entered, walked)
+	return p.Due(&tw, now)
+}
+
+// Wake is the earliest moment a sweep must look at c, a socket the tracker
+// has just announced: when it reaches its threshold, or, for a FIN_WAIT2
+// socket, which may go on to TIME_WAIT as an orphan with no event, when it
+// could be hung as that. 0: never.
+func Wake(p *policy.Policy, c *conn.Conn) uint64 {
+	_, at := p.Due(c, 0)
+	if c.State == conn.FinWait2 {
+		if _, tw := timewaitDue(p, c, 0, 0); tw != 0 && (at == 0 || tw < at) {
+			at = tw
+		}
+	}
+	return at
 }
 
 // timewaitLen is TCP_TIMEWAIT_LEN: a TIME_WAIT socket's timer, unless a

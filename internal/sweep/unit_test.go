@@ -217,6 +217,36 @@ func TestNextDeadline(t *testing.T) {
 // a hung socket may be out of date: a FIN_WAIT2 timewait socket may have
 // moved to TIME_WAIT, a TIME_WAIT socket past its 60 s timer may be gone,
 // a socket with no known file may have been accepted since.
+// TestTimewaitCheckScheduled: a FIN_WAIT2 timewait socket enters TIME_WAIT
+// on the peer's FIN, with no event. Its next deadline is when it could be
+// hung as TIME_WAIT (its entry, or the last walk that saw it still in
+// FIN_WAIT2, plus TIME_WAIT's threshold), not FIN_WAIT2's own deadline; a
+// sweep from then on walks to see, and the walk moves the check on.
+func TestTimewaitCheckScheduled(t *testing.T) {
+	pol := policy.Default()
+	pol.Thresholds.TimeWait = 2 * time.Second
+	pol.Thresholds.FinWait2 = time.Hour
+	fw2 := hung(1, conn.FinWait2, true)
+	fw2.Entered = 100 * sec
+	src := &fakeSource{conns: []conn.Conn{fw2}}
+
+	rep, _ := Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, 101*sec)
+	if rep.Next != 102*sec || src.walks != 0 {
+		t.Fatalf("at 101s: next %v, %d walks; want a check at 102s, no walk yet", time.Duration(rep.Next), src.walks)
+	}
+	rep, _ = Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, 102*sec)
+	if src.walks != 1 || rep.Walked != 102*sec {
+		t.Fatalf("at 102s: %d walks (walked at %v); want one", src.walks, time.Duration(rep.Walked))
+	}
+	if rep.Next != 104*sec {
+		t.Errorf("after a walk at 102s that saw it still in FIN_WAIT2: next %v, want 104s", time.Duration(rep.Next))
+	}
+	rep, _ = Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true, Walked: rep.Walked}, 103*sec)
+	if src.walks != 1 || rep.Next != 104*sec {
+		t.Errorf("at 103s, walked at 102s: %d walks, next %v; want no walk, next 104s", src.walks, time.Duration(rep.Next))
+	}
+}
+
 func TestWalkOnDemand(t *testing.T) {
 	pol := policy.Default()
 	pol.Thresholds.TimeWait = 30 * time.Second

@@ -263,16 +263,9 @@ type Counters struct {
 
 // Counters sums the per-CPU counters.
 func (t *Tracker) Counters() (Counters, error) {
-	var c Counters
-	dst := []*uint64{&c.Tracked, &c.Untracked, &c.Overflow, &c.UpdateErrors, &c.EventsLost}
-	for i, p := range dst {
-		var perCPU []uint64
-		if err := t.objs.HckCounters.Lookup(uint32(i), &perCPU); err != nil {
-			return c, fmt.Errorf("read counter %d: %w", i, err)
-		}
-		for _, v := range perCPU {
-			*p += v
-		}
+	c, err := readCounters(t.objs.HckCounters)
+	if err != nil {
+		return c, err
 	}
 	if info, err := t.link.Info(); err == nil {
 		if prog, err := ebpf.NewProgramFromID(info.Program); err == nil {
@@ -280,6 +273,21 @@ func (t *Tracker) Counters() (Counters, error) {
 				c.Missed = st.RecursionMisses
 			}
 			prog.Close()
+		}
+	}
+	return c, nil
+}
+
+func readCounters(m *ebpf.Map) (Counters, error) {
+	var c Counters
+	dst := []*uint64{&c.Tracked, &c.Untracked, &c.Overflow, &c.UpdateErrors, &c.EventsLost}
+	for i, p := range dst {
+		var perCPU []uint64
+		if err := m.Lookup(uint32(i), &perCPU); err != nil {
+			return c, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range perCPU {
+			*p += v
 		}
 	}
 	return c, nil
@@ -320,4 +328,36 @@ func CurrentNetNS() (uint32, error) {
 		return 0, fmt.Errorf("stat own network namespace: %w", err)
 	}
 	return uint32(st.Ino), nil
+}
+
+// PinnedUsage reads, without attaching or changing anything, how full the
+// socket map pinned in pinDir is and what the tracker lost: for doctor.
+// ok is false when no tracker is pinned there.
+func PinnedUsage(pinDir string) (c Counters, entries int, size uint32, ok bool, err error) {
+	if !Pinned(pinDir) {
+		return c, 0, 0, false, nil
+	}
+	conns, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "hck_conns"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return c, 0, 0, true, fmt.Errorf("open pinned hck_conns: %w", err)
+	}
+	defer conns.Close()
+	counters, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "hck_counters"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return c, 0, 0, true, fmt.Errorf("open pinned hck_counters: %w", err)
+	}
+	defer counters.Close()
+	if c, err = readCounters(counters); err != nil {
+		return c, 0, 0, true, err
+	}
+	var key uint64
+	var val bpf.TrackerHckConn
+	it := conns.Iterate()
+	for it.Next(&key, &val) {
+		entries++
+	}
+	if err := it.Err(); err != nil {
+		return c, entries, conns.MaxEntries(), true, fmt.Errorf("count hck_conns entries: %w", err)
+	}
+	return c, entries, conns.MaxEntries(), true, nil
 }
