@@ -27,8 +27,8 @@ func TestDoctorJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &checks); err != nil {
 		t.Fatalf("doctor --json: %v\n%s", err, out.String())
 	}
-	if len(checks) != 8 {
-		t.Errorf("doctor --json: %d checks, want 8", len(checks))
+	if len(checks) != 9 {
+		t.Errorf("doctor --json: %d checks, want 9", len(checks))
 	}
 	if want := map[bool]int{true: exitFailure, false: exitOK}[doctor.Failed(checks) > 0]; code != want {
 		t.Errorf("doctor --json: exit %d, want %d (stderr %q)", code, want, errb.String())
@@ -38,7 +38,7 @@ func TestDoctorJSON(t *testing.T) {
 	errb.Reset()
 	code = Main([]string{"doctor"}, &out, &errb)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 8 || !strings.Contains(lines[0], "kernel") {
+	if len(lines) != 9 || !strings.Contains(lines[0], "kernel") {
 		t.Errorf("doctor: table\n%s", out.String())
 	}
 	if failed := strings.Contains(out.String(), "[FAIL]"); failed != (code == exitFailure) || code == exitUsage {
