@@ -217,8 +217,13 @@ func (t *Tracker) attach(path string) error {
 	if err := l.Pin(path); err != nil {
 		l.Close()
 		if errors.Is(err, os.ErrExist) {
-			// Another hck-bpf attached first: share its link.
+			// Another hck-bpf attached first: share its link, if it
+			// is this pin dir's tracker.
 			if l, err = link.LoadPinnedLink(path, nil); err == nil {
+				if err := verifyLink(l, t.pinDir); err != nil {
+					l.Close()
+					return err
+				}
 				t.link = l
 				return nil
 			}
