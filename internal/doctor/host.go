@@ -140,20 +140,20 @@ const bpffsMagic = 0xcafe4a11
 func checkBPFFS(opts Options) (Status, string) {
 	var st unix.Statfs_t
 	err := unix.Statfs(opts.BPFFS, &st)
-	mountable := "hck-bpf mounts it when it starts"
+	// Not mounted: hck-bpf mounts it, which takes CAP_SYS_ADMIN.
+	missing, mountable := Warn, "hck-bpf mounts it when it starts"
 	if c, cerr := effectiveCaps(); cerr == nil && !c.has(capSysAdmin) {
-		mountable = "hck-bpf would mount it when it starts, which needs CAP_SYS_ADMIN"
+		missing, mountable = Fail, "hck-bpf cannot mount it without CAP_SYS_ADMIN (mount it first: mount -t bpf bpf "+opts.BPFFS+")"
 	}
-	var detail string
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		return Warn, fmt.Sprintf("%s does not exist, so bpffs is not mounted: %s", opts.BPFFS, mountable)
+		return missing, fmt.Sprintf("%s does not exist, so bpffs is not mounted: %s", opts.BPFFS, mountable)
 	case err != nil:
 		return failf("statfs %s: %v", opts.BPFFS, err)
 	case uint32(st.Type) != bpffsMagic:
-		return Warn, fmt.Sprintf("bpffs not mounted at %s: %s", opts.BPFFS, mountable)
+		return missing, fmt.Sprintf("bpffs not mounted at %s: %s", opts.BPFFS, mountable)
 	}
-	detail = fmt.Sprintf("bpffs mounted at %s", opts.BPFFS)
+	detail := fmt.Sprintf("bpffs mounted at %s", opts.BPFFS)
 	if opts.PinDir == "" {
 		return OK, detail
 	}
