@@ -18,8 +18,10 @@ func newDoctor(g *globals) *cobra.Command {
 		Long: `doctor checks the kernel version rules, BTF, capabilities and bpffs, loads
 each kind of BPF program hck-bpf uses (with private, unpinned maps; detached
 at once), and destroys a CLOSE_WAIT and a TIME_WAIT socket it makes in a
-private network namespace. It changes nothing: no mount, no pin, and no
-socket of this network namespace is touched.
+private network namespace. With --pin-dir it checks the pin dir too: on a
+bpf filesystem, and whatever is pinned as hck_set_state_link is this pin
+dir's tracker; it names the service running on it. It changes nothing: no
+mount, no pin, and no socket of this network namespace is touched.
 
 Exit status: 0 when no check failed (warnings included), 1 otherwise.`,
 		Args: cobra.NoArgs,
@@ -34,6 +36,9 @@ Exit status: 0 when no check failed (warnings included), 1 otherwise.`,
 var statusMark = map[doctor.Status]string{doctor.OK: "[ok]", doctor.Warn: "[warn]", doctor.Fail: "[FAIL]"}
 
 func runDoctor(g *globals, asJSON bool) error {
+	if g.pinDir == "" {
+		return g.checkPinDir() // exit 2; any other pin dir is reported on
+	}
 	checks := doctor.Run(doctor.Options{PinDir: g.pinDir})
 	if asJSON {
 		enc := json.NewEncoder(g.stdout)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hck-bpf/hck-bpf/internal/doctor"
+	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
 func TestDoctorUsage(t *testing.T) {
@@ -22,7 +23,7 @@ func TestDoctorJSON(t *testing.T) {
 		t.Skip("needs root: doctor loads BPF programs and probes SOCK_DESTROY in a private network namespace")
 	}
 	var out, errb bytes.Buffer
-	code := Main([]string{"doctor", "--json", "--pin-dir", t.TempDir()}, &out, &errb)
+	code := Main([]string{"doctor", "--json", "--pin-dir", testnet.PinDir(t)}, &out, &errb)
 	var checks []doctor.Check
 	if err := json.Unmarshal(out.Bytes(), &checks); err != nil {
 		t.Fatalf("doctor --json: %v\n%s", err, out.String())

@@ -28,11 +28,18 @@ func newList(g *globals) *cobra.Command {
 		Use:   "list [--state S] [--json]",
 		Short: "Tracked sockets in this network namespace, with exact ages",
 		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return list(g, f, cmd.ErrOrStderr()) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("map-size") {
+				f.mapSize = 0 // the pinned map's size, or the default
+			} else if f.mapSize == 0 {
+				return usagef("--map-size: must be at least 1")
+			}
+			return list(g, f, cmd.ErrOrStderr())
+		},
 	}
 	cmd.Flags().StringArrayVar(&f.states, "state", nil, "only these states (close-wait, FIN_WAIT2, ...; repeat or comma-separate)")
 	cmd.Flags().BoolVar(&f.json, "json", false, "one JSON array, for scripts")
-	cmd.Flags().Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold, if list attaches it")
+	cmd.Flags().Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold, if list attaches it (a pinned map keeps its size)")
 	return cmd
 }
 
@@ -67,7 +74,10 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 			want[s] = true
 		}
 	}
-	tr, netns, err := g.openTracker(f.mapSize)
+	if err := g.checkPinDir(); err != nil {
+		return err
+	}
+	tr, netns, err := g.openTracker(f.mapSize, false)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
 func main() {
@@ -17,7 +19,7 @@ func main() {
 const (
 	exitOK      = 0 // all hung connections destroyed, or none found
 	exitFailure = 1 // some could not be destroyed, or hck-bpf could not run
-	exitUsage   = 2 // bad flags or configuration: nothing was done
+	exitUsage   = 2 // bad flags or configuration (--pin-dir included): nothing was done
 )
 
 // usageError marks bad input: exit 2, nothing loaded or destroyed.
@@ -35,12 +37,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(normalizeArgs(args))
 	err := root.Execute()
 	var ue usageError
+	var ce *tracking.ConfigError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, errFailed):
 		return exitFailure
-	case errors.As(err, &ue) || isFlagError(err):
+	case errors.As(err, &ue) || errors.As(err, &ce) || isFlagError(err):
 		fmt.Fprintf(stderr, "hck-bpf: %v\n", err)
 		return exitUsage
 	default:

@@ -55,14 +55,22 @@ hung_connection_killer command line.`,
 	return root
 }
 
+// checkPinDir refuses a --pin-dir that cannot hold pins (empty, not on a
+// bpf filesystem) with exit 2, before anything is created.
+func (g *globals) checkPinDir() error {
+	return tracking.CheckPinDir(g.pinDir) // a *tracking.ConfigError exits 2
+}
+
 // openTracker opens (or attaches) the pinned tracker, watching the network
-// namespace hck-bpf runs in: its default scope.
-func (g *globals) openTracker(mapSize uint32) (*tracking.Tracker, uint32, error) {
+// namespace hck-bpf runs in: its default scope. mapSize is 0 unless
+// --map-size was given: a pinned map keeps its size. own makes this the
+// pin dir's one service (run).
+func (g *globals) openTracker(mapSize uint32, own bool) (*tracking.Tracker, uint32, error) {
 	netns, err := tracking.CurrentNetNS()
 	if err != nil {
 		return nil, 0, err
 	}
-	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: mapSize, Watch: []uint32{netns}})
+	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: mapSize, Watch: []uint32{netns}, Own: own})
 	return tr, netns, err
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/daemon"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/doctor"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
+	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
 func newRun(g *globals) *cobra.Command {
@@ -30,6 +33,7 @@ func newRun(g *globals) *cobra.Command {
 				return usagef("choose one mode: -n/--dry-run or -l/--live")
 			}
 			f.dryRun = !f.live
+			f.mapSizeSet = cmd.Flags().Changed("map-size")
 			return runService(g, f)
 		},
 	}
@@ -43,11 +47,21 @@ func runService(g *globals, f *sweepFlags) error {
 		return err
 	}
 	defer closeLog()
+	if f.live {
+		// Started without it, every destroy of every sweep would fail.
+		if err := doctor.CanDestroy(); err != nil {
+			return fmt.Errorf("refuse to run --live: %w", err)
+		}
+	}
 	softMemoryLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	tr, netns, err := g.openTracker(f.mapSize)
+	tr, netns, err := g.openTracker(f.openSize(), true)
+	var busy *tracking.BusyError
+	if errors.As(err, &busy) {
+		return fmt.Errorf("refuse to run: %w, another service: one 'hck-bpf run' per pin dir", err)
+	}
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ func newScan(g *globals) *cobra.Command {
 			if f.dryRun == f.live {
 				return usagef("choose one mode: -n/--dry-run or -l/--live")
 			}
+			f.mapSizeSet = cmd.Flags().Changed("map-size")
 			return scan(g, f)
 		},
 	}
@@ -49,7 +50,7 @@ func scan(g *globals, f *sweepFlags) error {
 		return err
 	}
 	defer closeLog()
-	tr, netns, err := g.openTracker(f.mapSize)
+	tr, netns, err := g.openTracker(f.openSize(), false)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,16 @@ type sweepFlags struct {
 	excludeProcs []string
 	maxKills     int
 	mapSize      uint32
+	mapSizeSet   bool // --map-size given: it must match a pinned map's
+}
+
+// openSize is the map size to open the tracker with: 0 (the pinned map's
+// size, or the default) unless --map-size was given.
+func (f *sweepFlags) openSize() uint32 {
+	if !f.mapSizeSet {
+		return 0
+	}
+	return f.mapSize
 }
 
 // timeoutFlags maps each threshold flag to the states it sets, in help order.
@@ -43,7 +53,7 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.includePorts, "include-ports", nil, "only connections on these ports, local or remote (default all)")
 	fs.StringArrayVar(&f.excludeProcs, "exclude-processes", nil, "process names never touched, on top of the protected ones")
 	fs.IntVar(&f.maxKills, "max-kills", 0, "destroy at most this many sockets per sweep; the rest wait (0: no cap)")
-	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold; more are counted as overflow")
+	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold when this attaches it (a pinned map keeps its size); more are counted as overflow")
 }
 
 // policy validates every flag into a policy, before anything is loaded.
@@ -87,6 +97,9 @@ func (f *sweepFlags) policy() (*policy.Policy, error) {
 func (g *globals) prepare(f *sweepFlags) (*policy.Policy, zerolog.Logger, func() error, error) {
 	pol, err := f.policy()
 	if err != nil {
+		return nil, zerolog.Nop(), nil, err
+	}
+	if err := g.checkPinDir(); err != nil {
 		return nil, zerolog.Nop(), nil, err
 	}
 	log, closeLog, err := g.logger()

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -56,8 +55,8 @@ func checkIterTCP(Options) (Status, string) {
 }
 
 const (
-	bpfCaps     = "CAP_BPF and CAP_PERFMON"
-	destroyCaps = "CAP_NET_ADMIN"
+	bpfCaps     = tracking.NeedBPF
+	destroyCaps = "needs CAP_NET_ADMIN; root has it"
 )
 
 // permHint replaces a permission error with what was missing. (cilium/ebpf
@@ -67,9 +66,5 @@ func permHint(err error, caps string) error {
 	if !errors.Is(err, os.ErrPermission) {
 		return err
 	}
-	msg := err.Error()
-	if i := strings.Index(msg, " (MEMLOCK may be too low"); i >= 0 {
-		msg = msg[:i]
-	}
-	return fmt.Errorf("%s (needs %s, or root)", msg, caps)
+	return fmt.Errorf("%s (%s)", tracking.WithoutMemlockHint(err), caps)
 }

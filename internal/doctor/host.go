@@ -61,9 +61,12 @@ func (c capSet) has(capability int) bool {
 	return capability/32 < len(c) && c[capability/32]&(1<<(capability%32)) != 0
 }
 
-// missingCaps names what hck-bpf lacks: loading BPF (CAP_BPF), tracing and
-// reading kernel pointers (CAP_PERFMON), SOCK_DESTROY (CAP_NET_ADMIN).
-// CAP_SYS_ADMIN stands in for the first two, as the kernel lets it.
+// missingCaps names what hck-bpf lacks: every bpf(2) call (CAP_BPF),
+// loading tracing programs and iterators (CAP_PERFMON), SOCK_DESTROY
+// (CAP_NET_ADMIN). CAP_SYS_ADMIN stands in for the first two, as the kernel
+// lets it. CAP_SYS_RESOURCE is not among them: since Linux 5.11 BPF memory
+// is charged to the memory cgroup, not RLIMIT_MEMLOCK. (Measured with
+// setpriv on Linux 6.18; see the README's table.)
 func missingCaps(c capSet) []string {
 	var miss []string
 	if !c.has(capBPF) && !c.has(capSysAdmin) {
@@ -78,6 +81,11 @@ func missingCaps(c capSet) []string {
 	return miss
 }
 
+// withoutSysAdmin is what hck-bpf cannot do without CAP_SYS_ADMIN, though
+// it runs: open a program by id (to check the pinned tracker's program and
+// maps, and to count the transitions the kernel skipped) and mount bpffs.
+const withoutSysAdmin = "without CAP_SYS_ADMIN the pinned tracker is checked by its link only (not its program and maps), transitions the kernel skipped are not counted, and bpffs cannot be mounted when missing"
+
 func effectiveCaps() (capSet, error) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
@@ -87,13 +95,28 @@ func effectiveCaps() (capSet, error) {
 	return capSet{data[0].Effective, data[1].Effective}, nil
 }
 
+// CanDestroy fails, naming the capability, when this process cannot
+// destroy sockets: netlink SOCK_DESTROY needs CAP_NET_ADMIN (in the user
+// namespace owning the socket's network namespace), and without it every
+// destroy fails with EPERM.
+func CanDestroy() error {
+	c, err := effectiveCaps()
+	if err != nil {
+		return fmt.Errorf("read effective capabilities: %w", err)
+	}
+	if !c.has(capNetAdmin) {
+		return errors.New("this process lacks CAP_NET_ADMIN, which destroying sockets (netlink SOCK_DESTROY) needs: run as root, or grant CAP_NET_ADMIN (with CAP_BPF and CAP_PERFMON)")
+	}
+	return nil
+}
+
 func checkCapabilities(Options) (Status, string) {
 	c, err := effectiveCaps()
 	if err != nil {
 		return failf("read effective capabilities: %v", err)
 	}
 	if miss := missingCaps(c); len(miss) > 0 {
-		return failf("missing %s (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)", strings.Join(miss, ", "))
+		return failf("missing %s (tracking %s; destroying needs CAP_NET_ADMIN)", strings.Join(miss, ", "), tracking.NeedBPF)
 	}
 	var have []string
 	if c.has(capBPF) {
@@ -106,6 +129,9 @@ func checkCapabilities(Options) (Status, string) {
 		have = append(have, "CAP_SYS_ADMIN")
 	}
 	have = append(have, "CAP_NET_ADMIN")
+	if !c.has(capSysAdmin) {
+		return Warn, "effective: " + strings.Join(have, ", ") + "; " + withoutSysAdmin
+	}
 	return OK, "effective: " + strings.Join(have, ", ")
 }
 
@@ -114,21 +140,37 @@ const bpffsMagic = 0xcafe4a11
 func checkBPFFS(opts Options) (Status, string) {
 	var st unix.Statfs_t
 	err := unix.Statfs(opts.BPFFS, &st)
+	// Not mounted: hck-bpf mounts it, which takes CAP_SYS_ADMIN.
+	missing, mountable := Warn, "hck-bpf mounts it when it starts"
+	if c, cerr := effectiveCaps(); cerr == nil && !c.has(capSysAdmin) {
+		missing, mountable = Fail, "hck-bpf cannot mount it without CAP_SYS_ADMIN (mount it first: mount -t bpf bpf "+opts.BPFFS+")"
+	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		return Warn, fmt.Sprintf("%s does not exist, so bpffs is not mounted: hck-bpf mounts it when it starts", opts.BPFFS)
+		return missing, fmt.Sprintf("%s does not exist, so bpffs is not mounted: %s", opts.BPFFS, mountable)
 	case err != nil:
 		return failf("statfs %s: %v", opts.BPFFS, err)
 	case uint32(st.Type) != bpffsMagic:
-		return Warn, fmt.Sprintf("bpffs not mounted at %s: hck-bpf mounts it when it starts", opts.BPFFS)
+		return missing, fmt.Sprintf("bpffs not mounted at %s: %s", opts.BPFFS, mountable)
 	}
 	detail := fmt.Sprintf("bpffs mounted at %s", opts.BPFFS)
-	if opts.PinDir != "" {
-		if tracking.Pinned(opts.PinDir) {
-			detail += fmt.Sprintf("; a tracker is pinned in %s", opts.PinDir)
-		} else {
-			detail += fmt.Sprintf("; no tracker pinned in %s yet", opts.PinDir)
-		}
+	if opts.PinDir == "" {
+		return OK, detail
+	}
+	if err := tracking.CheckPinDir(opts.PinDir); err != nil {
+		return failf("%s; %v", detail, err)
+	}
+	pinned, err := tracking.VerifyPinned(opts.PinDir)
+	switch {
+	case err != nil:
+		return failf("%s; %v", detail, err)
+	case pinned:
+		detail += fmt.Sprintf("; a tracker is pinned in %s", opts.PinDir)
+	default:
+		detail += fmt.Sprintf("; no tracker pinned in %s yet", opts.PinDir)
+	}
+	if pid := tracking.ServicePID(opts.PinDir); pid != 0 {
+		detail += fmt.Sprintf("; the service running on it is pid %d", pid)
 	}
 	return OK, detail
 }

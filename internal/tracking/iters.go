@@ -13,13 +13,10 @@ import (
 )
 
 // The iterator programs are pinned as attached iterator links, one per
-// compiled object (the name carries its digest): any later hck-bpf built
-// from the same object reads them without loading anything, and reading a
-// pinned iterator runs it in the reader's own namespaces.
-const (
-	ownersIterPin  = "hck_owners_iter_"
-	socketsIterPin = "hck_sockets_iter_"
-)
+// compiled object (the name carries its digest, see ownersIterPin): any
+// later hck-bpf built from the same object reads them without loading
+// anything, and reading a pinned iterator runs it in the reader's own
+// namespaces.
 
 // pinnedIter returns the iterator pinned as prefix+digest in the pin dir,
 // loading, attaching and pinning it with load when there is none. Pins of
@@ -66,8 +63,12 @@ func loadPinnedIter(path string) (*link.Iter, error) {
 func removeOtherBuilds(dir, prefix, digest string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if n := e.Name(); strings.HasPrefix(n, prefix) && n != prefix+digest {
-			_ = os.Remove(filepath.Join(dir, n))
+		n := e.Name()
+		if !strings.HasPrefix(n, prefix) || n == prefix+digest || !IsPinName(n) {
+			continue
+		}
+		if what, err := pinKind(filepath.Join(dir, n)); err == nil && what == "" {
+			_ = os.Remove(filepath.Join(dir, n)) // a pinned object, not a directory or a symlink
 		}
 	}
 }

@@ -21,13 +21,17 @@ import (
 // DefaultMapSize is how many sockets the tracker holds unless told otherwise.
 const DefaultMapSize = 262144
 
-// linkPin is the name of the pinned link that keeps the program attached.
-const linkPin = "hck_set_state_link"
-
 // Options say where, how big, and which namespaces.
 type Options struct {
-	PinDir  string // bpffs directory; DefaultPinDir when empty
-	MapSize uint32 // max tracked sockets; DefaultMapSize when 0
+	PinDir string // bpffs directory; DefaultPinDir when empty
+	// MapSize is how many sockets the map holds when Open creates it;
+	// DefaultMapSize when 0. A map pinned already keeps its size: a
+	// MapSize given and different is a *MapSizeError.
+	MapSize uint32
+	// Own makes this the pin dir's one service: Open takes the pin dir's
+	// lock, held until Close (or the process's end), and fails with a
+	// *BusyError naming the holder when another process has it.
+	Own bool
 	// Watch lists the network namespaces (inodes) whose sockets the
 	// tracker records, added to those earlier users of the pin dir asked
 	// for. WatchAll records every namespace.
@@ -43,6 +47,7 @@ type Tracker struct {
 	want        *ebpf.Map       // hck_want: the files Owners asks about
 	owned       *ebpf.Map       // hck_owned: what the owners walks found
 	socketsIter *link.Iter      // pinned sockets iterator, opened on first Reconcile
+	lock        *pinLock        // the pin dir's lock (Options.Own)
 	live        map[uint32]bool // network namespaces still reachable
 	walkBuf     *walkBuf        // forEach's batch, reused
 	liveAt      time.Time
@@ -55,29 +60,50 @@ type Tracker struct {
 
 // Open attaches the tracker, or reuses the one pinned in opts.PinDir so that
 // no timestamp gathered by an earlier process is lost.
-func Open(opts Options) (*Tracker, error) {
+func Open(opts Options) (_ *Tracker, err error) {
 	if opts.PinDir == "" {
 		opts.PinDir = DefaultPinDir
-	}
-	if opts.MapSize == 0 {
-		opts.MapSize = DefaultMapSize
 	}
 	if err := checkKernel(); err != nil {
 		return nil, err
 	}
+	if err := CheckPinDir(opts.PinDir); err != nil {
+		return nil, err
+	}
 	if err := ensurePinDir(opts.PinDir); err != nil {
+		return nil, err
+	}
+	t := &Tracker{pinDir: opts.PinDir}
+	if opts.Own {
+		if t.lock, err = lockPinDir(opts.PinDir); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				t.lock.release()
+			}
+		}()
+	}
+	if err := checkPins(opts.PinDir); err != nil {
 		return nil, err
 	}
 	spec, err := bpf.LoadTracker()
 	if err != nil {
 		return nil, fmt.Errorf("load tracker spec: %w", err)
 	}
-	spec.Maps["hck_conns"].MaxEntries = opts.MapSize
+	size, err := mapSize(opts)
+	if err != nil {
+		return nil, err
+	}
+	spec.Maps[bpf.TrackerMapHckConns].MaxEntries = size
 
-	t := &Tracker{pinDir: opts.PinDir}
 	mapOpts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}
 	linkPath := filepath.Join(opts.PinDir, linkPin)
 	if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
+		if err := verifyLink(l, opts.PinDir); err != nil {
+			l.Close()
+			return nil, err
+		}
 		// Attached already: the maps are all we need, no program to load.
 		if err := spec.LoadAndAssign(&t.objs.TrackerMaps, mapOpts); err != nil {
 			l.Close()
@@ -87,6 +113,9 @@ func Open(opts Options) (*Tracker, error) {
 		if err := t.watch(opts); err != nil {
 			t.Close()
 			return nil, err
+		}
+		if !opts.Own {
+			t.quietOrphanEvents()
 		}
 		return t, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -105,6 +134,39 @@ func Open(opts Options) (*Tracker, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// MapSizeError: the socket map is pinned with one size and another was
+// asked for. Only an unload (which forgets every tracked socket) lets a new
+// size take effect.
+type MapSizeError struct {
+	PinDir         string
+	Pinned, Wanted uint32
+}
+
+func (e *MapSizeError) Error() string {
+	return fmt.Sprintf("--map-size %d: the socket map pinned in %s holds %d; leave --map-size out to use it, or run 'hck-bpf unload --pin-dir %s' first (every tracked socket is forgotten)",
+		e.Wanted, e.PinDir, e.Pinned, e.PinDir)
+}
+
+// mapSize is the size of the socket map: the pinned one's, else the one
+// asked for, else DefaultMapSize.
+func mapSize(opts Options) (uint32, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(opts.PinDir, bpf.TrackerMapHckConns), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		if opts.MapSize == 0 {
+			return DefaultMapSize, nil
+		}
+		return opts.MapSize, nil
+	}
+	if err != nil {
+		return 0, explainLoad(fmt.Errorf("load pinned map %s: %w", bpf.TrackerMapHckConns, err), opts)
+	}
+	defer m.Close()
+	if opts.MapSize != 0 && opts.MapSize != m.MaxEntries() {
+		return 0, &ConfigError{&MapSizeError{PinDir: opts.PinDir, Pinned: m.MaxEntries(), Wanted: opts.MapSize}}
+	}
+	return m.MaxEntries(), nil
 }
 
 // watch adds opts' namespaces to the tracker's watched set. A namespace
@@ -155,8 +217,13 @@ func (t *Tracker) attach(path string) error {
 	if err := l.Pin(path); err != nil {
 		l.Close()
 		if errors.Is(err, os.ErrExist) {
-			// Another hck-bpf attached first: share its link.
+			// Another hck-bpf attached first: share its link, if it
+			// is this pin dir's tracker.
 			if l, err = link.LoadPinnedLink(path, nil); err == nil {
+				if err := verifyLink(l, t.pinDir); err != nil {
+					l.Close()
+					return err
+				}
 				t.link = l
 				return nil
 			}
@@ -184,7 +251,7 @@ func (t *Tracker) Close() error {
 			errs = append(errs, m.Close())
 		}
 	}
-	errs = append(errs, t.objs.Close())
+	errs = append(errs, t.objs.Close(), t.lock.release())
 	return errors.Join(errs...)
 }
 
@@ -195,28 +262,6 @@ func (t *Tracker) PinDir() string { return t.pinDir }
 func Pinned(pinDir string) bool {
 	_, err := os.Stat(filepath.Join(pinDir, linkPin))
 	return err == nil
-}
-
-// Unload detaches the tracker and removes everything pinned in pinDir.
-// Processes still holding the maps keep them until they exit.
-func Unload(pinDir string) error {
-	entries, err := os.ReadDir(pinDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read pin dir %s: %w", pinDir, err)
-	}
-	var errs []error
-	for _, e := range entries {
-		if err := os.Remove(filepath.Join(pinDir, e.Name())); err != nil {
-			errs = append(errs, fmt.Errorf("unpin %s: %w", e.Name(), err))
-		}
-	}
-	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("remove pin dir %s: %w", pinDir, err))
-	}
-	return errors.Join(errs...)
 }
 
 // Conns returns every tracked socket in network namespace netns (0: all).

@@ -1,0 +1,152 @@
+package tracking
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNothingToUnload: the pin dir does not exist, or holds no hck-bpf pin.
+// Nothing was changed.
+var ErrNothingToUnload = errors.New("nothing to unload")
+
+// UnloadOptions tune UnloadPins.
+type UnloadOptions struct {
+	// Force stops the service running on the pin dir (SIGTERM, then a wait
+	// of up to StopTimeout for it to exit) instead of refusing.
+	Force       bool
+	StopTimeout time.Duration // 30s when 0
+}
+
+// Leftover is an entry of the pin dir that unload left alone.
+type Leftover struct {
+	Name string
+	Why  string
+}
+
+// UnloadReport says what UnloadPins did.
+type UnloadReport struct {
+	Stopped    int        // pid of the service stopped first (Force)
+	Removed    []string   // the pins removed, the tracker's link first
+	Left       []Leftover // entries of the pin dir left alone
+	DirRemoved bool       // the pin dir was empty afterwards and is gone
+}
+
+// UnloadPins detaches the tracker and removes hck-bpf's pins from pinDir:
+// only entries whose name is one hck-bpf pins under (IsPinName) and that
+// are pinned BPF objects, on a bpf filesystem. Anything else is left and
+// reported; the directory goes only if nothing is left in it.
+//
+// A service running on pinDir (holding its lock) makes it refuse with a
+// *BusyError, unless opts.Force. A pin dir that does not exist or holds no
+// hck-bpf pin is ErrNothingToUnload; one not on bpffs a *ConfigError.
+// Processes still holding the maps keep them until they exit.
+func UnloadPins(pinDir string, opts UnloadOptions) (UnloadReport, error) {
+	var rep UnloadReport
+	if err := CheckPinDir(pinDir); err != nil {
+		return rep, err
+	}
+	if _, err := os.Stat(pinDir); errors.Is(err, fs.ErrNotExist) {
+		return rep, fmt.Errorf("%w: %s does not exist", ErrNothingToUnload, pinDir)
+	}
+	lock, err := lockPinDir(pinDir)
+	var be *BusyError
+	if errors.As(err, &be) && opts.Force {
+		timeout := opts.StopTimeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		lock, rep.Stopped, err = stopHolder(pinDir, be, timeout)
+	}
+	if err != nil {
+		return rep, err
+	}
+	defer lock.release()
+
+	entries, err := os.ReadDir(pinDir)
+	if err != nil {
+		return rep, fmt.Errorf("read pin dir %s: %w", pinDir, err)
+	}
+	var ours []string
+	for _, e := range entries {
+		name := e.Name()
+		if !IsPinName(name) {
+			rep.Left = append(rep.Left, Leftover{name, "not a name hck-bpf pins under"})
+			continue
+		}
+		what, err := pinKind(filepath.Join(pinDir, name))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			rep.Left = append(rep.Left, Leftover{name, err.Error()})
+		case what != "":
+			rep.Left = append(rep.Left, Leftover{name, what + ", not a pinned BPF object"})
+		default:
+			ours = append(ours, name)
+		}
+	}
+	if len(ours) == 0 {
+		return rep, fmt.Errorf("%w: no hck-bpf pin in %s", ErrNothingToUnload, pinDir)
+	}
+	// The link first, so the tracker stops before its maps go; then the
+	// iterators, then the maps.
+	slices.SortFunc(ours, func(a, b string) int { return unloadRank(a) - unloadRank(b) })
+	var errs []error
+	for _, name := range ours {
+		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", name, err))
+			continue
+		}
+		rep.Removed = append(rep.Removed, name)
+	}
+	if rest, err := os.ReadDir(pinDir); err == nil && len(rest) == 0 && !mountPoint(pinDir) {
+		if err := os.Remove(pinDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove pin dir %s: %w", pinDir, err))
+		} else {
+			rep.DirRemoved = true
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+func unloadRank(name string) int {
+	switch {
+	case name == linkPin:
+		return 0
+	case strings.HasPrefix(name, ownersIterPin), strings.HasPrefix(name, socketsIterPin):
+		return 1
+	}
+	return 2
+}
+
+// mountPoint reports whether dir is where a filesystem is mounted (such as
+// BPFFSRoot itself): never removed.
+func mountPoint(dir string) bool {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return true
+	}
+	var st, parent unix.Stat_t
+	if unix.Stat(abs, &st) != nil || unix.Stat(filepath.Dir(abs), &parent) != nil {
+		return true
+	}
+	return st.Dev != parent.Dev || abs == "/"
+}
+
+// Unload detaches the tracker and removes hck-bpf's pins from pinDir, as
+// UnloadPins does without Force; a pin dir with nothing to unload is not
+// an error.
+func Unload(pinDir string) error {
+	_, err := UnloadPins(pinDir, UnloadOptions{})
+	if errors.Is(err, ErrNothingToUnload) {
+		return nil
+	}
+	return err
+}
