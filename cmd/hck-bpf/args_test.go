@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,13 +30,35 @@ func TestNormalizeArgs(t *testing.T) {
 		{"list --json", "list --json"},
 		{"--help", "--help"},
 		{"", ""},
+		// Global flags before a subcommand: that subcommand runs.
+		{"--pin-dir X list", "--pin-dir X list"},
+		{"-v list --state close-wait", "-v list --state close-wait"},
+		{"--log-format json doctor", "--log-format json doctor"},
+		{"--pin-dir X unload", "--pin-dir X unload"},
+		{"--pin-dir=X -v --log-file /tmp/l unload", "--pin-dir=X -v --log-file /tmp/l unload"},
+		{"--verbose --log-format=json help", "--verbose --log-format=json help"},
+		// A global flag's value is never taken for the subcommand.
+		{"--pin-dir list --dry-run", "scan --pin-dir list --dry-run"},
+		{"--log-file run -n", "scan --log-file run -n"},
+		// ... and list flags are expanded after the subcommand it names.
+		{"-v run --exclude-ports 22 80 --live", "-v run --exclude-ports 22 --exclude-ports 80 --live"},
+		{"--pin-dir X scan -n --include-ports 80 443", "--pin-dir X scan -n --include-ports 80 --include-ports 443"},
+		// Global flags, then the scripts' flags: still the scripts' form.
+		{"-v --live --exclude-ports 22 3306", "scan -v --live --exclude-ports 22 --exclude-ports 3306"},
+		{"--pin-dir X --dry-run", "scan --pin-dir X --dry-run"},
+		{"--log-format json -n --exclude-processes a b", "scan --log-format json -n --exclude-processes a --exclude-processes b"},
+		{"-v", "scan -v"},
+		{"--live stray", "scan --live stray"},
+		{"-v --help", "-v --help"},
+		{"--live --help", "scan --live --help"},
 	}
+	shape := shapeOf(newRoot(io.Discard, io.Discard))
 	for _, tt := range tests {
 		in := strings.Fields(tt.in)
 		for i := range in {
 			in[i] = strings.ReplaceAll(in[i], "_", " ")
 		}
-		got := strings.Join(normalizeArgs(in), " ")
+		got := strings.Join(normalizeArgs(in, shape), " ")
 		want := strings.ReplaceAll(tt.want, "_", " ")
 		if got != want {
 			t.Errorf("normalizeArgs(%q)\n got %q\nwant %q", tt.in, got, want)
@@ -90,9 +113,11 @@ func TestBadInputExits2(t *testing.T) {
 func FuzzNormalizeArgs(f *testing.F) {
 	f.Add("--live --exclude-ports 22 3306 -v")
 	f.Add("run --include-ports -- 80")
+	f.Add("--pin-dir X -v run --exclude-ports 22 80")
+	shape := shapeOf(newRoot(io.Discard, io.Discard))
 	f.Fuzz(func(t *testing.T, s string) {
 		in := strings.Fields(s)
-		out := normalizeArgs(slices.Clone(in))
+		out := normalizeArgs(slices.Clone(in), shape)
 		// Nothing is lost or invented: every input word survives, in order,
 		// and only "scan" or repeated list flags are added.
 		j := 0
@@ -109,4 +134,30 @@ func FuzzNormalizeArgs(f *testing.F) {
 			t.Fatalf("normalizeArgs(%q) = %q: lost words", in, out)
 		}
 	})
+}
+
+// TestGlobalFlagsBeforeCommand: a global flag before the subcommand
+// reaches that subcommand; each case fails in the subcommand's own flag
+// checks, before anything is loaded.
+func TestGlobalFlagsBeforeCommand(t *testing.T) {
+	pin := filepath.Join(t.TempDir(), "pins")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--pin-dir", pin, "list", "--state", "bogus"}, `--state: unknown TCP state "bogus"`},
+		{[]string{"-v", "list", "--state", "bogus", "--pin-dir", pin}, `--state: unknown TCP state "bogus"`},
+		{[]string{"--log-format", "json", "doctor", "stray"}, `unknown command "stray" for "hck-bpf doctor"`},
+		{[]string{"--pin-dir", pin, "unload", "stray"}, `unknown command "stray" for "hck-bpf unload"`},
+		{[]string{"--pin-dir", pin, "-v", "run", "-n", "-l"}, "choose one mode"},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(tt.args, &out, &errb)
+		if code != exitUsage || !strings.Contains(errb.String(), tt.want) {
+			t.Errorf("%q: exit %d, stderr %q; want exit %d and %q", tt.args, code, errb.String(), exitUsage, tt.want)
+		}
+		if _, err := os.Stat(pin); err == nil {
+			t.Fatalf("%q: created the pin dir: something was loaded", tt.args)
+		}
+	}
 }

@@ -600,3 +600,23 @@ func TestExitCodeFailed(t *testing.T) {
 	}
 	h.ns.Await(t, s.In(conn.CloseWait))
 }
+
+// TestGlobalFlagsFirst: global flags before the subcommand run that
+// subcommand; global flags before the scripts' flags still run scan.
+func TestGlobalFlagsFirst(t *testing.T) {
+	h := newE2E(t)
+	run := func(code int, args ...string) result {
+		t.Helper()
+		return h.want(code, h.runCmd(h.ns.Command(h.bin, args...)))
+	}
+	if r := run(0, "-v", "--pin-dir", h.pin, "list", "--json"); strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("list lists %q, want []", r.stdout)
+	}
+	r := run(0, "--pin-dir", h.pin, "--log-format", "json", "--dry-run", "--close-wait-timeout", "1")
+	if sum := summary(t, jsonLines(t, r.stdout)); sum["dry_run"] != true {
+		t.Errorf("scripts' form after global flags: summary %v, want a dry-run scan", sum)
+	}
+	if r := run(0, "--pin-dir", h.pin, "unload"); strings.TrimSpace(r.stdout) != "unloaded "+h.pin {
+		t.Errorf("unload says %q", r.stdout)
+	}
+}

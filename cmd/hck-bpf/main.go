@@ -32,7 +32,7 @@ var errFailed = errors.New("some hung connections could not be destroyed")
 // Main runs hck-bpf with args and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
-	root.SetArgs(normalizeArgs(args))
+	root.SetArgs(normalizeArgs(args, shapeOf(root)))
 	err := root.Execute()
 	var ue usageError
 	switch {
