@@ -161,3 +161,32 @@ func TestGlobalFlagsBeforeCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestBadValueMessages: values pflag or a silent default used to take get
+// one clear line and exit 2, before anything is loaded.
+func TestBadValueMessages(t *testing.T) {
+	pin := filepath.Join(t.TempDir(), "pins")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--dry-run", "--map-size", "-1"}, `hck-bpf: --map-size: invalid value "-1": want a whole number from 0 to 4294967295`},
+		{[]string{"--dry-run", "--map-size", "1e3"}, `hck-bpf: --map-size: invalid value "1e3": want a whole number from 0 to 4294967295`},
+		{[]string{"--dry-run", "--max-kills", "x"}, `hck-bpf: --max-kills: invalid value "x": want a whole number`},
+		{[]string{"list", "--map-size", "-1"}, `hck-bpf: --map-size: invalid value "-1": want a whole number from 0 to 4294967295`},
+		{[]string{"--dry-run", "--log-format", ""}, `hck-bpf: --log-format: invalid value "": want text or json`},
+		{[]string{"--log-format", "", "list"}, `hck-bpf: --log-format: invalid value "": want text or json`},
+		{[]string{"--dry-run", "--log-format", "xml"}, `hck-bpf: --log-format: invalid value "xml": want text or json`},
+		{[]string{"list", "--state", ""}, `hck-bpf: --state: no state in "": want states such as close-wait or FIN_WAIT2`},
+		{[]string{"list", "--state", " , "}, `hck-bpf: --state: no state in " , ": want states such as close-wait or FIN_WAIT2`},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(append(tt.args, "--pin-dir", pin), &out, &errb)
+		if code != exitUsage || errb.String() != tt.want+"\n" {
+			t.Errorf("%q: exit %d, stderr %q; want exit %d and %q", tt.args, code, errb.String(), exitUsage, tt.want)
+		}
+		if _, err := os.Stat(pin); err == nil {
+			t.Fatalf("%q: created the pin dir: something was loaded", tt.args)
+		}
+	}
+}

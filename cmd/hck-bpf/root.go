@@ -45,11 +45,11 @@ hung_connection_killer command line.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(flagError)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.pinDir, "pin-dir", tracking.DefaultPinDir, "bpffs directory holding the tracker's pinned maps and link")
 	pf.StringVar(&g.logFile, "log-file", "", "also write logs to this file")
-	pf.StringVar(&g.logFormat, "log-format", logging.Text, "log format: text or json")
+	pf.Var(newChoice(&g.logFormat, logging.Text, logging.Text, logging.JSON), "log-format", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "verbose/debug output (skipped connections and why)")
 	root.AddCommand(newScan(g), newRun(g), newList(g), newUnload(g), newDoctor(g))
 	return root

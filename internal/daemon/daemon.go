@@ -153,6 +153,6 @@ func logSweep(log zerolog.Logger, rep *sweep.Report) {
 		report.Fate(log, &rep.Items[i])
 	}
 	log.Debug().Int("scanned", rep.Scanned).Int("hung", rep.Hung).Int("destroyed", rep.Destroyed).
-		Int("gone", rep.Gone).Int("failed", rep.Failed).Int("held", rep.Held).Dur("took", rep.Took).
+		Int("gone", rep.Gone).Int("failed", rep.Failed).Int("held", rep.Held).Float64("took_s", rep.Took.Seconds()).
 		Msgf("Sweep: %d scanned, %d hung, %d destroyed, %d failed in %s", rep.Scanned, rep.Hung, rep.Destroyed, rep.Failed, rep.Took)
 }

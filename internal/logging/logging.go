@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/rs/zerolog"
 )
@@ -119,39 +121,109 @@ func (t *textWriter) Write(p []byte) (int, error) {
 
 // slowText renders one event by decoding it whole; it is the reference for
 // fastText, and renders what fastText declines (debug lines, which carry
-// every field). An empty line: the event is for programs only.
+// every field). Debug lines get every other field as key=value, in the
+// event's order, numbers exactly as written (a uint64 cookie keeps all its
+// digits), strings quoted when they hold a space, '=' or a quote. An empty
+// line: the event is for programs only.
 func slowText(p []byte) ([]byte, bool) {
-	var ev map[string]any
-	if err := json.Unmarshal(p, &ev); err != nil {
+	fields, ok := decodeFields(p)
+	if !ok {
 		return nil, false
 	}
-	ts := time.Now()
-	if s, ok := ev[zerolog.TimestampFieldName].(string); ok {
-		if parsed, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			ts = parsed
+	// Later duplicates win, as they would decoding into a map.
+	var ts time.Time
+	var lvl, msg, errMsg string
+	var hasErr, machine bool
+	for _, f := range fields {
+		switch f.key {
+		case zerolog.TimestampFieldName:
+			ts = time.Time{}
+			if s, ok := jsonString(f.raw); ok {
+				ts, _ = time.Parse(time.RFC3339Nano, s)
+			}
+		case zerolog.LevelFieldName:
+			lvl, _ = jsonString(f.raw)
+		case zerolog.MessageFieldName:
+			msg, _ = jsonString(f.raw)
+		case zerolog.ErrorFieldName:
+			errMsg, hasErr = jsonString(f.raw)
+		case Machine:
+			machine = string(f.raw) == "true"
 		}
 	}
-	if m, _ := ev[Machine].(bool); m {
+	if machine {
 		return nil, true
 	}
-	lvl, _ := ev[zerolog.LevelFieldName].(string)
-	msg, _ := ev[zerolog.MessageFieldName].(string)
+	if ts.IsZero() {
+		ts = time.Now()
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s - %s - %s", ts.Local().Format("2006-01-02 15:04:05"), levelNames[lvl], msg)
 	if lvl == "debug" {
-		for k, v := range ev {
-			switch k {
+		for _, f := range fields {
+			switch f.key {
 			case zerolog.TimestampFieldName, zerolog.LevelFieldName, zerolog.MessageFieldName, Human, Machine:
 			default:
-				fmt.Fprintf(&b, " %s=%v", k, v)
+				b.WriteByte(' ')
+				b.WriteString(f.key)
+				b.WriteByte('=')
+				b.WriteString(fieldText(f.raw))
 			}
 		}
 	}
-	if e, ok := ev[zerolog.ErrorFieldName].(string); ok && lvl != "debug" {
-		fmt.Fprintf(&b, ": %s", e)
+	if hasErr && lvl != "debug" {
+		fmt.Fprintf(&b, ": %s", errMsg)
 	}
 	b.WriteByte('\n')
 	return []byte(b.String()), true
+}
+
+// field is one top-level member of an event, its value undecoded.
+type field struct {
+	key string
+	raw []byte
+}
+
+// decodeFields splits the JSON object p into its members, in order; false
+// when p is not exactly one JSON object.
+func decodeFields(p []byte) ([]field, bool) {
+	if !json.Valid(p) {
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(p))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	var fields []field
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, false
+		}
+		fields = append(fields, field{key, raw})
+	}
+	return fields, true
+}
+
+// fieldText renders one value of a debug line: a string as itself, quoted
+// when it would not read back as one word; anything else (numbers, true,
+// null, arrays, objects) as its JSON.
+func fieldText(raw []byte) string {
+	s, ok := jsonString(raw)
+	if !ok {
+		return string(raw)
+	}
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool {
+		return r == '=' || r == '"' || unicode.IsSpace(r) || !unicode.IsPrint(r)
+	}) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // FlushDelay is the longest a buffered line waits before it is written.

@@ -162,7 +162,7 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 	ev := log.Info().Bool(logging.Machine, true).Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
 		Int("skipped", skipped).Int("terminated", terminated).Int("gone", rep.Gone).
 		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Bool("dry_run", dryRun).
-		Dur("took", rep.Took)
+		Float64("took_s", rep.Took.Seconds())
 	for _, r := range policy.SkipReasons {
 		ev = ev.Int("skipped_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Skipped[r])
 	}

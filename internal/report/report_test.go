@@ -86,3 +86,34 @@ func TestItemsLines(t *testing.T) {
 		}
 	}
 }
+
+// TestDurationFieldsHaveUnits: every duration in a JSON line says its unit
+// in its name, in seconds like age_s and threshold_s: the summary's took_s.
+func TestDurationFieldsHaveUnits(t *testing.T) {
+	var b bytes.Buffer
+	log, _, err := logging.New(&b, logging.Options{Format: logging.JSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := sweep.Report{Skipped: map[policy.SkipReason]int{}, Took: 1500 * time.Millisecond}
+	Summary(log, &rep, false)
+	var sum map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev["summary"] == "sweep" {
+			sum = ev
+		}
+	}
+	if sum == nil {
+		t.Fatalf("no summary line in %s", b.String())
+	}
+	if _, ok := sum["took"]; ok {
+		t.Errorf("summary has a took without a unit: %v", sum)
+	}
+	if sum["took_s"] != 1.5 {
+		t.Errorf("summary took_s = %v, want 1.5", sum["took_s"])
+	}
+}
