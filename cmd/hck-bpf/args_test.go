@@ -190,3 +190,17 @@ func TestBadValueMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpSaysHowToKeepASpace: --help says how a process name with a
+// space is written, for scan and run alike.
+func TestHelpSaysHowToKeepASpace(t *testing.T) {
+	for _, cmd := range []string{"scan", "run"} {
+		var out, errb bytes.Buffer
+		if code := Main([]string{cmd, "--help"}, &out, &errb); code != exitOK {
+			t.Fatalf("%s --help: exit %d: %s", cmd, code, errb.String())
+		}
+		if !strings.Contains(out.String(), `"'my proc' nginx"`) {
+			t.Errorf("%s --help does not show how to quote a name with a space:\n%s", cmd, out.String())
+		}
+	}
+}

@@ -620,3 +620,75 @@ func TestGlobalFlagsFirst(t *testing.T) {
 		t.Errorf("unload says %q", r.stdout)
 	}
 }
+
+// holdIn starts a process whose comm is name (a copy of sleep under that
+// name) holding s, and closes the test's own descriptor: name is then the
+// socket's only owner. The process is killed when the test ends.
+func holdIn(t *testing.T, name string, s *testnet.Sock) {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("needs sleep(1) to make a process with a chosen name")
+	}
+	img, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Dup(s.FD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "socket")
+	cmd := exec.Command(path, "3600")
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	s.Close() // the child's copy keeps the socket open: no FIN
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
+	if err != nil || strings.TrimSuffix(string(comm), "\n") != name {
+		t.Fatalf("holder comm %q (%v), want %q", comm, err, name)
+	}
+}
+
+// TestExcludeProcessWithSpace: a quoted name keeps its space. The Bash
+// form "my proc" stays two names ("my", "proc"); "'my proc'" is one, and
+// spares the socket of process "my proc", not the one of process "proc".
+func TestExcludeProcessWithSpace(t *testing.T) {
+	h := newE2E(t)
+	h.attach()
+	mine, _ := h.ns.CloseWait(t, "tcp4")
+	other, _ := h.ns.CloseWait(t, "tcp6")
+	holdIn(t, "my proc", mine)
+	holdIn(t, "proc", other)
+	time.Sleep(1200 * time.Millisecond)
+	base := []string{"--close-wait-timeout", "1", "--log-format", "json", "-v"}
+
+	// Bash form: two names, so "proc" is spared and "my proc" is not.
+	dry := jsonLines(t, h.mustRun(0, append([]string{"--dry-run", "--exclude-processes", "my proc"}, base...)...).stdout)
+	if got := cookiesWith(t, dry, "would_destroy"); !maps.Equal(got, map[uint64]bool{mine.Cookie: true}) {
+		t.Errorf("Bash form: would destroy %v, want only my proc's %d", sorted(got), mine.Cookie)
+	}
+
+	// Quoted, in the Python form next to another name: one name.
+	live := jsonLines(t, h.mustRun(0, append([]string{"--live", "--exclude-processes", "nginx", "'my proc'"}, base...)...).stdout)
+	if got := cookiesWith(t, live, "destroyed"); !maps.Equal(got, map[uint64]bool{other.Cookie: true}) {
+		t.Errorf("destroyed %v, want only proc's %d", sorted(got), other.Cookie)
+	}
+	spared := false
+	for _, m := range live {
+		if m["action"] == "skip" && m["cookie"] == json.Number(strconv.FormatUint(mine.Cookie, 10)) {
+			spared = m["skip"] == "excluded process" && m["process"] == "my proc"
+		}
+	}
+	if !spared {
+		t.Errorf("no 'excluded process' skip line for my proc's %d:\n%v", mine.Cookie, live)
+	}
+	h.ns.Await(t, mine.In(conn.CloseWait), other.Gone())
+}

@@ -41,7 +41,7 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	}
 	fs.StringArrayVar(&f.excludePorts, "exclude-ports", []string{"22"}, "ports never destroyed, local or remote: 22 3306, \"22 3306\" or 22,3306")
 	fs.StringArrayVar(&f.includePorts, "include-ports", nil, "only connections on these ports, local or remote (default all)")
-	fs.StringArrayVar(&f.excludeProcs, "exclude-processes", nil, "process names never touched, on top of the protected ones")
+	fs.StringArrayVar(&f.excludeProcs, "exclude-processes", nil, "process names (comm) never touched, on top of the protected ones: nginx postgres, \"nginx postgres\" or nginx,postgres;\na name with a space or comma in quotes inside the value: \"'my proc' nginx\"")
 	fs.IntVar(&f.maxKills, "max-kills", 0, "destroy at most this many sockets per sweep; the rest wait (0: no cap)")
 	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold; more are counted as overflow")
 }
