@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestNormalizeArgs(t *testing.T) {
@@ -202,5 +204,64 @@ func TestHelpSaysHowToKeepASpace(t *testing.T) {
 		if !strings.Contains(out.String(), `"'my proc' nginx"`) {
 			t.Errorf("%s --help does not show how to quote a name with a space:\n%s", cmd, out.String())
 		}
+	}
+}
+
+// TestLogFileRefused: a --log-file that is not plainly this user's log
+// file is refused with one line and exit 2, before anything is loaded, and
+// nothing is written to it. (/proc/self/comm stands for
+// /proc/sys/kernel/hostname, which a test must never write.)
+func TestLogFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	pin := filepath.Join(dir, "pins")
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{
+		link:              "a symbolic link",
+		fifo:              "a FIFO, not a regular file",
+		"/dev/full":       "a character device, not a regular file",
+		dir:               "a directory, not a regular file",
+		"/proc/self/comm": "on proc, a kernel interface",
+	}
+	if os.Geteuid() == 0 {
+		theirs := filepath.Join(dir, "theirs")
+		if err := os.WriteFile(theirs, nil, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cases[theirs] = "owned by uid 65534"
+	}
+	for path, want := range cases {
+		var out, errb bytes.Buffer
+		code := make(chan int, 1)
+		go func() { code <- Main([]string{"--dry-run", "--log-file", path, "--pin-dir", pin}, &out, &errb) }()
+		select {
+		case c := <-code:
+			msg := errb.String()
+			if c != exitUsage || !strings.HasPrefix(msg, "hck-bpf: open log file "+path+": ") ||
+				!strings.Contains(msg, want) || strings.Count(msg, "\n") != 1 {
+				t.Errorf("--log-file %s: exit %d, stderr %q; want exit %d and one line saying %q", path, c, msg, exitUsage, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("--log-file %s: still running after 10s", path)
+		}
+		if _, err := os.Stat(pin); err == nil {
+			t.Fatalf("--log-file %s: created the pin dir: something was loaded", path)
+		}
+	}
+	if b, _ := os.ReadFile(target); string(b) != "precious\n" {
+		t.Errorf("the symlink's target was written: %q", b)
 	}
 }

@@ -692,3 +692,58 @@ func TestExcludeProcessWithSpace(t *testing.T) {
 	}
 	h.ns.Await(t, mine.In(conn.CloseWait), other.Gone())
 }
+
+// TestLogFileCreatedPrivate: with umask 000 the log file is still created
+// 0600 (the log names every process's connections), and gets the lines.
+func TestLogFileCreatedPrivate(t *testing.T) {
+	h := newE2E(t)
+	h.attach()
+	logFile := filepath.Join(t.TempDir(), "hung.log")
+	cmd := h.ns.Command("sh", "-c", `umask 000 && exec "$@"`, "sh", h.bin,
+		"--dry-run", "--log-file", logFile, "--pin-dir", h.pin)
+	h.want(0, h.runCmd(cmd))
+	st, err := os.Stat(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode() != 0o600 {
+		t.Errorf("log file created %v with umask 000, want -rw-------", st.Mode())
+	}
+	if b, _ := os.ReadFile(logFile); !strings.Contains(string(b), " - INFO - Summary:") {
+		t.Errorf("log file lacks the summary:\n%s", b)
+	}
+}
+
+// TestLogFileDiskFull: a log file that stops taking lines (a full disk: a
+// one-page tmpfs, filled, in a mount namespace of the command's own) is
+// said at once on stdout, counted in the summary, reported on stderr at
+// exit, and makes the exit code 1.
+func TestLogFileDiskFull(t *testing.T) {
+	h := newE2E(t)
+	h.attach()
+	s, _ := h.ns.CloseWait(t, "tcp4")
+	time.Sleep(1200 * time.Millisecond)
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "hung.log")
+	script := `mount -t tmpfs -o size=4k tmpfs "$1" && { head -c 1M /dev/zero > "$1/fill" 2>/dev/null; shift; exec "$@"; }`
+	cmd := h.ns.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir,
+		h.bin, "--dry-run", "--close-wait-timeout", "1", "--log-file", logFile, "--pin-dir", h.pin)
+	r := h.want(exitFailure, h.runCmd(cmd))
+	re := regexp.MustCompile(`^hck-bpf: log file ` + regexp.QuoteMeta(logFile) + `: (\d+) log lines not written: write ` +
+		regexp.QuoteMeta(logFile) + `: no space left on device\n$`)
+	m := re.FindStringSubmatch(r.stderr)
+	if m == nil {
+		t.Fatalf("stderr %q: want the lost lines reported", r.stderr)
+	}
+	if !strings.Contains(r.stdout, "ERROR - Could not write the log file") {
+		t.Errorf("stdout does not say the log file failed:\n%s", r.stdout)
+	}
+	if !regexp.MustCompile(`WARN -   Log lines not written: [1-9]\d* \(see stderr\)`).MatchString(r.stdout) {
+		t.Errorf("summary does not count the lost lines:\n%s", r.stdout)
+	}
+	// Everything still reached stdout.
+	if !strings.Contains(r.stdout, fmt.Sprintf("[DRY RUN] Would terminate: tcp CLOSE_WAIT %s -> %s", s.Local, s.Remote)) {
+		t.Errorf("stdout lacks the hung connection:\n%s", r.stdout)
+	}
+	t.Logf("%s lines lost", m[1])
+}

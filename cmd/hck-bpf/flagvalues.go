@@ -73,3 +73,23 @@ func (c *choice) Set(v string) error {
 	*c.value = v
 	return nil
 }
+
+// pathValue is a string flag naming a file: given, it may not be empty
+// (a variable that expanded to nothing would silently mean "no file").
+type pathValue struct{ p *string }
+
+func (v pathValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+func (v pathValue) Type() string { return "string" }
+
+func (v pathValue) Set(s string) error {
+	if s == "" {
+		return errors.New("want a file path")
+	}
+	*v.p = s
+	return nil
+}

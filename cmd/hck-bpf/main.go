@@ -38,7 +38,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, errFailed):
+	case errors.Is(err, errFailed), errors.Is(err, errLogLost):
 		return exitFailure
 	case errors.As(err, &ue) || isFlagError(err):
 		fmt.Fprintf(stderr, "hck-bpf: %v\n", err)

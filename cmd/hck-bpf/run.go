@@ -37,12 +37,12 @@ func newRun(g *globals) *cobra.Command {
 	return cmd
 }
 
-func runService(g *globals, f *sweepFlags) error {
-	pol, log, closeLog, err := g.prepare(f)
+func runService(g *globals, f *sweepFlags) (err error) {
+	pol, log, out, err := g.prepare(f)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
+	defer g.closeLog(out, &err)
 	softMemoryLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -71,7 +71,7 @@ func runService(g *globals, f *sweepFlags) error {
 		Swept: heapProfiler(os.Getenv(heapProfileEnv)),
 	})
 	logCounters(log, tr)
-	log.Info().Msg("hck-bpf service stopped; the tracker stays pinned (hck-bpf unload removes it)")
+	logStopped(log, out)
 	return err
 }
 

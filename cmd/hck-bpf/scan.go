@@ -41,15 +41,15 @@ func newScan(g *globals) *cobra.Command {
 // 37 MiB). GOGC in the environment still wins.
 const scanGCPercent = 400
 
-func scan(g *globals, f *sweepFlags) error {
+func scan(g *globals, f *sweepFlags) (err error) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(scanGCPercent)
 	}
-	pol, log, closeLog, err := g.prepare(f)
+	pol, log, out, err := g.prepare(f)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
+	defer g.closeLog(out, &err)
 	tr, netns, err := g.openTracker(f.mapSize)
 	if err != nil {
 		return err
@@ -80,7 +80,7 @@ func scan(g *globals, f *sweepFlags) error {
 	}
 	report.Reconciled(log, &rep)
 	report.Items(log, &rep)
-	report.Summary(log, &rep, f.dryRun)
+	report.Summary(log, &rep, f.dryRun, out.LostLines())
 	logCounters(log, tr)
 	if rep.Failed > 0 {
 		return errFailed

@@ -5,6 +5,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/logging"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
@@ -84,17 +85,17 @@ func (f *sweepFlags) policy() (*policy.Policy, error) {
 
 // prepare validates the flags, then opens the log and warns about settings
 // that are valid but probably not meant: all before anything is loaded.
-func (g *globals) prepare(f *sweepFlags) (*policy.Policy, zerolog.Logger, func() error, error) {
+func (g *globals) prepare(f *sweepFlags) (*policy.Policy, zerolog.Logger, *logging.Output, error) {
 	pol, err := f.policy()
 	if err != nil {
 		return nil, zerolog.Nop(), nil, err
 	}
-	log, closeLog, err := g.logger()
+	log, out, err := g.logger()
 	if err != nil {
 		return nil, log, nil, err
 	}
 	for _, w := range pol.Warnings() {
 		log.Warn().Msg(w)
 	}
-	return pol, log, closeLog, nil
+	return pol, log, out, nil
 }

@@ -144,8 +144,9 @@ func Reconciled(log zerolog.Logger, rep *sweep.Report) {
 			r.Seen, r.Seeded, r.Updated, r.Removed, r.Pruned, r.Overflow)
 }
 
-// Summary closes a scan's output with the scripts' totals.
-func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
+// Summary closes a scan's output with the scripts' totals, and the log
+// lines that could not be written so far (logLost).
+func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool, logLost uint64) {
 	skipped := 0
 	var reasons []string
 	for _, r := range policy.SkipReasons {
@@ -162,7 +163,7 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 	ev := log.Info().Bool(logging.Machine, true).Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
 		Int("skipped", skipped).Int("terminated", terminated).Int("gone", rep.Gone).
 		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Bool("dry_run", dryRun).
-		Float64("took_s", rep.Took.Seconds())
+		Float64("took_s", rep.Took.Seconds()).Uint64("log_lines_lost", logLost)
 	for _, r := range policy.SkipReasons {
 		ev = ev.Int("skipped_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Skipped[r])
 	}
@@ -187,5 +188,8 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 		log.Warn().Bool(logging.Human, true).Msgf("  Reported, not destroyed (kernel too old): %d", rep.Unsupported)
 	}
 	human(log).Msgf("  Failed terminations: %d", rep.Failed)
+	if logLost > 0 {
+		log.Warn().Bool(logging.Human, true).Msgf("  Log lines not written: %d (see stderr)", logLost)
+	}
 	human(log).Msg(rule)
 }
