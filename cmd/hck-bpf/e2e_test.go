@@ -747,3 +747,112 @@ func TestLogFileDiskFull(t *testing.T) {
 	}
 	t.Logf("%s lines lost", m[1])
 }
+
+// TestKillLinesSurviveSIGKILL: the service's log is an audit trail. It is
+// SIGKILLed in the middle of its destroys (--max-kills 1: one destroy per
+// sweep, sweeps back to back); every socket the kernel destroyed has a
+// line in the log file: its fate line ("Terminated"), or for the one
+// destroy in flight at the kill, its "Terminating" line, written before
+// the destroy was sent.
+func TestKillLinesSurviveSIGKILL(t *testing.T) {
+	const n = 40
+	h := newE2E(t)
+	h.attach()
+	hung := map[uint64]bool{}
+	for range n {
+		s, _ := h.ns.CloseWait(t, "tcp4")
+		hung[s.Cookie] = true
+	}
+	time.Sleep(1200 * time.Millisecond)
+	logFile := filepath.Join(t.TempDir(), "audit.log")
+	svc := h.command("run", "--live", "--close-wait-timeout", "1", "--max-kills", "1",
+		"--log-format", "json", "--log-file", logFile)
+	svc.Stdout = io.Discard
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			_ = svc.Process.Kill()
+			_ = svc.Wait()
+		}
+	})
+	// gone: the hung sockets the kernel no longer has open.
+	gone := func() map[uint64]bool {
+		g := map[uint64]bool{}
+		alive := map[uint64]bool{}
+		for _, d := range h.ns.MustDump(t) {
+			if d.State != conn.Close {
+				alive[d.Cookie] = true
+			}
+		}
+		for c := range hung {
+			if !alive[c] {
+				g[c] = true
+			}
+		}
+		return g
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(gone()) < n/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d destroyed after 60s", len(gone()), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := svc.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = svc.Wait()
+	killed = true
+	destroyed := gone()
+	if len(destroyed) == n {
+		t.Logf("all %d destroyed before the kill landed: the test did not kill mid-destroys", n)
+	}
+
+	raw, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A SIGKILL may cut the write in progress short: the file may end in
+	// part of a line. That write had not returned, so nothing was sent
+	// to the kernel after it.
+	text := string(raw)
+	if i := strings.LastIndexByte(text, '\n'); i != len(text)-1 {
+		t.Logf("the log ends in a partial line, cut by the kill: %q", text[i+1:])
+		text = text[:i+1]
+	}
+	lines := jsonLines(t, text)
+	intent := cookiesWith(t, lines, "destroying")
+	fate := cookiesWith(t, lines, "destroyed")
+	var lastIntent uint64
+	for _, m := range lines {
+		if m["action"] == "destroying" {
+			c, _ := strconv.ParseUint(m["cookie"].(json.Number).String(), 10, 64)
+			lastIntent = c
+		}
+	}
+	var noLine, noFate []uint64
+	for c := range destroyed {
+		if !intent[c] && !fate[c] {
+			noLine = append(noLine, c)
+		}
+		if !fate[c] {
+			noFate = append(noFate, c)
+		}
+	}
+	if len(noLine) > 0 {
+		t.Errorf("%d of %d destroyed sockets have no line in the log: %v", len(noLine), len(destroyed), noLine)
+	}
+	// Only the destroy in flight at the kill may lack its fate line.
+	if len(noFate) > 1 || len(noFate) == 1 && noFate[0] != lastIntent {
+		t.Errorf("%d of %d destroyed sockets have no fate line (%v); at most the last one sent (%d) may", len(noFate), len(destroyed), noFate, lastIntent)
+	}
+	for c := range fate {
+		if !destroyed[c] {
+			t.Errorf("log says %d was destroyed; the kernel still has it", c)
+		}
+	}
+	t.Logf("killed with %d of %d destroyed; %d fate lines, %d terminating lines", len(destroyed), n, len(fate), len(intent))
+}

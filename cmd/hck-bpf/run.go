@@ -59,7 +59,7 @@ func runService(g *globals, f *sweepFlags) (err error) {
 			return err
 		}
 		defer d.Close()
-		killer = d
+		killer = daemon.Audited(d, log, out.Flush)
 	}
 	log.Info().Str("mode", report.Mode(f.dryRun)).Str("pin_dir", g.pinDir).Bool("attached", tr.Attached).Uint32("netns", netns).
 		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)

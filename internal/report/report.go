@@ -94,6 +94,18 @@ func Items(log zerolog.Logger, rep *sweep.Report) {
 	}
 }
 
+// Intent logs, before its destroy is sent, the socket a destroy is for:
+// with Fate's line after it, the service's audit trail names every socket
+// the kernel may have destroyed, even if hck-bpf is killed in between.
+func Intent(log zerolog.Logger, c *conn.Conn) {
+	t := textOf(c)
+	e := log.Info().Str("state", c.State.String()).Str("local", t.local).Str("remote", t.remote).Uint64("cookie", c.Cookie)
+	if c.Owner != nil {
+		e = e.Int("pid", c.Owner.PID).Str("process", c.Owner.Comm)
+	}
+	e.Str("action", "destroying").Msg("Terminating: " + t.conn + " (socket cookie " + strconv.FormatUint(c.Cookie, 10) + ")")
+}
+
 // Fate logs what happened to one hung socket, one line: the form the
 // service uses for each kill.
 func Fate(log zerolog.Logger, it *sweep.Item) {
