@@ -78,7 +78,7 @@ func scan(g *globals, f *sweepFlags) (err error) {
 	if rep.OwnerErr != nil {
 		log.Error().Err(rep.OwnerErr).Msg("Could not read socket owners: no hung connection destroyed")
 	}
-	report.Reconciled(log, &rep)
+	report.Reconciled(log, &rep, false)
 	report.Items(log, &rep)
 	report.Summary(log, &rep, f.dryRun, out.LostLines())
 	logCounters(log, tr)

@@ -72,7 +72,7 @@ func TestAuditedWritesBeforeDestroying(t *testing.T) {
 		// The service's sweep then logs each fate, buffered.
 		for _, c := range batch {
 			logSweep(log, &sweep.Report{Items: []sweep.Item{{Conn: *c, Outcome: sweep.Destroyed,
-				Verdict: policy.Verdict{Reason: "test"}}}})
+				Verdict: policy.Verdict{Reason: "test"}}}}, true)
 		}
 	}
 	if len(inner.seen) != 2 {

@@ -97,6 +97,7 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 		timer.Reset(wait)
 	}
 	ready := false
+	sweepLog := newSweepLog(cfg.Log, tr.Counters)
 	var lastWalk uint64 // CLOCK_BOOTTIME of the last full walk
 	for {
 		select {
@@ -125,7 +126,7 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 				arm(conn.Now() + uint64(sweep.RetryAfter))
 				continue
 			}
-			logSweep(cfg.Log, &rep)
+			sweepLog.sweep(&rep)
 			if cfg.Swept != nil {
 				cfg.Swept(&rep)
 			}
@@ -138,10 +139,11 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 	}
 }
 
-// logSweep logs one line per socket acted on, and the sweep at debug level.
-func logSweep(log zerolog.Logger, rep *sweep.Report) {
-	if rep.ReconcileErr != nil || rep.Reconciled.Seeded > 0 || rep.Reconciled.Overflow > 0 {
-		report.Reconciled(log, rep)
+// logSweep logs one line per socket acted on, and the sweep at debug
+// level; the walk, if the sweep made one, as report.Reconciled says.
+func logSweep(log zerolog.Logger, rep *sweep.Report, routine bool) {
+	if rep.ReconcileErr != nil || rep.Reconciled != (tracking.ReconcileStats{}) {
+		report.Reconciled(log, rep, routine)
 	}
 	if rep.OwnerErr != nil {
 		log.Error().Err(rep.OwnerErr).Msg("Could not read socket owners: no hung connection destroyed")

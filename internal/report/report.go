@@ -135,15 +135,21 @@ func fate(log zerolog.Logger, it *sweep.Item, t *connText) {
 	}
 }
 
-// Reconciled logs what the walk of the namespace's sockets changed.
-func Reconciled(log zerolog.Logger, rep *sweep.Report) {
+// Reconciled logs what the walk of the namespace's sockets changed: at
+// debug level, or at info when it seeded sockets first seen now (their
+// ages are lower bounds) and the walk is not routine, or as a warning when
+// the map is full. The service's walks after its first are routine: under
+// churn it walks several times a second, and a socket it seeds then is one
+// whose transition the tracker missed, which the missed-runs warning
+// reports.
+func Reconciled(log zerolog.Logger, rep *sweep.Report, routine bool) {
 	if rep.ReconcileErr != nil {
 		log.Warn().Err(rep.ReconcileErr).Msg("Could not walk the namespace's sockets (iter/tcp): timewait ages may be stale")
 		return
 	}
 	r := rep.Reconciled
 	ev := log.Debug()
-	if r.Seeded > 0 || r.Overflow > 0 {
+	if r.Seeded > 0 && !routine {
 		ev = log.Info()
 	}
 	if r.Overflow > 0 {
