@@ -746,6 +746,33 @@ func TestLogFileDiskFull(t *testing.T) {
 		t.Errorf("stdout lacks the hung connection:\n%s", r.stdout)
 	}
 	t.Logf("%s lines lost", m[1])
+
+	// The service: its stop line counts them too.
+	svc := h.ns.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir,
+		h.bin, "run", "--dry-run", "--log-file", logFile, "--pin-dir", h.pin)
+	stdout, err := svc.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	svc.Stderr = &stderr
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logs := watch(stdout)
+	logs.waitFor(t, 30*time.Second, "service started")
+	if err := svc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-logs.done
+	var ee *exec.ExitError
+	if err := svc.Wait(); !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+		t.Errorf("service exit: %v, want exit %d", err, exitFailure)
+	}
+	logs.waitFor(t, time.Second, "WARN - hck-bpf service stopped", "log lines could not be written (see stderr)")
+	if !re.MatchString(stderr.String()) {
+		t.Errorf("service stderr %q: want the lost lines reported", stderr.String())
+	}
 }
 
 // TestKillLinesSurviveSIGKILL: the service's log is an audit trail. It is
