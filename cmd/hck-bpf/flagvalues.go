@@ -63,7 +63,12 @@ func newChoice(p *string, def string, allowed ...string) *choice {
 	return &choice{value: p, allowed: allowed}
 }
 
-func (c *choice) String() string { return *c.value }
+func (c *choice) String() string {
+	if c == nil || c.value == nil {
+		return ""
+	}
+	return *c.value
+}
 func (c *choice) Type() string   { return "string" }
 
 func (c *choice) Set(v string) error {
