@@ -69,7 +69,8 @@ func (c *choice) String() string {
 	}
 	return *c.value
 }
-func (c *choice) Type() string   { return "string" }
+
+func (c *choice) Type() string { return "string" }
 
 func (c *choice) Set(v string) error {
 	if !slices.Contains(c.allowed, v) {
@@ -89,6 +90,7 @@ func (v pathValue) String() string {
 	}
 	return *v.p
 }
+
 func (v pathValue) Type() string { return "string" }
 
 func (v pathValue) Set(s string) error {
