@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
 func TestNormalizeArgs(t *testing.T) {
@@ -29,13 +34,35 @@ func TestNormalizeArgs(t *testing.T) {
 		{"list --json", "list --json"},
 		{"--help", "--help"},
 		{"", ""},
+		// Global flags before a subcommand: that subcommand runs.
+		{"--pin-dir X list", "--pin-dir X list"},
+		{"-v list --state close-wait", "-v list --state close-wait"},
+		{"--log-format json doctor", "--log-format json doctor"},
+		{"--pin-dir X unload", "--pin-dir X unload"},
+		{"--pin-dir=X -v --log-file /tmp/l unload", "--pin-dir=X -v --log-file /tmp/l unload"},
+		{"--verbose --log-format=json help", "--verbose --log-format=json help"},
+		// A global flag's value is never taken for the subcommand.
+		{"--pin-dir list --dry-run", "scan --pin-dir list --dry-run"},
+		{"--log-file run -n", "scan --log-file run -n"},
+		// ... and list flags are expanded after the subcommand it names.
+		{"-v run --exclude-ports 22 80 --live", "-v run --exclude-ports 22 --exclude-ports 80 --live"},
+		{"--pin-dir X scan -n --include-ports 80 443", "--pin-dir X scan -n --include-ports 80 --include-ports 443"},
+		// Global flags, then the scripts' flags: still the scripts' form.
+		{"-v --live --exclude-ports 22 3306", "scan -v --live --exclude-ports 22 --exclude-ports 3306"},
+		{"--pin-dir X --dry-run", "scan --pin-dir X --dry-run"},
+		{"--log-format json -n --exclude-processes a b", "scan --log-format json -n --exclude-processes a --exclude-processes b"},
+		{"-v", "scan -v"},
+		{"--live stray", "scan --live stray"},
+		{"-v --help", "-v --help"},
+		{"--live --help", "scan --live --help"},
 	}
+	shape := shapeOf(newRoot(io.Discard, io.Discard))
 	for _, tt := range tests {
 		in := strings.Fields(tt.in)
 		for i := range in {
 			in[i] = strings.ReplaceAll(in[i], "_", " ")
 		}
-		got := strings.Join(normalizeArgs(in), " ")
+		got := strings.Join(normalizeArgs(in, shape), " ")
 		want := strings.ReplaceAll(tt.want, "_", " ")
 		if got != want {
 			t.Errorf("normalizeArgs(%q)\n got %q\nwant %q", tt.in, got, want)
@@ -90,9 +117,11 @@ func TestBadInputExits2(t *testing.T) {
 func FuzzNormalizeArgs(f *testing.F) {
 	f.Add("--live --exclude-ports 22 3306 -v")
 	f.Add("run --include-ports -- 80")
+	f.Add("--pin-dir X -v run --exclude-ports 22 80")
+	shape := shapeOf(newRoot(io.Discard, io.Discard))
 	f.Fuzz(func(t *testing.T, s string) {
 		in := strings.Fields(s)
-		out := normalizeArgs(slices.Clone(in))
+		out := normalizeArgs(slices.Clone(in), shape)
 		// Nothing is lost or invented: every input word survives, in order,
 		// and only "scan" or repeated list flags are added.
 		j := 0
@@ -109,4 +138,132 @@ func FuzzNormalizeArgs(f *testing.F) {
 			t.Fatalf("normalizeArgs(%q) = %q: lost words", in, out)
 		}
 	})
+}
+
+// TestGlobalFlagsBeforeCommand: a global flag before the subcommand
+// reaches that subcommand; each case fails in the subcommand's own flag
+// checks, before anything is loaded.
+func TestGlobalFlagsBeforeCommand(t *testing.T) {
+	pin := filepath.Join(t.TempDir(), "pins")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--pin-dir", pin, "list", "--state", "bogus"}, `--state: unknown TCP state "bogus"`},
+		{[]string{"-v", "list", "--state", "bogus", "--pin-dir", pin}, `--state: unknown TCP state "bogus"`},
+		{[]string{"--log-format", "json", "doctor", "stray"}, `unknown command "stray" for "hck-bpf doctor"`},
+		{[]string{"--pin-dir", pin, "unload", "stray"}, `unknown command "stray" for "hck-bpf unload"`},
+		{[]string{"--pin-dir", pin, "-v", "run", "-n", "-l"}, "choose one mode"},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(tt.args, &out, &errb)
+		if code != exitUsage || !strings.Contains(errb.String(), tt.want) {
+			t.Errorf("%q: exit %d, stderr %q; want exit %d and %q", tt.args, code, errb.String(), exitUsage, tt.want)
+		}
+		if _, err := os.Stat(pin); err == nil {
+			t.Fatalf("%q: created the pin dir: something was loaded", tt.args)
+		}
+	}
+}
+
+// TestBadValueMessages: values pflag or a silent default used to take get
+// one clear line and exit 2, before anything is loaded.
+func TestBadValueMessages(t *testing.T) {
+	pin := filepath.Join(t.TempDir(), "pins")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--dry-run", "--map-size", "-1"}, `hck-bpf: --map-size: invalid value "-1": want a whole number from 0 to 4294967295`},
+		{[]string{"--dry-run", "--map-size", "1e3"}, `hck-bpf: --map-size: invalid value "1e3": want a whole number from 0 to 4294967295`},
+		{[]string{"--dry-run", "--max-kills", "x"}, `hck-bpf: --max-kills: invalid value "x": want a whole number`},
+		{[]string{"list", "--map-size", "-1"}, `hck-bpf: --map-size: invalid value "-1": want a whole number from 0 to 4294967295`},
+		{[]string{"--dry-run", "--log-format", ""}, `hck-bpf: --log-format: invalid value "": want text or json`},
+		{[]string{"--log-format", "", "list"}, `hck-bpf: --log-format: invalid value "": want text or json`},
+		{[]string{"--dry-run", "--log-format", "xml"}, `hck-bpf: --log-format: invalid value "xml": want text or json`},
+		{[]string{"list", "--state", ""}, `hck-bpf: --state: no state in "": want states such as close-wait or FIN_WAIT2`},
+		{[]string{"list", "--state", " , "}, `hck-bpf: --state: no state in " , ": want states such as close-wait or FIN_WAIT2`},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(append(tt.args, "--pin-dir", pin), &out, &errb)
+		if code != exitUsage || errb.String() != tt.want+"\n" {
+			t.Errorf("%q: exit %d, stderr %q; want exit %d and %q", tt.args, code, errb.String(), exitUsage, tt.want)
+		}
+		if _, err := os.Stat(pin); err == nil {
+			t.Fatalf("%q: created the pin dir: something was loaded", tt.args)
+		}
+	}
+}
+
+// TestHelpSaysHowToKeepASpace: --help says how a process name with a
+// space is written, for scan and run alike.
+func TestHelpSaysHowToKeepASpace(t *testing.T) {
+	for _, cmd := range []string{"scan", "run"} {
+		var out, errb bytes.Buffer
+		if code := Main([]string{cmd, "--help"}, &out, &errb); code != exitOK {
+			t.Fatalf("%s --help: exit %d: %s", cmd, code, errb.String())
+		}
+		if !strings.Contains(out.String(), `"'my proc' nginx"`) {
+			t.Errorf("%s --help does not show how to quote a name with a space:\n%s", cmd, out.String())
+		}
+	}
+}
+
+// TestLogFileRefused: a --log-file that is not plainly this user's log
+// file is refused with one line and exit 2, before anything is loaded, and
+// nothing is written to it. (/proc/self/comm stands for
+// /proc/sys/kernel/hostname, which a test must never write.)
+func TestLogFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	pin := testnet.PinDir(t) // on bpffs, never made: the log file is refused first
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{
+		link:              "a symbolic link",
+		fifo:              "a FIFO, not a regular file",
+		"/dev/full":       "a character device, not a regular file",
+		dir:               "a directory, not a regular file",
+		"/proc/self/comm": "on proc, a kernel interface",
+	}
+	if os.Geteuid() == 0 {
+		theirs := filepath.Join(dir, "theirs")
+		if err := os.WriteFile(theirs, nil, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cases[theirs] = "owned by uid 65534"
+	}
+	for path, want := range cases {
+		var out, errb bytes.Buffer
+		code := make(chan int, 1)
+		go func() { code <- Main([]string{"--dry-run", "--log-file", path, "--pin-dir", pin}, &out, &errb) }()
+		select {
+		case c := <-code:
+			msg := errb.String()
+			if c != exitUsage || !strings.HasPrefix(msg, "hck-bpf: open log file "+path+": ") ||
+				!strings.Contains(msg, want) || strings.Count(msg, "\n") != 1 {
+				t.Errorf("--log-file %s: exit %d, stderr %q; want exit %d and one line saying %q", path, c, msg, exitUsage, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("--log-file %s: still running after 10s", path)
+		}
+		if _, err := os.Stat(pin); err == nil {
+			t.Fatalf("--log-file %s: created the pin dir: something was loaded", path)
+		}
+	}
+	if b, _ := os.ReadFile(target); string(b) != "precious\n" {
+		t.Errorf("the symlink's target was written: %q", b)
+	}
 }

@@ -626,3 +626,286 @@ func TestListShowsFullMap(t *testing.T) {
 		t.Errorf("list --json after overflow warns nothing on stderr: %q", r.stderr)
 	}
 }
+
+// TestGlobalFlagsFirst: global flags before the subcommand run that
+// subcommand; global flags before the scripts' flags still run scan.
+func TestGlobalFlagsFirst(t *testing.T) {
+	h := newE2E(t)
+	run := func(code int, args ...string) result {
+		t.Helper()
+		return h.want(code, h.runCmd(h.ns.Command(h.bin, args...)))
+	}
+	if r := run(0, "-v", "--pin-dir", h.pin, "list", "--json"); strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("list lists %q, want []", r.stdout)
+	}
+	r := run(0, "--pin-dir", h.pin, "--log-format", "json", "--dry-run", "--close-wait-timeout", "1")
+	if sum := summary(t, jsonLines(t, r.stdout)); sum["dry_run"] != true {
+		t.Errorf("scripts' form after global flags: summary %v, want a dry-run scan", sum)
+	}
+	if r := run(0, "--pin-dir", h.pin, "unload"); strings.TrimSpace(r.stdout) != "unloaded "+h.pin {
+		t.Errorf("unload says %q", r.stdout)
+	}
+}
+
+// holdIn starts a process whose comm is name (a copy of sleep under that
+// name) holding s, and closes the test's own descriptor: name is then the
+// socket's only owner. The process is killed when the test ends.
+func holdIn(t *testing.T, name string, s *testnet.Sock) {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("needs sleep(1) to make a process with a chosen name")
+	}
+	img, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Dup(s.FD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "socket")
+	cmd := exec.Command(path, "3600")
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	s.Close() // the child's copy keeps the socket open: no FIN
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
+	if err != nil || strings.TrimSuffix(string(comm), "\n") != name {
+		t.Fatalf("holder comm %q (%v), want %q", comm, err, name)
+	}
+}
+
+// TestExcludeProcessWithSpace: a quoted name keeps its space. The Bash
+// form "my proc" stays two names ("my", "proc"); "'my proc'" is one, and
+// spares the socket of process "my proc", not the one of process "proc".
+func TestExcludeProcessWithSpace(t *testing.T) {
+	h := newE2E(t)
+	h.attach()
+	mine, _ := h.ns.CloseWait(t, "tcp4")
+	other, _ := h.ns.CloseWait(t, "tcp6")
+	holdIn(t, "my proc", mine)
+	holdIn(t, "proc", other)
+	time.Sleep(1200 * time.Millisecond)
+	base := []string{"--close-wait-timeout", "1", "--log-format", "json", "-v"}
+
+	// Bash form: two names, so "proc" is spared and "my proc" is not.
+	dry := jsonLines(t, h.mustRun(0, append([]string{"--dry-run", "--exclude-processes", "my proc"}, base...)...).stdout)
+	if got := cookiesWith(t, dry, "would_destroy"); !maps.Equal(got, map[uint64]bool{mine.Cookie: true}) {
+		t.Errorf("Bash form: would destroy %v, want only my proc's %d", sorted(got), mine.Cookie)
+	}
+
+	// Quoted, in the Python form next to another name: one name.
+	live := jsonLines(t, h.mustRun(0, append([]string{"--live", "--exclude-processes", "nginx", "'my proc'"}, base...)...).stdout)
+	if got := cookiesWith(t, live, "destroyed"); !maps.Equal(got, map[uint64]bool{other.Cookie: true}) {
+		t.Errorf("destroyed %v, want only proc's %d", sorted(got), other.Cookie)
+	}
+	spared := false
+	for _, m := range live {
+		if m["action"] == "skip" && m["cookie"] == json.Number(strconv.FormatUint(mine.Cookie, 10)) {
+			spared = m["skip"] == "excluded process" && m["process"] == "my proc"
+		}
+	}
+	if !spared {
+		t.Errorf("no 'excluded process' skip line for my proc's %d:\n%v", mine.Cookie, live)
+	}
+	h.ns.Await(t, mine.In(conn.CloseWait), other.Gone())
+}
+
+// TestLogFileCreatedPrivate: with umask 000 the log file is still created
+// 0600 (the log names every process's connections), and gets the lines.
+func TestLogFileCreatedPrivate(t *testing.T) {
+	h := newE2E(t)
+	h.attach()
+	logFile := filepath.Join(t.TempDir(), "hung.log")
+	cmd := h.ns.Command("sh", "-c", `umask 000 && exec "$@"`, "sh", h.bin,
+		"--dry-run", "--log-file", logFile, "--pin-dir", h.pin)
+	h.want(0, h.runCmd(cmd))
+	st, err := os.Stat(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode() != 0o600 {
+		t.Errorf("log file created %v with umask 000, want -rw-------", st.Mode())
+	}
+	if b, _ := os.ReadFile(logFile); !strings.Contains(string(b), " - INFO - Summary:") {
+		t.Errorf("log file lacks the summary:\n%s", b)
+	}
+}
+
+// TestLogFileDiskFull: a log file that stops taking lines (a full disk: a
+// one-page tmpfs, filled, in a mount namespace of the command's own) is
+// said at once on stdout, counted in the summary, reported on stderr at
+// exit, and makes the exit code 1.
+func TestLogFileDiskFull(t *testing.T) {
+	h := newE2E(t)
+	h.attach()
+	s, _ := h.ns.CloseWait(t, "tcp4")
+	time.Sleep(1200 * time.Millisecond)
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "hung.log")
+	script := `mount -t tmpfs -o size=4k tmpfs "$1" && { head -c 1M /dev/zero > "$1/fill" 2>/dev/null; shift; exec "$@"; }`
+	cmd := h.ns.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir,
+		h.bin, "--dry-run", "--close-wait-timeout", "1", "--log-file", logFile, "--pin-dir", h.pin)
+	r := h.want(exitFailure, h.runCmd(cmd))
+	re := regexp.MustCompile(`^hck-bpf: log file ` + regexp.QuoteMeta(logFile) + `: (\d+) log lines not written: write ` +
+		regexp.QuoteMeta(logFile) + `: no space left on device\n$`)
+	m := re.FindStringSubmatch(r.stderr)
+	if m == nil {
+		t.Fatalf("stderr %q: want the lost lines reported", r.stderr)
+	}
+	if !strings.Contains(r.stdout, "ERROR - Could not write the log file") {
+		t.Errorf("stdout does not say the log file failed:\n%s", r.stdout)
+	}
+	if !regexp.MustCompile(`WARN -   Log lines not written: [1-9]\d* \(see stderr\)`).MatchString(r.stdout) {
+		t.Errorf("summary does not count the lost lines:\n%s", r.stdout)
+	}
+	// Everything still reached stdout.
+	if !strings.Contains(r.stdout, fmt.Sprintf("[DRY RUN] Would terminate: tcp CLOSE_WAIT %s -> %s", s.Local, s.Remote)) {
+		t.Errorf("stdout lacks the hung connection:\n%s", r.stdout)
+	}
+	t.Logf("%s lines lost", m[1])
+
+	// The service: its stop line counts them too.
+	svc := h.ns.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir,
+		h.bin, "run", "--dry-run", "--log-file", logFile, "--pin-dir", h.pin)
+	stdout, err := svc.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	svc.Stderr = &stderr
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logs := watch(stdout)
+	logs.waitFor(t, 30*time.Second, "service started")
+	if err := svc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-logs.done
+	var ee *exec.ExitError
+	if err := svc.Wait(); !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+		t.Errorf("service exit: %v, want exit %d", err, exitFailure)
+	}
+	logs.waitFor(t, time.Second, "WARN - hck-bpf service stopped", "log lines could not be written (see stderr)")
+	if !re.MatchString(stderr.String()) {
+		t.Errorf("service stderr %q: want the lost lines reported", stderr.String())
+	}
+}
+
+// TestKillLinesSurviveSIGKILL: the service's log is an audit trail. It is
+// SIGKILLed in the middle of its destroys (--max-kills 1: one destroy per
+// sweep, sweeps back to back); every socket the kernel destroyed has a
+// line in the log file: its fate line ("Terminated"), or for the one
+// destroy in flight at the kill, its "Terminating" line, written before
+// the destroy was sent.
+func TestKillLinesSurviveSIGKILL(t *testing.T) {
+	const n = 40
+	h := newE2E(t)
+	h.attach()
+	hung := map[uint64]bool{}
+	for range n {
+		s, _ := h.ns.CloseWait(t, "tcp4")
+		hung[s.Cookie] = true
+	}
+	time.Sleep(1200 * time.Millisecond)
+	logFile := filepath.Join(t.TempDir(), "audit.log")
+	svc := h.command("run", "--live", "--close-wait-timeout", "1", "--max-kills", "1",
+		"--log-format", "json", "--log-file", logFile)
+	svc.Stdout = io.Discard
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			_ = svc.Process.Kill()
+			_ = svc.Wait()
+		}
+	})
+	// gone: the hung sockets the kernel no longer has open.
+	gone := func() map[uint64]bool {
+		g := map[uint64]bool{}
+		alive := map[uint64]bool{}
+		for _, d := range h.ns.MustDump(t) {
+			if d.State != conn.Close {
+				alive[d.Cookie] = true
+			}
+		}
+		for c := range hung {
+			if !alive[c] {
+				g[c] = true
+			}
+		}
+		return g
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(gone()) < n/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d destroyed after 60s", len(gone()), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := svc.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = svc.Wait()
+	killed = true
+	destroyed := gone()
+	if len(destroyed) == n {
+		t.Logf("all %d destroyed before the kill landed: the test did not kill mid-destroys", n)
+	}
+
+	raw, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A SIGKILL may cut the write in progress short: the file may end in
+	// part of a line. That write had not returned, so nothing was sent
+	// to the kernel after it.
+	text := string(raw)
+	if i := strings.LastIndexByte(text, '\n'); i != len(text)-1 {
+		t.Logf("the log ends in a partial line, cut by the kill: %q", text[i+1:])
+		text = text[:i+1]
+	}
+	lines := jsonLines(t, text)
+	intent := cookiesWith(t, lines, "destroying")
+	fate := cookiesWith(t, lines, "destroyed")
+	var lastIntent uint64
+	for _, m := range lines {
+		if m["action"] == "destroying" {
+			c, _ := strconv.ParseUint(m["cookie"].(json.Number).String(), 10, 64)
+			lastIntent = c
+		}
+	}
+	var noLine, noFate []uint64
+	for c := range destroyed {
+		if !intent[c] && !fate[c] {
+			noLine = append(noLine, c)
+		}
+		if !fate[c] {
+			noFate = append(noFate, c)
+		}
+	}
+	if len(noLine) > 0 {
+		t.Errorf("%d of %d destroyed sockets have no line in the log: %v", len(noLine), len(destroyed), noLine)
+	}
+	// Only the destroy in flight at the kill may lack its fate line.
+	if len(noFate) > 1 || len(noFate) == 1 && noFate[0] != lastIntent {
+		t.Errorf("%d of %d destroyed sockets have no fate line (%v); at most the last one sent (%d) may", len(noFate), len(destroyed), noFate, lastIntent)
+	}
+	for c := range fate {
+		if !destroyed[c] {
+			t.Errorf("log says %d was destroyed; the kernel still has it", c)
+		}
+	}
+	t.Logf("killed with %d of %d destroyed; %d fate lines, %d terminating lines", len(destroyed), n, len(fate), len(intent))
+}

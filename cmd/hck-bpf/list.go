@@ -6,8 +6,10 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -62,9 +64,10 @@ type listEntry struct {
 func list(g *globals, f *listOpts, stderr io.Writer) error {
 	want := map[conn.State]bool{}
 	for _, v := range f.states {
-		names, err := policy.ParseNames([]string{v})
-		if err != nil {
-			return usagef("--state: %v", err)
+		// An empty value would list every state: refuse it, as a typo.
+		names := strings.FieldsFunc(v, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+		if len(names) == 0 {
+			return usagef("--state: no state in %q: want states such as close-wait or FIN_WAIT2", v)
 		}
 		for _, n := range names {
 			s, err := conn.ParseState(n)

@@ -34,14 +34,14 @@ var errFailed = errors.New("some hung connections could not be destroyed")
 // Main runs hck-bpf with args and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
-	root.SetArgs(normalizeArgs(args))
+	root.SetArgs(normalizeArgs(args, shapeOf(root)))
 	err := root.Execute()
 	var ue usageError
 	var ce *tracking.ConfigError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, errFailed):
+	case errors.Is(err, errFailed), errors.Is(err, errLogLost):
 		return exitFailure
 	case errors.As(err, &ue) || errors.As(err, &ce) || isFlagError(err):
 		fmt.Fprintf(stderr, "hck-bpf: %v\n", err)

@@ -17,18 +17,19 @@ type globals struct {
 	logFormat string
 	verbose   bool
 	stdout    io.Writer
+	stderr    io.Writer
 }
 
-func (g *globals) logger() (zerolog.Logger, func() error, error) {
-	log, closeFn, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose, Buffered: true})
+func (g *globals) logger() (zerolog.Logger, *logging.Output, error) {
+	log, out, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose, Buffered: true})
 	if err != nil {
-		return log, closeFn, usageError{err}
+		return log, out, usageError{err}
 	}
-	return log, closeFn, nil
+	return log, out, nil
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout}
+	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "hck-bpf",
 		Short: "Find TCP connections stuck in closing states and destroy them in the kernel",
@@ -45,11 +46,11 @@ hung_connection_killer command line.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(flagError)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.pinDir, "pin-dir", tracking.DefaultPinDir, "bpffs directory holding the tracker's pinned maps and link")
-	pf.StringVar(&g.logFile, "log-file", "", "also write logs to this file")
-	pf.StringVar(&g.logFormat, "log-format", logging.Text, "log format: text or json")
+	pf.Var(pathValue{&g.logFile}, "log-file", "also append logs to this file (created 0600; a symlink, a file that is not regular or another user's is refused)")
+	pf.Var(newChoice(&g.logFormat, logging.Text, logging.Text, logging.JSON), "log-format", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "verbose/debug output (skipped connections and why)")
 	root.AddCommand(newScan(g), newRun(g), newList(g), newUnload(g), newDoctor(g))
 	return root

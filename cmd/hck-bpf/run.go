@@ -41,12 +41,12 @@ func newRun(g *globals) *cobra.Command {
 	return cmd
 }
 
-func runService(g *globals, f *sweepFlags) error {
-	pol, log, closeLog, err := g.prepare(f)
+func runService(g *globals, f *sweepFlags) (err error) {
+	pol, log, out, err := g.prepare(f)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
+	defer g.closeLog(out, &err)
 	if f.live {
 		// Started without it, every destroy of every sweep would fail.
 		if err := doctor.CanDestroy(); err != nil {
@@ -68,11 +68,15 @@ func runService(g *globals, f *sweepFlags) error {
 	defer tr.Close()
 	// A dry run needs the destroyer too: it asks the kernel whether each
 	// hung socket is still in its state, and destroys nothing.
-	killer, err := destroy.New()
+	d, err := destroy.New()
 	if err != nil {
 		return err
 	}
-	defer killer.Close()
+	defer d.Close()
+	var killer sweep.Killer = d
+	if f.live {
+		killer = daemon.Audited(d, log, out.Flush)
+	}
 	log.Info().Str("mode", report.Mode(f.dryRun)).Str("pin_dir", g.pinDir).Bool("attached", tr.Attached).Uint32("netns", netns).
 		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)
 	err = daemon.Run(ctx, tr, killer, daemon.Config{
@@ -83,7 +87,7 @@ func runService(g *globals, f *sweepFlags) error {
 		Swept: heapProfiler(os.Getenv(heapProfileEnv)),
 	})
 	logCounters(log, tr)
-	log.Info().Msg("hck-bpf service stopped; the tracker stays pinned (hck-bpf unload removes it)")
+	logStopped(log, out)
 	return err
 }
 

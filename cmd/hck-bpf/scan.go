@@ -41,15 +41,15 @@ func newScan(g *globals) *cobra.Command {
 // 37 MiB). GOGC in the environment still wins.
 const scanGCPercent = 400
 
-func scan(g *globals, f *sweepFlags) error {
+func scan(g *globals, f *sweepFlags) (err error) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(scanGCPercent)
 	}
-	pol, log, closeLog, err := g.prepare(f)
+	pol, log, out, err := g.prepare(f)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
+	defer g.closeLog(out, &err)
 	tr, netns, err := g.openTracker(f.openSize(), false)
 	if err != nil {
 		return err
@@ -76,9 +76,9 @@ func scan(g *globals, f *sweepFlags) error {
 	if rep.OwnerErr != nil {
 		log.Error().Err(rep.OwnerErr).Msg("Could not read socket owners: no hung connection destroyed")
 	}
-	report.Reconciled(log, &rep)
+	report.Reconciled(log, &rep, false)
 	report.Items(log, &rep)
-	report.Summary(log, &rep, f.dryRun)
+	report.Summary(log, &rep, f.dryRun, out.LostLines())
 	logCounters(log, tr)
 	if rep.Failed > 0 {
 		return errFailed

@@ -5,6 +5,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/logging"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
@@ -51,7 +52,7 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	}
 	fs.StringArrayVar(&f.excludePorts, "exclude-ports", []string{"22"}, "ports never destroyed, local or remote: 22 3306, \"22 3306\" or 22,3306")
 	fs.StringArrayVar(&f.includePorts, "include-ports", nil, "only connections on these ports, local or remote (default all)")
-	fs.StringArrayVar(&f.excludeProcs, "exclude-processes", nil, "process names never touched, on top of the protected ones")
+	fs.StringArrayVar(&f.excludeProcs, "exclude-processes", nil, "process names (comm) never touched, on top of the protected ones: nginx postgres, \"nginx postgres\" or nginx,postgres;\na name with a space or comma in quotes inside the value: \"'my proc' nginx\"")
 	fs.IntVar(&f.maxKills, "max-kills", 0, "destroy at most this many sockets per sweep; the rest wait (0: no cap)")
 	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold when this attaches it (a pinned map keeps its size); more are counted as overflow")
 }
@@ -94,7 +95,7 @@ func (f *sweepFlags) policy() (*policy.Policy, error) {
 
 // prepare validates the flags, then opens the log and warns about settings
 // that are valid but probably not meant: all before anything is loaded.
-func (g *globals) prepare(f *sweepFlags) (*policy.Policy, zerolog.Logger, func() error, error) {
+func (g *globals) prepare(f *sweepFlags) (*policy.Policy, zerolog.Logger, *logging.Output, error) {
 	pol, err := f.policy()
 	if err != nil {
 		return nil, zerolog.Nop(), nil, err
@@ -102,12 +103,12 @@ func (g *globals) prepare(f *sweepFlags) (*policy.Policy, zerolog.Logger, func()
 	if err := g.checkPinDir(); err != nil {
 		return nil, zerolog.Nop(), nil, err
 	}
-	log, closeLog, err := g.logger()
+	log, out, err := g.logger()
 	if err != nil {
 		return nil, log, nil, err
 	}
 	for _, w := range pol.Warnings() {
 		log.Warn().Msg(w)
 	}
-	return pol, log, closeLog, nil
+	return pol, log, out, nil
 }

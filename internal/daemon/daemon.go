@@ -90,6 +90,7 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 		timer.Reset(time.Duration(max(int64(at)-int64(conn.Now()), 0)))
 	}
 	ready := false
+	sweepLog := newSweepLog(cfg.Log, tr.Counters)
 	var lastWalk uint64   // CLOCK_BOOTTIME of the last full walk that worked
 	var overflowAt uint64 // when to report a full map and walk; 0: not due
 	var quietUntil uint64 // no overflow report before this
@@ -136,7 +137,7 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 			if rep.Walked != 0 && rep.ReconcileErr == nil {
 				lastWalk = rep.Walked
 			}
-			logSweep(cfg.Log, &rep)
+			sweepLog.sweep(&rep)
 			if cfg.Swept != nil {
 				cfg.Swept(&rep)
 			}
@@ -193,10 +194,11 @@ func logOverflow(log zerolog.Logger, tr *tracking.Tracker) {
 			tr.MapSize(), c.Overflow)
 }
 
-// logSweep logs one line per socket acted on, and the sweep at debug level.
-func logSweep(log zerolog.Logger, rep *sweep.Report) {
-	if rep.ReconcileErr != nil || rep.Reconciled.Seeded > 0 || rep.Reconciled.Overflow > 0 {
-		report.Reconciled(log, rep)
+// logSweep logs one line per socket acted on, and the sweep at debug
+// level; the walk, if the sweep made one, as report.Reconciled says.
+func logSweep(log zerolog.Logger, rep *sweep.Report, routine bool) {
+	if rep.ReconcileErr != nil || rep.Reconciled != (tracking.ReconcileStats{}) {
+		report.Reconciled(log, rep, routine)
 	}
 	if rep.OwnerErr != nil {
 		log.Error().Err(rep.OwnerErr).Msg("Could not read socket owners: no hung connection destroyed")
@@ -208,6 +210,6 @@ func logSweep(log zerolog.Logger, rep *sweep.Report) {
 		report.Fate(log, &rep.Items[i])
 	}
 	log.Debug().Int("scanned", rep.Scanned).Int("hung", rep.Hung).Int("destroyed", rep.Destroyed).
-		Int("gone", rep.Gone).Int("failed", rep.Failed).Int("held", rep.Held).Dur("took", rep.Took).
+		Int("gone", rep.Gone).Int("failed", rep.Failed).Int("held", rep.Held).Float64("took_s", rep.Took.Seconds()).
 		Msgf("Sweep: %d scanned, %d hung, %d destroyed, %d failed in %s", rep.Scanned, rep.Hung, rep.Destroyed, rep.Failed, rep.Took)
 }

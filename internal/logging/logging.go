@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/rs/zerolog"
 )
@@ -24,48 +26,189 @@ const (
 
 // Options of the logger.
 type Options struct {
-	Format  string // Text or JSON
-	File    string // also append to this file ("" for none)
-	Verbose bool   // debug lines too
+	Format string // Text or JSON ("": Text)
+	// File is a file to append to as well ("" for none); see openLogFile
+	// for what is refused.
+	File    string
+	Verbose bool // debug lines too
 	// Buffered holds written lines for up to FlushDelay (or 64 KiB) and
 	// writes them out in one go: a sweep that logs 20,000 lines makes a
-	// few dozen write calls instead of 20,000. The close function flushes.
+	// few dozen write calls instead of 20,000. Output.Flush writes them at
+	// once; Close flushes.
 	Buffered bool
 }
 
-// New returns the logger and a close function for the log file. Text lines
-// go to stderr-free stdout like the scripts'; the file gets the same format.
-func New(out io.Writer, opts Options) (zerolog.Logger, func() error, error) {
-	closeFn := func() error { return nil }
-	w := out
-	if opts.File != "" {
-		f, err := os.OpenFile(opts.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-		if err != nil {
-			return zerolog.Nop(), closeFn, fmt.Errorf("open log file: %w", err)
-		}
-		w = io.MultiWriter(out, f)
-		closeFn = f.Close
-	}
-	if opts.Buffered {
-		bw := &bufWriter{w: w}
-		w = bw
-		closeFile := closeFn
-		closeFn = func() error { return errors.Join(bw.Flush(), closeFile()) }
-	}
+// New returns the logger and its Output. Text lines go to out (stdout,
+// like the scripts'); the file gets the same lines. Bad options are an
+// error before anything is created.
+func New(out io.Writer, opts Options) (zerolog.Logger, *Output, error) {
+	format := func(w io.Writer) io.Writer { return &textWriter{w: w} }
 	switch opts.Format {
 	case "", Text:
-		w = &textWriter{w: w}
 	case JSON:
-		w = &jsonWriter{w: w}
+		format = func(w io.Writer) io.Writer { return &jsonWriter{w: w} }
 	default:
-		return zerolog.Nop(), closeFn, fmt.Errorf("invalid --log-format %q: want text or json", opts.Format)
+		return zerolog.Nop(), &Output{}, fmt.Errorf("invalid log format %q: want text or json", opts.Format)
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	o := &Output{tee: &tee{out: out}}
+	if opts.File != "" {
+		f, err := openLogFile(opts.File)
+		if err != nil {
+			return zerolog.Nop(), &Output{}, err
+		}
+		o.file, o.tee.file, o.tee.path = f, f, opts.File
+		// Told on out, unbuffered, when the file starts failing: the
+		// lines it misses are counted, and Close reports them.
+		notice := zerolog.New(format(out)).With().Timestamp().Logger()
+		o.tee.notice = func(err error) {
+			notice.Error().Err(err).Str("log_file", opts.File).
+				Msg("Could not write the log file; its missing lines are counted and reported at exit")
+		}
+	}
+	var w io.Writer = o.tee
+	if opts.Buffered {
+		o.buf = &bufWriter{w: w}
+		w = o.buf
 	}
 	level := zerolog.InfoLevel
 	if opts.Verbose {
 		level = zerolog.DebugLevel
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), closeFn, nil
+	return zerolog.New(format(w)).Level(level).With().Timestamp().Logger(), o, nil
+}
+
+// Output is where a logger's lines go: stdout and the log file, through a
+// buffer when Options.Buffered. A line that cannot be written is never
+// lost silently: it is counted (Lost), and Close reports it.
+type Output struct {
+	tee  *tee
+	buf  *bufWriter // nil unless buffered
+	file *os.File   // nil without a log file
+}
+
+// Flush writes the lines held in the buffer now: an audit trail that must
+// be on disk before the next step (the service's kill lines).
+func (o *Output) Flush() {
+	if o.buf != nil {
+		_ = o.buf.Flush() // the tee counts errors, never returns them
+	}
+}
+
+// Loss is what one destination of the log did not get.
+type Loss struct {
+	Dest  string // "log file PATH" or "standard output"
+	Lines uint64
+	Err   error // the first write error
+}
+
+func (l Loss) Error() string {
+	return fmt.Sprintf("%s: %d log lines not written: %v", l.Dest, l.Lines, l.Err)
+}
+
+// Lost flushes, and returns the lines each destination could not take so
+// far; nil when nothing was lost.
+func (o *Output) Lost() []Loss {
+	if o.tee == nil {
+		return nil
+	}
+	o.Flush()
+	return o.tee.lost()
+}
+
+// LostLines is the total of Lost.
+func (o *Output) LostLines() uint64 {
+	var n uint64
+	for _, l := range o.Lost() {
+		n += l.Lines
+	}
+	return n
+}
+
+// Close flushes and closes the log file. Its error reports every line
+// lost (one Loss per destination) and a failed close.
+func (o *Output) Close() error {
+	var errs []error
+	for _, l := range o.Lost() {
+		errs = append(errs, l)
+	}
+	if o.buf != nil {
+		o.buf.stop()
+	}
+	if o.file != nil {
+		o.tee.mu.Lock()
+		o.tee.file = nil // a line logged after Close goes to out only
+		o.tee.mu.Unlock()
+		if err := o.file.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close log file %s: %w", o.file.Name(), err))
+		}
+		o.file = nil
+	}
+	return errors.Join(errs...)
+}
+
+// tee writes every line to out and to the log file. It never fails: a
+// destination's failed lines are counted and its first error kept.
+type tee struct {
+	mu     sync.Mutex
+	out    io.Writer
+	file   io.Writer // nil without a log file
+	path   string
+	notice func(error) // the file started failing; nil without a file
+	// Lines lost, and the first error, per destination.
+	outLost, fileLost uint64
+	outErr, fileErr   error
+	failing           bool // the file's last write failed
+}
+
+func (t *tee) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n, err := t.out.Write(p); err != nil {
+		t.outLost += linesIn(p[n:])
+		if t.outErr == nil {
+			t.outErr = err
+		}
+	}
+	if t.file != nil {
+		n, err := t.file.Write(p)
+		switch {
+		case err != nil:
+			t.fileLost += linesIn(p[n:])
+			if t.fileErr == nil {
+				t.fileErr = err
+			}
+			if !t.failing && t.notice != nil {
+				t.notice(err)
+			}
+			t.failing = true
+		default:
+			t.failing = false
+		}
+	}
+	return len(p), nil
+}
+
+func (t *tee) lost() []Loss {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var l []Loss
+	if t.fileLost > 0 {
+		l = append(l, Loss{Dest: "log file " + t.path, Lines: t.fileLost, Err: t.fileErr})
+	}
+	if t.outLost > 0 {
+		l = append(l, Loss{Dest: "standard output", Lines: t.outLost, Err: t.outErr})
+	}
+	return l
+}
+
+// linesIn counts the lines of p, a partial last one included.
+func linesIn(p []byte) uint64 {
+	n := uint64(bytes.Count(p, []byte{'\n'}))
+	if len(p) > 0 && p[len(p)-1] != '\n' {
+		n++
+	}
+	return n
 }
 
 // Human marks an event that only makes sense to a person (rules, the
@@ -119,39 +262,109 @@ func (t *textWriter) Write(p []byte) (int, error) {
 
 // slowText renders one event by decoding it whole; it is the reference for
 // fastText, and renders what fastText declines (debug lines, which carry
-// every field). An empty line: the event is for programs only.
+// every field). Debug lines get every other field as key=value, in the
+// event's order, numbers exactly as written (a uint64 cookie keeps all its
+// digits), strings quoted when they hold a space, '=' or a quote. An empty
+// line: the event is for programs only.
 func slowText(p []byte) ([]byte, bool) {
-	var ev map[string]any
-	if err := json.Unmarshal(p, &ev); err != nil {
+	fields, ok := decodeFields(p)
+	if !ok {
 		return nil, false
 	}
-	ts := time.Now()
-	if s, ok := ev[zerolog.TimestampFieldName].(string); ok {
-		if parsed, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			ts = parsed
+	// Later duplicates win, as they would decoding into a map.
+	var ts time.Time
+	var lvl, msg, errMsg string
+	var hasErr, machine bool
+	for _, f := range fields {
+		switch f.key {
+		case zerolog.TimestampFieldName:
+			ts = time.Time{}
+			if s, ok := jsonString(f.raw); ok {
+				ts, _ = time.Parse(time.RFC3339Nano, s)
+			}
+		case zerolog.LevelFieldName:
+			lvl, _ = jsonString(f.raw)
+		case zerolog.MessageFieldName:
+			msg, _ = jsonString(f.raw)
+		case zerolog.ErrorFieldName:
+			errMsg, hasErr = jsonString(f.raw)
+		case Machine:
+			machine = string(f.raw) == "true"
 		}
 	}
-	if m, _ := ev[Machine].(bool); m {
+	if machine {
 		return nil, true
 	}
-	lvl, _ := ev[zerolog.LevelFieldName].(string)
-	msg, _ := ev[zerolog.MessageFieldName].(string)
+	if ts.IsZero() {
+		ts = time.Now()
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s - %s - %s", ts.Local().Format("2006-01-02 15:04:05"), levelNames[lvl], msg)
 	if lvl == "debug" {
-		for k, v := range ev {
-			switch k {
+		for _, f := range fields {
+			switch f.key {
 			case zerolog.TimestampFieldName, zerolog.LevelFieldName, zerolog.MessageFieldName, Human, Machine:
 			default:
-				fmt.Fprintf(&b, " %s=%v", k, v)
+				b.WriteByte(' ')
+				b.WriteString(f.key)
+				b.WriteByte('=')
+				b.WriteString(fieldText(f.raw))
 			}
 		}
 	}
-	if e, ok := ev[zerolog.ErrorFieldName].(string); ok && lvl != "debug" {
-		fmt.Fprintf(&b, ": %s", e)
+	if hasErr && lvl != "debug" {
+		fmt.Fprintf(&b, ": %s", errMsg)
 	}
 	b.WriteByte('\n')
 	return []byte(b.String()), true
+}
+
+// field is one top-level member of an event, its value undecoded.
+type field struct {
+	key string
+	raw []byte
+}
+
+// decodeFields splits the JSON object p into its members, in order; false
+// when p is not exactly one JSON object.
+func decodeFields(p []byte) ([]field, bool) {
+	if !json.Valid(p) {
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(p))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	var fields []field
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, false
+		}
+		fields = append(fields, field{key, raw})
+	}
+	return fields, true
+}
+
+// fieldText renders one value of a debug line: a string as itself, quoted
+// when it would not read back as one word; anything else (numbers, true,
+// null, arrays, objects) as its JSON.
+func fieldText(raw []byte) string {
+	s, ok := jsonString(raw)
+	if !ok {
+		return string(raw)
+	}
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool {
+		return r == '=' || r == '"' || unicode.IsSpace(r) || !unicode.IsPrint(r)
+	}) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // FlushDelay is the longest a buffered line waits before it is written.
@@ -170,6 +383,9 @@ type bufWriter struct {
 	buf   []byte
 	timer *time.Timer
 	err   error
+	// closed: the Output was closed; lines are written unbuffered so that
+	// none is left behind in a buffer nobody flushes.
+	closed bool
 }
 
 func (b *bufWriter) Write(p []byte) (int, error) {
@@ -180,7 +396,7 @@ func (b *bufWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	b.buf = append(b.buf, p...)
-	if len(b.buf) >= bufSize {
+	if len(b.buf) >= bufSize || b.closed {
 		b.flushLocked()
 	} else if b.timer == nil {
 		b.timer = time.AfterFunc(FlushDelay, func() { _ = b.Flush() })
@@ -196,6 +412,15 @@ func (b *bufWriter) Flush() error {
 	err := b.err
 	b.err = nil
 	return err
+}
+
+// stop flushes and stops the timer for good: lines written after it go
+// out at once.
+func (b *bufWriter) stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.flushLocked()
+	b.closed = true
 }
 
 func (b *bufWriter) flushLocked() {

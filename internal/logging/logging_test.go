@@ -71,7 +71,7 @@ func (s *syncBuffer) String() string {
 
 func TestBufferedFlushes(t *testing.T) {
 	var b syncBuffer
-	log, closeFn, err := New(&b, Options{Format: JSON, Buffered: true})
+	log, out, err := New(&b, Options{Format: JSON, Buffered: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestBufferedFlushes(t *testing.T) {
 	if got := strings.Count(b.String(), `"two"`); got == 0 || got == n {
 		t.Errorf("after %d lines %d were written: want a full buffer's worth", n, got)
 	}
-	if err := closeFn(); err != nil {
+	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Count(b.String(), `"two"`); got != n {

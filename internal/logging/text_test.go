@@ -3,6 +3,7 @@ package logging
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -83,4 +84,31 @@ func BenchmarkText(b *testing.B) {
 			slowText(ev)
 		}
 	})
+}
+
+// TestDebugLineFields: a -v line lists every field in the order it was
+// logged, numbers exactly as logged (a cookie keeps all its digits, never
+// 2.985277e+06), strings quoted only when they would not read as one word.
+func TestDebugLineFields(t *testing.T) {
+	var b bytes.Buffer
+	log, _, err := New(&b, Options{Format: Text, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 { // a map's order would differ between lines
+		log.Debug().Str("state", "CLOSE_WAIT").Uint64("cookie", 2985277).Uint64("big", 1<<63+1).
+			Float64("age_s", 61.25).Bool("age_exact", true).Str("process", "my proc").Str("skip", "").
+			Int("pid", -7).Strs("list", []string{"a", "b"}).Msg("Skipping x")
+	}
+	want := ` - DEBUG - Skipping x state=CLOSE_WAIT cookie=2985277 big=9223372036854775809 age_s=61.25 ` +
+		`age_exact=true process="my proc" skip="" pid=-7 list=["a","b"]`
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != 20 {
+		t.Fatalf("got %d lines, want 20:\n%s", len(lines), b.String())
+	}
+	for _, l := range lines {
+		if len(l) < len("2006-01-02 15:04:05") || l[len("2006-01-02 15:04:05"):] != want {
+			t.Fatalf("debug line\n%q\nwant (after the time)\n%q", l, want)
+		}
+	}
 }

@@ -100,6 +100,7 @@ func FuzzParseNames(f *testing.F) {
 		{"nginx", ""}, {"nginx postgres", "redis"}, {"nginx,postgres", " a\tb "}, {",", ""}, {"", ""},
 		{"/usr/sbin/nginx", ""}, {"a\x00b", ""}, {"kube-controller-manager", "kube-controller"},
 		{"ééééééééx", "\xff\xfe"}, {"Web Content", "a\x1bb"},
+		{"'my proc' nginx", `"it's",x`}, {"'unclosed", `a'b' "c d"`},
 	} {
 		f.Add(s[0], s[1])
 	}
@@ -113,11 +114,16 @@ func FuzzParseNames(f *testing.F) {
 			}
 			return
 		}
+		quoted := strings.ContainsAny(a+b, `'"`)
 		for i, n := range names {
-			if n == "" || strings.ContainsAny(n, "/,\x00") || strings.ContainsFunc(n, unicode.IsSpace) || strings.ContainsFunc(n, unicode.IsControl) {
+			if n == "" || strings.ContainsAny(n, "/\x00") || strings.ContainsFunc(n, unicode.IsControl) {
 				t.Fatalf("ParseNames(%q) = %q: bad name %q", in, names, n)
 			}
-			if !strings.Contains(a, n) && !strings.Contains(b, n) {
+			// Separators and quotes only come from quoted input.
+			if !quoted && (strings.ContainsAny(n, ",'\"") || strings.ContainsFunc(n, unicode.IsSpace)) {
+				t.Fatalf("ParseNames(%q) = %q: separator in unquoted name %q", in, names, n)
+			}
+			if !quoted && !strings.Contains(a, n) && !strings.Contains(b, n) {
 				t.Fatalf("ParseNames(%q) = %q: %q is not from the input", in, names, n)
 			}
 			if i > 0 && names[i-1] >= n {
@@ -130,14 +136,15 @@ func FuzzParseNames(f *testing.F) {
 				t.Fatalf("name %q does not match its truncated comm", n)
 			}
 		}
-		// Valid for a Policy, and the Bash form of the result reads back the same.
+		// Valid for a Policy, and the result written back (FormatNames)
+		// reads back the same.
 		p := Default()
 		p.ExcludeProcesses = names
 		if err := p.Validate(); err != nil {
 			t.Fatalf("ParseNames(%q) = %q, but Validate: %v", in, names, err)
 		}
 		if len(names) > 0 {
-			back, err := ParseNames([]string{strings.Join(names, " ")})
+			back, err := ParseNames([]string{FormatNames(names)})
 			if err != nil || !slices.Equal(back, names) {
 				t.Fatalf("round trip of %q: %q, %v", names, back, err)
 			}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // MaxDuration is the longest threshold accepted: 100 years (876000h). A longer
@@ -181,10 +182,20 @@ func ParsePorts(values []string) ([]uint16, error) {
 // (NUL included) are refused. Names may be longer than the kernel's 15-byte
 // comm; they then match by their first 15 bytes (see CommMatches). The result
 // is sorted and without duplicates; names are kept as given.
+//
+// Spaces and commas separate names (the Bash form "nginx postgres" is two
+// names), so a name holding a space or a comma is written in quotes, as a
+// shell would: "'my proc' nginx" is "my proc" and "nginx". Single or double
+// quotes, anywhere in a name ('my proc', my' 'proc); a quote character in a
+// name is written inside the other kind ("it's"). FormatNames writes a list
+// back in this form.
 func ParseNames(values []string) ([]string, error) {
 	var names []string
 	for _, v := range values {
-		items := splitList(v)
+		items, err := splitNames(v)
+		if err != nil {
+			return nil, err
+		}
 		if len(items) == 0 && !blank(v) {
 			return nil, fmt.Errorf("invalid process list %q: no names in it", v)
 		}
@@ -197,6 +208,76 @@ func ParseNames(values []string) ([]string, error) {
 	}
 	slices.Sort(names)
 	return slices.Compact(names), nil
+}
+
+// splitNames splits one --exclude-processes value like splitList, except
+// that what is between single or double quotes is kept whole, separators
+// included, and the quotes removed.
+func splitNames(v string) ([]string, error) {
+	var items []string
+	var cur []byte
+	inName := false
+	var quote byte // the open quote; 0 outside quotes
+	for i := 0; i < len(v); {
+		r, size := utf8.DecodeRuneInString(v[i:])
+		c := v[i : i+size] // the bytes as given, even if not UTF-8
+		i += size
+		switch {
+		case quote != 0:
+			if c[0] == quote {
+				quote = 0
+			} else {
+				cur = append(cur, c...)
+			}
+		case c == "'" || c == `"`:
+			quote, inName = c[0], true
+		case r == ',' || unicode.IsSpace(r):
+			if inName {
+				items = append(items, string(cur))
+				cur, inName = cur[:0], false
+			}
+		default:
+			cur, inName = append(cur, c...), true
+		}
+	}
+	if quote != 0 {
+		return nil, fmt.Errorf("invalid process list %q: a %c quote is not closed (a name with a space is quoted whole: 'my proc')", v, quote)
+	}
+	if inName {
+		items = append(items, string(cur))
+	}
+	return items, nil
+}
+
+// FormatNames writes names as one --exclude-processes value that
+// ParseNames reads back to the same names: space-separated, a name quoted
+// when it holds a space, a comma or a quote.
+func FormatNames(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = quoteName(n)
+	}
+	return strings.Join(out, " ")
+}
+
+func quoteName(n string) string {
+	if n != "" && !strings.ContainsFunc(n, func(r rune) bool {
+		return r == ',' || r == '\'' || r == '"' || unicode.IsSpace(r)
+	}) {
+		return n
+	}
+	// Single quotes around everything but single quotes, which go in
+	// double quotes: it's -> 'it'"'"'s'.
+	var b strings.Builder
+	for i, part := range strings.Split(n, "'") {
+		if i > 0 {
+			b.WriteString(`"'"`)
+		}
+		if part != "" || n == "" {
+			b.WriteString("'" + part + "'")
+		}
+	}
+	return b.String()
 }
 
 // checkName holds the rules every process name obeys, however it arrived.

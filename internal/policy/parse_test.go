@@ -169,6 +169,14 @@ func TestParseNames(t *testing.T) {
 		{[]string{"Nginx", "nginx"}, []string{"Nginx", "nginx"}},                   // case sensitive
 		{[]string{"kworker:1", "java.exe", "naïve"}, []string{"java.exe", "kworker:1", "naïve"}},
 		{[]string{""}, nil},
+		// A name with a space or a comma, in quotes; the Bash form still splits.
+		{[]string{"my proc"}, []string{"my", "proc"}},
+		{[]string{"'my proc'"}, []string{"my proc"}},
+		{[]string{`"my proc"`}, []string{"my proc"}},
+		{[]string{"'my proc' nginx,'a,b'"}, []string{"a,b", "my proc", "nginx"}},
+		{[]string{"my' 'proc", "proc"}, []string{"my proc", "proc"}},
+		{[]string{`"it's"`, `'say "hi"'`}, []string{"it's", `say "hi"`}},
+		{[]string{"'Web Content'", "'Web Content'"}, []string{"Web Content"}},
 	}
 	for _, tc := range ok {
 		got, err := ParseNames(tc.in)
@@ -187,6 +195,10 @@ func TestParseNames(t *testing.T) {
 		{[]string{"a\x1bb"}, `contains a control character`},
 		{[]string{","}, `invalid process list ",": no names in it`},
 		{[]string{" ,, "}, `no names in it`},
+		{[]string{"'my proc"}, `invalid process list "'my proc": a ' quote is not closed`},
+		{[]string{`it's`}, `a ' quote is not closed`},
+		{[]string{"''"}, `invalid process name "": empty`},
+		{[]string{"'a/b c'"}, `invalid process name "a/b c": want the name ps shows (comm), not a path`},
 	}
 	for _, tc := range bad {
 		got, err := ParseNames(tc.in)
@@ -198,6 +210,30 @@ func TestParseNames(t *testing.T) {
 			t.Errorf("ParseNames(%q) error %q, want it to contain %q", tc.in, err, tc.msg)
 		}
 		checkErrLine(t, err)
+	}
+}
+
+// TestFormatNames: FormatNames writes a list ParseNames reads back whole.
+func TestFormatNames(t *testing.T) {
+	for _, tt := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"nginx", "postgres"}, "nginx postgres"},
+		{[]string{"my proc", "nginx"}, "'my proc' nginx"},
+		{[]string{"a,b"}, "'a,b'"},
+		{[]string{"it's"}, `'it'"'"'s'`},
+		{[]string{"'x'"}, `"'"'x'"'"`},
+		{[]string{`say "hi"`}, `'say "hi"'`},
+	} {
+		got := FormatNames(tt.names)
+		if got != tt.want {
+			t.Errorf("FormatNames(%q) = %q, want %q", tt.names, got, tt.want)
+		}
+		back, err := ParseNames([]string{got})
+		if err != nil || !slices.Equal(back, slices.Sorted(slices.Values(tt.names))) {
+			t.Errorf("ParseNames(%q) = %q, %v; want %q", got, back, err, tt.names)
+		}
 	}
 }
 

@@ -68,7 +68,7 @@ func (p *Policy) Warnings() []string {
 	}
 	for _, n := range p.ExcludeProcesses {
 		if len(n) > CommLen {
-			w = append(w, fmt.Sprintf("process name %q is longer than the kernel's %d-byte comm: it matches comm %q", n, CommLen, n[:CommLen]))
+			w = append(w, fmt.Sprintf("process name %q is longer than the kernel's %d-byte comm: it matches %s", n, CommLen, describeComm(n)))
 		}
 	}
 	return w

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 )
@@ -171,6 +172,33 @@ func TestWarnings(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("Warnings() = %q\nwant %q", got, want)
+	}
+}
+
+// TestWarningsCutOnRuneBoundary: a long name's warning never shows a
+// character cut in two (the kernel's 15-byte cut may fall inside one).
+func TestWarningsCutOnRuneBoundary(t *testing.T) {
+	for _, tt := range []struct{ name, want string }{
+		// 14 ASCII bytes, then "é" (2 bytes) across byte 15.
+		{"abcdefghijklmné-worker", `comm "abcdefghijklmn" and 1 of the 2 bytes of 'é'`},
+		// "€" is 3 bytes: 13 + 2 of them.
+		{"abcdefghijklm€uro", `comm "abcdefghijklm" and 2 of the 3 bytes of '€'`},
+		// A cut on a boundary: the 15 bytes whole.
+		{"ñññññññ-postgres", `comm "ñññññññ-"`},
+		{"ññññññññ", `comm "ñññññññ" and 1 of the 2 bytes of 'ñ'`},
+	} {
+		p := Default()
+		p.ExcludeProcesses = []string{tt.name}
+		w := p.Warnings()
+		if len(w) != 1 {
+			t.Fatalf("%q: warnings %q, want one", tt.name, w)
+		}
+		if !utf8.ValidString(w[0]) || strings.Contains(w[0], `\x`) {
+			t.Errorf("%q: warning cuts a character: %q", tt.name, w[0])
+		}
+		if !strings.HasSuffix(w[0], "it matches "+tt.want) {
+			t.Errorf("%q: warning %q, want it to end %q", tt.name, w[0], "it matches "+tt.want)
+		}
 	}
 }
 

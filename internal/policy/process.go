@@ -1,6 +1,10 @@
 package policy
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
 
 // CommLen is the longest process name the kernel keeps (TASK_COMM_LEN - 1):
 // comm is truncated to 15 bytes.
@@ -39,6 +43,26 @@ func CommMatches(name, comm string) bool {
 		return true
 	}
 	return len(name) > CommLen && len(comm) == CommLen && name[:CommLen] == comm
+}
+
+// describeComm says which comm a name longer than CommLen matches: its
+// first CommLen bytes, which the kernel cuts without regard for UTF-8. The
+// words never cut a character: "comm \"kube-controller\"", or, when byte
+// CommLen falls inside one, "comm \"abcdefghijklmn\" and 1 of the 2 bytes
+// of \"é\"".
+func describeComm(name string) string {
+	if !utf8.ValidString(name) {
+		return fmt.Sprintf("comm %q", name[:CommLen])
+	}
+	cut := CommLen
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	if cut == CommLen {
+		return fmt.Sprintf("comm %q", name[:cut])
+	}
+	r, size := utf8.DecodeRuneInString(name[cut:])
+	return fmt.Sprintf("comm %q and %d of the %d bytes of %q", name[:cut], CommLen-cut, size, r)
 }
 
 // protectedBy returns the protected name that covers comm, if any.

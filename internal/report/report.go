@@ -94,6 +94,18 @@ func Items(log zerolog.Logger, rep *sweep.Report) {
 	}
 }
 
+// Intent logs, before its destroy is sent, the socket a destroy is for:
+// with Fate's line after it, the service's audit trail names every socket
+// the kernel may have destroyed, even if hck-bpf is killed in between.
+func Intent(log zerolog.Logger, c *conn.Conn) {
+	t := textOf(c)
+	e := log.Info().Str("state", c.State.String()).Str("local", t.local).Str("remote", t.remote).Uint64("cookie", c.Cookie)
+	if c.Owner != nil {
+		e = e.Int("pid", c.Owner.PID).Str("process", c.Owner.Comm)
+	}
+	e.Str("action", "destroying").Msg("Terminating: " + t.conn + " (socket cookie " + strconv.FormatUint(c.Cookie, 10) + ")")
+}
+
 // Fate logs what happened to one hung socket, one line: the form the
 // service uses for each kill.
 func Fate(log zerolog.Logger, it *sweep.Item) {
@@ -126,15 +138,21 @@ func fate(log zerolog.Logger, it *sweep.Item, t *connText) {
 	}
 }
 
-// Reconciled logs what the walk of the namespace's sockets changed.
-func Reconciled(log zerolog.Logger, rep *sweep.Report) {
+// Reconciled logs what the walk of the namespace's sockets changed: at
+// debug level, or at info when it seeded sockets first seen now (their
+// ages are lower bounds) and the walk is not routine, or as a warning when
+// the map is full. The service's walks after its first are routine: under
+// churn it walks several times a second, and a socket it seeds then is one
+// whose transition the tracker missed, which the missed-runs warning
+// reports.
+func Reconciled(log zerolog.Logger, rep *sweep.Report, routine bool) {
 	if rep.ReconcileErr != nil {
 		log.Warn().Err(rep.ReconcileErr).Msg("Could not walk the namespace's sockets (iter/tcp): timewait ages may be stale")
 		return
 	}
 	r := rep.Reconciled
 	ev := log.Debug()
-	if r.Seeded > 0 || r.Overflow > 0 {
+	if r.Seeded > 0 && !routine {
 		ev = log.Info()
 	}
 	if r.Overflow > 0 {
@@ -147,8 +165,9 @@ func Reconciled(log zerolog.Logger, rep *sweep.Report) {
 			r.Seen, r.Seeded, r.Updated, r.Removed, r.Pruned, r.Overflow)
 }
 
-// Summary closes a scan's output with the scripts' totals.
-func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
+// Summary closes a scan's output with the scripts' totals, and the log
+// lines that could not be written so far (logLost).
+func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool, logLost uint64) {
 	skipped := 0
 	var reasons []string
 	for _, r := range policy.SkipReasons {
@@ -168,8 +187,8 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 	}
 	ev := log.Info().Bool(logging.Machine, true).Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
 		Int("skipped", skipped).Int("terminated", terminated).Int("gone", rep.Gone).
-		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Int("changed", rep.Changed).Bool("dry_run", dryRun).
-		Dur("took", rep.Took)
+		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Int("changed", rep.Changed).
+		Bool("dry_run", dryRun).Float64("took_s", rep.Took.Seconds()).Uint64("log_lines_lost", logLost)
 	for _, r := range policy.SkipReasons {
 		ev = ev.Int("skipped_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Skipped[r])
 	}
@@ -194,5 +213,8 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool) {
 		log.Warn().Bool(logging.Human, true).Msgf("  Reported, not destroyed (kernel too old): %d", rep.Unsupported)
 	}
 	human(log).Msgf("  Failed terminations: %d", rep.Failed)
+	if logLost > 0 {
+		log.Warn().Bool(logging.Human, true).Msgf("  Log lines not written: %d (see stderr)", logLost)
+	}
 	human(log).Msg(rule)
 }

@@ -86,3 +86,60 @@ func TestItemsLines(t *testing.T) {
 		}
 	}
 }
+
+// TestDurationFieldsHaveUnits: every duration in a JSON line says its unit
+// in its name, in seconds like age_s and threshold_s: the summary's took_s.
+func TestDurationFieldsHaveUnits(t *testing.T) {
+	var b bytes.Buffer
+	log, _, err := logging.New(&b, logging.Options{Format: logging.JSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := sweep.Report{Skipped: map[policy.SkipReason]int{}, Took: 1500 * time.Millisecond}
+	Summary(log, &rep, false, 0)
+	var sum map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev["summary"] == "sweep" {
+			sum = ev
+		}
+	}
+	if sum == nil {
+		t.Fatalf("no summary line in %s", b.String())
+	}
+	if _, ok := sum["took"]; ok {
+		t.Errorf("summary has a took without a unit: %v", sum)
+	}
+	if sum["took_s"] != 1.5 {
+		t.Errorf("summary took_s = %v, want 1.5", sum["took_s"])
+	}
+}
+
+// TestSummaryLogLost: log lines that could not be written show in the
+// summary, as a field and, when there are any, as a warning line.
+func TestSummaryLogLost(t *testing.T) {
+	for _, lost := range []uint64{0, 12} {
+		var j, txt bytes.Buffer
+		jlog, _, err := logging.New(&j, logging.Options{Format: logging.JSON})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlog, _, err := logging.New(&txt, logging.Options{Format: logging.Text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep := sweep.Report{Skipped: map[policy.SkipReason]int{}}
+		Summary(jlog, &rep, false, lost)
+		Summary(tlog, &rep, false, lost)
+		if want := fmt.Sprintf(`"log_lines_lost":%d`, lost); !strings.Contains(j.String(), want) {
+			t.Errorf("lost %d: JSON summary lacks %s:\n%s", lost, want, j.String())
+		}
+		line := fmt.Sprintf("WARN -   Log lines not written: %d (see stderr)", lost)
+		if got := strings.Contains(txt.String(), line); got != (lost > 0) {
+			t.Errorf("lost %d: text summary has %q: %v\n%s", lost, line, got, txt.String())
+		}
+	}
+}

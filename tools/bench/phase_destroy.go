@@ -35,7 +35,7 @@ func (b *bench) destroyPhase(ctx context.Context, p plan) error {
 				return d, err
 			}
 			// Exit 1 (some failed) is reported, not fatal.
-			hckTook = append(hckTook, time.Duration(sum.Took*float64(time.Millisecond)))
+			hckTook = append(hckTook, time.Duration(sum.TookS*float64(time.Second)))
 			hckFailed += sum.Failed
 			return d, nil
 		})

@@ -140,7 +140,7 @@ func (b *bench) measureSize(ctx context.Context, p plan, pin string, svc *servic
 		if sum, err = scanSummary(out); err != nil {
 			return nil, 0, err
 		}
-		scanT, scanTook = append(scanT, d), append(scanTook, time.Duration(sum.Took*float64(time.Millisecond)))
+		scanT, scanTook = append(scanT, d), append(scanTook, time.Duration(sum.TookS*float64(time.Second)))
 
 		sr, err := scriptsSweep(ctx)
 		if err != nil {

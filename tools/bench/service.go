@@ -105,7 +105,7 @@ func (s *service) line(l []byte) {
 		Level      string   `json:"level"`
 		Message    string   `json:"message"`
 		Action     string   `json:"action"`
-		Took       *float64 `json:"took"` // zerolog: milliseconds
+		TookS      *float64 `json:"took_s"`
 		Scanned    int      `json:"scanned"`
 		Hung       int      `json:"hung"`
 		Cookie     uint64   `json:"cookie"`
@@ -117,9 +117,9 @@ func (s *service) line(l []byte) {
 		return
 	}
 	switch {
-	case strings.HasPrefix(ev.Message, "Sweep:") && ev.Took != nil:
+	case strings.HasPrefix(ev.Message, "Sweep:") && ev.TookS != nil:
 		select {
-		case s.sweeps <- sweepLine{Took: time.Duration(*ev.Took * float64(time.Millisecond)), Scanned: ev.Scanned, Hung: ev.Hung}:
+		case s.sweeps <- sweepLine{Took: time.Duration(*ev.TookS * float64(time.Second)), Scanned: ev.Scanned, Hung: ev.Hung}:
 		default:
 		}
 	case ev.Action == "destroyed":
@@ -260,7 +260,7 @@ type summaryLine struct {
 	Terminated int     `json:"terminated"`
 	Gone       int     `json:"gone"`
 	Failed     int     `json:"failed"`
-	Took       float64 `json:"took"` // milliseconds
+	TookS      float64 `json:"took_s"`
 }
 
 func scanSummary(out []byte) (summaryLine, error) {

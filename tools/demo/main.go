@@ -14,8 +14,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,10 +37,41 @@ func main() {
 }
 
 type sock struct {
-	name  string // what it is
-	fd    int
-	want  string // "destroyed", "alive", or "reset" (its peer was destroyed)
-	state uint8
+	name   string // what it is
+	fd     int
+	cookie uint64 // SO_COOKIE: how hck-bpf's kill lines name it
+	want   string // "destroyed", "alive", or "reset" (its peer was destroyed)
+	state  uint8
+}
+
+// killed collects the cookies of the service's "Terminated:" lines: a
+// closed socket it names was destroyed, any other closed one was reset by
+// its peer's destroy.
+type killed struct {
+	mu      sync.Mutex
+	cookies map[uint64]bool
+}
+
+var killLine = regexp.MustCompile(`Terminated: .*\(socket cookie (\d+)\)`)
+
+func (k *killed) saw(line string) {
+	m := killLine.FindStringSubmatch(line)
+	if m == nil {
+		return
+	}
+	c, err := strconv.ParseUint(m[1], 10, 64)
+	if err != nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.cookies[c] = true
+}
+
+func (k *killed) has(cookie uint64) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.cookies[cookie]
 }
 
 func run(bin string) error {
@@ -72,8 +106,12 @@ func run(bin string) error {
 	defer func() {
 		_ = exec.Command(bin, "unload", "--pin-dir", pinDir).Run()
 	}()
-	started := make(chan struct{})
-	go relay(out, started)
+	started, relayed := make(chan struct{}), make(chan struct{})
+	kills := &killed{cookies: map[uint64]bool{}}
+	go func() {
+		relay(out, started, kills)
+		close(relayed)
+	}()
 	select {
 	case <-started:
 	case <-time.After(30 * time.Second):
@@ -86,29 +124,30 @@ func run(bin string) error {
 	if err != nil {
 		return err
 	}
-	show(socks, "before")
+	show(socks, "before", kills)
 
 	step("3. wait 5s: the service sleeps until each socket's deadline, then destroys it by cookie")
 	time.Sleep(5 * time.Second)
 	_ = svc.Process.Signal(syscall.SIGTERM)
+	<-relayed // every line read, the kill lines included
 	_ = svc.Wait()
-	time.Sleep(100 * time.Millisecond)
 
-	bad := show(socks, "after")
+	bad := show(socks, "after", kills)
 	if bad > 0 {
 		return fmt.Errorf("%d sockets did not end as expected", bad)
 	}
-	step("done: every stuck socket destroyed, every healthy one alive, and this process (pid %d) is still here", os.Getpid())
+	step("done: every stuck socket destroyed (its peer, if it was connected, reset), every healthy one alive, and this process (pid %d) is still here", os.Getpid())
 	return nil
 }
 
 func step(format string, a ...any) { fmt.Printf("\n\033[1m== "+format+"\033[0m\n", a...) }
 
-func relay(r io.Reader, started chan<- struct{}) {
+func relay(r io.Reader, started chan<- struct{}, kills *killed) {
 	sc := bufio.NewScanner(r)
 	once := false
 	for sc.Scan() {
 		fmt.Println("   hck-bpf | " + sc.Text())
+		kills.saw(sc.Text())
 		if !once && strings.Contains(sc.Text(), "service started") {
 			once = true
 			close(started)
@@ -119,10 +158,17 @@ func relay(r io.Reader, started chan<- struct{}) {
 var stateNames = map[uint8]string{1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
 	6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
 
-// show prints each socket's state as its owner sees it (TCP_INFO) and
-// counts the ones that are not where they should be.
-func show(socks []*sock, when string) int {
-	fmt.Printf("   %-46s %-12s %s\n", "socket ("+when+")", "state", "expected")
+// show prints each socket's state as its owner sees it (TCP_INFO) and,
+// after, what became of it: destroyed (a kill line of the service names
+// its cookie), reset (closed by its peer's destroy) or alive. It counts
+// the ones that did not end as expected.
+func show(socks []*sock, when string, kills *killed) int {
+	after := when == "after"
+	if after {
+		fmt.Printf("   %-46s %-12s %-10s %-10s\n", "socket ("+when+")", "state", "expected", "became")
+	} else {
+		fmt.Printf("   %-46s %-12s %s\n", "socket ("+when+")", "state", "expected")
+	}
 	bad := 0
 	for _, s := range socks {
 		info, err := unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
@@ -131,16 +177,25 @@ func show(socks []*sock, when string) int {
 			s.state = info.State
 			st = stateNames[info.State]
 		}
-		mark := ""
-		if when == "after" {
-			ok := (s.want == "alive") == (s.state != 7)
-			mark = "ok"
-			if !ok {
-				mark = "WRONG"
-				bad++
-			}
+		if !after {
+			fmt.Printf("   %-46s %-12s %s\n", s.name, st, s.want)
+			continue
 		}
-		fmt.Printf("   %-46s %-12s %-10s %s\n", s.name, st, s.want, mark)
+		became := "alive"
+		switch {
+		case err != nil:
+			became = "?"
+		case s.state == 7 && kills.has(s.cookie): // CLOSE
+			became = "destroyed"
+		case s.state == 7:
+			became = "reset"
+		}
+		mark := "ok"
+		if became != s.want {
+			mark = "WRONG"
+			bad++
+		}
+		fmt.Printf("   %-46s %-12s %-10s %-10s %s\n", s.name, st, s.want, became, mark)
 	}
 	return bad
 }
@@ -154,7 +209,10 @@ func build() ([]*sock, error) {
 		return nil, err
 	}
 	var socks []*sock
-	add := func(name string, fd int, want string) { socks = append(socks, &sock{name: name, fd: fd, want: want}) }
+	add := func(name string, fd int, want string) {
+		cookie, _ := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+		socks = append(socks, &sock{name: name, fd: fd, cookie: cookie, want: want})
+	}
 	add(fmt.Sprintf("server LISTEN 127.0.0.1:%d", port), ln, "alive")
 
 	// ESTABLISHED pair.
@@ -174,7 +232,9 @@ func build() ([]*sock, error) {
 		return nil, err
 	}
 	add("server CLOSE_WAIT (app never closes)", s, "destroyed")
-	add("client FIN_WAIT2 (half-closed, peer silent)", c, "destroyed")
+	// Destroying the CLOSE_WAIT (2s) sends this end an RST before its own
+	// FIN_WAIT2 threshold (3s): it is reset, not destroyed.
+	add("client FIN_WAIT2 (half-closed, peer silent)", c, "reset")
 
 	// FIN_WAIT1: fill the server's window, then shut down.
 	c, s, err = pair(ln, port)
@@ -207,6 +267,8 @@ func build() ([]*sock, error) {
 		return nil, err
 	}
 	add("server LAST_ACK (FIN stuck behind data)", s, "destroyed")
+	// Destroying a LAST_ACK sends no RST (tcp_need_reset): this end stays
+	// in FIN_WAIT2 until its own threshold.
 	add("client FIN_WAIT2 (never reads)", c, "destroyed")
 	time.Sleep(200 * time.Millisecond) // let the FINs and ACKs land
 	return socks, nil

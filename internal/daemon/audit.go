@@ -1,0 +1,41 @@
+package daemon
+
+import (
+	"github.com/rs/zerolog"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/report"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
+)
+
+// Audited wraps the service's destroyer so that its log is an audit trail
+// a SIGKILL cannot empty. Before each batch of destroys it logs one line
+// per socket it is about to destroy and flushes the log: the lines of the
+// batch, and the fate lines of the batches before it (logged after each
+// sweep, held by the buffered writer), are written before the kernel is
+// asked. Between two batches the buffered writer keeps its speed.
+//
+// So a killed service leaves a line for every socket the kernel destroyed:
+// its fate line, or for the batch in flight at the kill, its
+// "Terminating:" line.
+func Audited(k sweep.Killer, log zerolog.Logger, flush func()) sweep.Killer {
+	return &audited{k: k, log: log, flush: flush}
+}
+
+type audited struct {
+	k     sweep.Killer
+	log   zerolog.Logger
+	flush func()
+}
+
+// Check destroys nothing: nothing to write down first.
+func (a *audited) Check(cs []*conn.Conn) []destroy.Result { return a.k.Check(cs) }
+
+func (a *audited) Destroy(cs []*conn.Conn) []destroy.Result {
+	for _, c := range cs {
+		report.Intent(a.log, c)
+	}
+	a.flush()
+	return a.k.Destroy(cs)
+}

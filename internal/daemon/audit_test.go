@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/logging"
+	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
+)
+
+// lockedBuffer is what reached the log's destination, safe to read while
+// the flush timer writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// seenKiller records, at each Destroy, what the log's destination held.
+type seenKiller struct {
+	out  *lockedBuffer
+	seen []string
+}
+
+func (k *seenKiller) Destroy(cs []*conn.Conn) []destroy.Result {
+	k.seen = append(k.seen, k.out.String())
+	res := make([]destroy.Result, len(cs))
+	for i := range res {
+		res[i].Outcome = destroy.Destroyed
+	}
+	return res
+}
+
+func (k *seenKiller) Check(cs []*conn.Conn) []destroy.Result {
+	res := make([]destroy.Result, len(cs))
+	for i := range res {
+		res[i].Outcome = destroy.Confirmed
+	}
+	return res
+}
+
+// TestAuditedWritesBeforeDestroying: with the buffered writer, each batch's
+// "Terminating" lines and the fate lines of the batches before it are
+// written out before the batch's destroys are sent.
+func TestAuditedWritesBeforeDestroying(t *testing.T) {
+	var dst lockedBuffer
+	log, out, err := logging.New(&dst, logging.Options{Format: logging.Text, Buffered: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	inner := &seenKiller{out: &dst}
+	k := Audited(inner, log, out.Flush)
+	mk := func(cookie uint64) *conn.Conn {
+		return &conn.Conn{Cookie: cookie, State: conn.CloseWait,
+			Local: netip.MustParseAddrPort("127.0.0.1:80"), Remote: netip.MustParseAddrPort("127.0.0.1:5000"),
+			Owner: &conn.Owner{PID: 7, Comm: "app"}}
+	}
+	batches := [][]*conn.Conn{{mk(11), mk(12)}, {mk(13)}}
+	for _, batch := range batches {
+		k.Destroy(batch)
+		// The service's sweep then logs each fate, buffered.
+		for _, c := range batch {
+			logSweep(log, &sweep.Report{Items: []sweep.Item{{Conn: *c, Outcome: sweep.Destroyed,
+				Verdict: policy.Verdict{Reason: "test"}}}}, true)
+		}
+	}
+	if len(inner.seen) != 2 {
+		t.Fatalf("%d batches destroyed, want 2", len(inner.seen))
+	}
+	for i, want := range []string{
+		"INFO - Terminating: tcp CLOSE_WAIT 127.0.0.1:80 -> 127.0.0.1:5000 (PID: 7, Process: app) (socket cookie 11)",
+		"INFO - Terminating: tcp CLOSE_WAIT 127.0.0.1:80 -> 127.0.0.1:5000 (PID: 7, Process: app) (socket cookie 12)",
+	} {
+		if !strings.Contains(inner.seen[0], want) {
+			t.Errorf("line %d not written before the first batch's destroys:\n%s\n--- written:\n%s", i, want, inner.seen[0])
+		}
+	}
+	for _, cookie := range []int{11, 12} {
+		fate := fmt.Sprintf("(socket cookie %d)", cookie)
+		if !strings.Contains(inner.seen[1], "INFO - Terminated: ") || strings.Count(inner.seen[1], fate) != 2 {
+			t.Errorf("the first batch's fate line for cookie %d not written before the second batch:\n%s", cookie, inner.seen[1])
+		}
+	}
+	if !strings.Contains(inner.seen[1], "Terminating: tcp CLOSE_WAIT 127.0.0.1:80 -> 127.0.0.1:5000 (PID: 7, Process: app) (socket cookie 13)") {
+		t.Errorf("second batch's line not written before its destroys:\n%s", inner.seen[1])
+	}
+}
