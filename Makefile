@@ -47,9 +47,13 @@ test: build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
+# Formatting, vet, and a tidy go.mod: fails when `go mod tidy` would change
+# go.mod or go.sum (a dependency marked indirect that is used directly, one
+# that is no longer used, a missing checksum).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit the result"; exit 1; }
 
 # The main job in a throwaway network namespace: hung sockets destroyed,
 # healthy ones alive.
