@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hck-bpf/hck-bpf/internal/logging"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
@@ -67,12 +68,12 @@ func (g *globals) checkPinDir() error {
 // --map-size was given: a pinned map keeps its size. own makes this the
 // pin dir's one service (run).
 func (g *globals) openTracker(mapSize uint32, own bool) (*tracking.Tracker, uint32, error) {
-	netns, err := tracking.CurrentNetNS()
+	ns, err := netns.CurrentInode()
 	if err != nil {
 		return nil, 0, err
 	}
-	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: mapSize, Watch: []uint32{netns}, Own: own})
-	return tr, netns, err
+	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: mapSize, Watch: []uint32{ns}, Own: own})
+	return tr, ns, err
 }
 
 var version = "dev"

@@ -16,7 +16,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/daemon"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
-	"github.com/hck-bpf/hck-bpf/internal/doctor"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
@@ -49,7 +49,7 @@ func runService(g *globals, f *sweepFlags) (err error) {
 	defer g.closeLog(out, &err)
 	if f.live {
 		// Started without it, every destroy of every sweep would fail.
-		if err := doctor.CanDestroy(); err != nil {
+		if err := kernel.CanDestroy(); err != nil {
 			return fmt.Errorf("refuse to run --live: %w", err)
 		}
 	}
@@ -81,7 +81,7 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)
 	err = daemon.Run(ctx, tr, killer, daemon.Config{
 		Sweep: sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills,
-			Limits: kernelLimits(log)},
+			Kernel: kernelRules(log)},
 		Log:   log,
 		Ready: func() { sdNotify("READY=1") },
 		Swept: heapProfiler(os.Getenv(heapProfileEnv)),

@@ -69,7 +69,7 @@ func scan(g *globals, f *sweepFlags) (err error) {
 	// Over a tracker that has been watching this namespace since a full
 	// walk, the map is exact: walk only if a hung socket needs it.
 	rep, err := sweep.Run(tr, killer, sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills,
-		Limits: kernelLimits(log), WalkOnDemand: !tr.Attached && tr.Seeded(netns)}, conn.Now())
+		Kernel: kernelRules(log), WalkOnDemand: !tr.Attached && tr.Seeded(netns)}, conn.Now())
 	if err != nil {
 		return err
 	}

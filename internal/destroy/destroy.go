@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
 // Outcome is what became of one destroy request.
@@ -199,15 +200,15 @@ func New() (*Destroyer, error) { return NewWithOptions(Options{}) }
 
 // NewWithOptions is New with options.
 func NewWithOptions(opts Options) (*Destroyer, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return nil, fmt.Errorf("stat own network namespace: %w", err)
+	self, err := netns.CurrentInode()
+	if err != nil {
+		return nil, err
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("open sock_diag socket: %w", err)
 	}
-	d := &Destroyer{fd: fd, rd: newReader(), netns: uint32(st.Ino), iterMin: opts.IterMin}
+	d := &Destroyer{fd: fd, rd: newReader(), netns: self, iterMin: opts.IterMin}
 	if err := d.setup(); err != nil {
 		unix.Close(fd)
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
@@ -55,8 +56,8 @@ func checkIterTCP(Options) (Status, string) {
 }
 
 const (
-	bpfCaps     = tracking.NeedBPF
-	destroyCaps = "needs CAP_NET_ADMIN; root has it"
+	bpfCaps     = kernel.NeedBPF
+	destroyCaps = kernel.NeedDestroy
 )
 
 // permHint replaces a permission error with what was missing. (cilium/ebpf

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
@@ -26,7 +26,7 @@ type destroyProbe struct {
 }
 
 func checkSockDestroy(opts Options) (Status, string) {
-	rules, _ := Kernel() // unknown version: no capability assumed
+	rules, _ := kernel.Running() // unknown version: no capability assumed
 	p, err := privateNetns(func() (destroyProbe, error) { return probeDestroy(opts.Timeout) })
 	if errors.Is(err, errNoNetns) && errors.Is(err, os.ErrPermission) {
 		// hck-bpf itself needs only CAP_NET_ADMIN to destroy; the probe
@@ -45,73 +45,37 @@ func checkSockDestroy(opts Options) (Status, string) {
 		return OK, done + "; TIME_WAIT destroyed by cookie"
 	case p.timeWait == nil:
 		return OK, done + fmt.Sprintf("; TIME_WAIT destroyed by cookie, though kernel %s predates %d.%d",
-			rules.Version, timewaitSince.Major, timewaitSince.Minor)
+			rules.Version, kernel.TimewaitSince.Major, kernel.TimewaitSince.Minor)
 	case !rules.DestroyTimewait:
 		// Expected: the kernel check already carries the warning.
 		return OK, done + fmt.Sprintf("; TIME_WAIT not destroyed, as expected before %d.%d: %v",
-			timewaitSince.Major, timewaitSince.Minor, p.timeWait)
+			kernel.TimewaitSince.Major, kernel.TimewaitSince.Minor, p.timeWait)
 	default:
 		return Warn, done + fmt.Sprintf("; TIME_WAIT not destroyed although kernel %s is %d.%d+: %v",
-			rules.Version, timewaitSince.Major, timewaitSince.Minor, p.timeWait)
+			rules.Version, kernel.TimewaitSince.Major, kernel.TimewaitSince.Minor, p.timeWait)
 	}
 }
 
-// privateNetns runs fn on an OS thread moved into a new, empty network
-// namespace. The thread is never handed back to the Go scheduler: the
-// goroutine keeps it locked and exits, and the runtime ends a locked thread
-// with its goroutine. Every socket fn makes, and everything it destroys,
-// belongs to that namespace; the caller's is never touched. fn does not run
-// at all unless the move is confirmed.
+// privateNetns runs fn inside a new, empty network namespace (loopback
+// up), on a thread of its own (netns.NS.Do): every socket fn makes, and
+// everything it destroys, belongs to that namespace; the caller's is never
+// touched. fn does not run at all unless the thread is confirmed inside.
 func privateNetns[T any](fn func() (T, error)) (T, error) {
-	type result struct {
-		v   T
-		err error
+	var v T
+	ns, err := netns.New()
+	if err != nil {
+		return v, fmt.Errorf("%w: %w", errNoNetns, err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread, on any path.
-		defer func() {
-			if r := recover(); r != nil {
-				ch <- result{err: fmt.Errorf("probe in private netns crashed: %v", r)}
-			}
-		}()
-		before, err := threadNetns()
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("%w: %w", errNoNetns, err)}
-			return
-		}
-		after, err := threadNetns()
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		if after == before {
-			ch <- result{err: errors.New("create a private network namespace: still in the caller's: refusing to probe")}
-			return
-		}
-		if err := netns.LoopbackUp(); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		v, err := fn()
-		ch <- result{v: v, err: err}
-	}()
-	r := <-ch
-	return r.v, r.err
-}
-
-// threadNetns is the inode of the calling thread's network namespace.
-func threadNetns() (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return 0, fmt.Errorf("stat own network namespace: %w", err)
+	defer ns.Close()
+	if err := ns.LoopbackUp(); err != nil {
+		return v, err
 	}
-	return st.Ino, nil
+	err = ns.Do(func() error {
+		var err error
+		v, err = fn()
+		return err
+	})
+	return v, err
 }
 
 // probeDestroy makes a CLOSE_WAIT and a TIME_WAIT socket on 127.0.0.1 and

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
@@ -54,7 +56,7 @@ func TestRun(t *testing.T) {
 
 	var st unix.Statfs_t
 	mounted := unix.Statfs("/sys/fs/bpf", &st) == nil && uint32(st.Type) == bpffsMagic
-	nsBefore, err := threadNetns()
+	nsBefore, err := netns.CurrentInode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +90,7 @@ func TestRun(t *testing.T) {
 		t.Errorf("Failed() = %d", n)
 	}
 
-	nsAfter, err := threadNetns()
+	nsAfter, err := netns.CurrentInode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,18 +189,18 @@ func TestPrivateNetns(t *testing.T) {
 	requireRoot(t)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	mine, err := threadNetns()
+	mine, err := netns.CurrentInode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	theirs, err := privateNetns(func() (uint64, error) { return threadNetns() })
+	theirs, err := privateNetns(func() (uint32, error) { return netns.CurrentInode() })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if theirs == mine {
 		t.Fatalf("probe ran in the caller's network namespace %d", mine)
 	}
-	if now, _ := threadNetns(); now != mine {
+	if now, _ := netns.CurrentInode(); now != mine {
 		t.Fatalf("caller's thread moved from %d to %d", mine, now)
 	}
 }
@@ -209,7 +211,7 @@ func TestPrivateNetns(t *testing.T) {
 func TestBPFFSNotMounted(t *testing.T) {
 	dir := t.TempDir()
 	want, says := Warn, "hck-bpf mounts it when it starts"
-	if c, err := effectiveCaps(); err != nil || !c.has(capSysAdmin) {
+	if c, err := kernel.Effective(); err != nil || !c.Has(kernel.CapSysAdmin) {
 		want, says = Fail, "cannot mount it without CAP_SYS_ADMIN"
 	}
 	st, detail := checkBPFFS(Options{BPFFS: dir})

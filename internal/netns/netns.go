@@ -1,31 +1,323 @@
-// Package netns holds what every user of a fresh network namespace needs:
-// bringing its loopback up.
+// Package netns is hck-bpf's one place for network namespaces: which one
+// the calling thread is in, handles on others (by path, pid or inode),
+// running a function inside one, which namespaces are still alive, and
+// bringing a fresh namespace's loopback up. It is built on
+// github.com/vishvananda/netns (handles) and github.com/vishvananda/netlink
+// (links).
+//
+// A network namespace belongs to an OS thread, not to a goroutine. Do runs
+// its function on a thread of its own, locked, and hands that thread back
+// to the Go scheduler only once it is back in the namespace it came from;
+// a thread that cannot be moved back dies with its goroutine.
 package netns
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// LoopbackUp brings up lo in the calling thread's network namespace: a new
-// namespace has it down.
-func LoopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+// NamedDir is where named namespaces are bind-mounted (`ip netns add`).
+const NamedDir = "/run/netns"
+
+// NS is an open handle on a network namespace: the namespace lives at
+// least as long as the handle.
+type NS struct {
+	h     vns.NsHandle
+	inode uint32
+	path  string // where it was opened, for messages
+}
+
+func open(path string) (*NS, error) {
+	h, err := vns.GetFromPath(path)
 	if err != nil {
-		return fmt.Errorf("bring lo up: socket: %w", err)
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
 	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
+	ino, err := inodeOf(int(h))
 	if err != nil {
-		return fmt.Errorf("bring lo up: %w", err)
+		h.Close()
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
 	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring lo up: get flags: %w", err)
+	return &NS{h: h, inode: ino, path: path}, nil
+}
+
+// FromPath opens the namespace at path: a bind mount (/run/netns/NAME) or
+// a /proc/PID/ns/net link.
+func FromPath(path string) (*NS, error) { return open(path) }
+
+// FromPID opens the namespace process pid is in.
+func FromPID(pid int) (*NS, error) { return open(fmt.Sprintf("/proc/%d/ns/net", pid)) }
+
+// Current opens the namespace of the calling thread.
+func Current() (*NS, error) { return open(threadPath()) }
+
+// FromInode opens the namespace with inode ino, found among the named ones
+// and those some thread is in; ErrGone when there is none.
+func FromInode(ino uint32) (*NS, error) {
+	var found string
+	walk(func(path string, i uint32) bool {
+		if i == ino {
+			found = path
+			return false
+		}
+		return true
+	})
+	if found == "" {
+		return nil, fmt.Errorf("open network namespace %d: %w", ino, ErrGone)
 	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring lo up: %w", err)
+	ns, err := open(found)
+	if err == nil && ns.inode != ino { // the thread or mount moved on meanwhile
+		ns.Close()
+		return nil, fmt.Errorf("open network namespace %d: %w", ino, ErrGone)
+	}
+	return ns, err
+}
+
+// ErrGone: no process is in the namespace and nothing names it.
+var ErrGone = errors.New("network namespace gone")
+
+// Inode is the namespace's inode number: the id the kernel tracker records
+// for each socket (struct net's ns.inum).
+func (ns *NS) Inode() uint32 { return ns.inode }
+
+// Path is where the handle was opened.
+func (ns *NS) Path() string { return ns.path }
+
+// Handle is the vishvananda/netns handle, for netlink.NewHandleAt and
+// nl.GetNetlinkSocketAt. It is valid until Close.
+func (ns *NS) Handle() vns.NsHandle { return ns.h }
+
+func (ns *NS) String() string { return fmt.Sprintf("%d (%s)", ns.inode, ns.path) }
+
+// Close releases the handle; the namespace lives on while anything else
+// holds it (a process, a bind mount, a socket).
+func (ns *NS) Close() error {
+	if ns == nil || !ns.h.IsOpen() {
+		return nil
+	}
+	return ns.h.Close()
+}
+
+// Do runs fn on an OS thread moved into the namespace, and waits for it.
+// fn runs only once the thread is confirmed inside (its namespace's inode
+// is ns's). Sockets fn creates belong to the namespace for good, whichever
+// thread uses them later. The thread goes back to the Go scheduler only
+// after it is moved back to the namespace it came from; otherwise (or when
+// fn panics) it stays locked and dies with its goroutine. fn must not call
+// runtime.UnlockOSThread.
+func (ns *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := vns.Get()
+		if err != nil {
+			runtime.UnlockOSThread() // it has not moved
+			errc <- fmt.Errorf("open own network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		// From here every early return leaves the thread locked, so that
+		// the runtime ends it with this goroutine; it is moved back first
+		// all the same, for the one thread the runtime cannot end (the
+		// main thread is parked instead).
+		back := func() error { return vns.Set(orig) }
+		defer func() {
+			if r := recover(); r != nil {
+				_ = back()
+				errc <- fmt.Errorf("in network namespace %s: panic: %v", ns, r)
+			}
+		}()
+		if err := vns.Set(ns.h); err != nil {
+			_ = back()
+			errc <- fmt.Errorf("enter network namespace %s: %w", ns, err)
+			return
+		}
+		if cur, err := CurrentInode(); err != nil || cur != ns.inode {
+			_ = back()
+			errc <- fmt.Errorf("enter network namespace %s: the thread is in %d (%v): refusing to run there", ns, cur, err)
+			return
+		}
+		ferr := fn()
+		if err := back(); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("leave network namespace %s: %w (the thread ends)", ns, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// New makes a new, empty network namespace (loopback down) and returns a
+// handle on it; it lives while the handle, or anything made in it, does.
+// The calling thread is not moved.
+func New() (*NS, error) {
+	return create(func() (vns.NsHandle, error) { return vns.New() })
+}
+
+// NewNamed is New, bind-mounted as NamedDir/name (as `ip netns add` does),
+// so that other processes can enter it by path (nsenter --net=PATH) and it
+// counts as alive (Live) while no process is in it. DeleteNamed removes
+// the mount.
+func NewNamed(name string) (*NS, error) {
+	if name == "" || filepath.Base(name) != name {
+		return nil, fmt.Errorf("create network namespace %q: want a plain name", name)
+	}
+	ns, err := create(func() (vns.NsHandle, error) { return vns.NewNamed(name) })
+	if err != nil {
+		return nil, err
+	}
+	ns.path = filepath.Join(NamedDir, name)
+	return ns, nil
+}
+
+// DeleteNamed unmounts and removes NamedDir/name; the namespace lives on
+// while anything holds it.
+func DeleteNamed(name string) error {
+	if err := vns.DeleteNamed(name); err != nil {
+		return fmt.Errorf("delete network namespace %s: %w", name, err)
 	}
 	return nil
+}
+
+// create runs mk (which moves the calling thread into a new namespace and
+// returns a handle on it) on a locked thread, then moves the thread back.
+func create(mk func() (vns.NsHandle, error)) (*NS, error) {
+	type result struct {
+		ns  *NS
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := vns.Get()
+		if err != nil {
+			ch <- result{err: fmt.Errorf("create network namespace: open own: %w", err)}
+			return
+		}
+		defer orig.Close()
+		h, err := mk()
+		if err != nil {
+			// The thread may or may not have moved: it ends (see Do).
+			_ = vns.Set(orig)
+			ch <- result{err: fmt.Errorf("create network namespace: %w", err)}
+			return
+		}
+		ino, err := inodeOf(int(h))
+		if err == nil && ino == inodeOrZero(int(orig)) {
+			err = errors.New("still in the caller's namespace")
+		}
+		if err != nil {
+			h.Close()
+			_ = vns.Set(orig)
+			ch <- result{err: fmt.Errorf("create network namespace: %w", err)}
+			return
+		}
+		if err := vns.Set(orig); err != nil {
+			h.Close()
+			ch <- result{err: fmt.Errorf("create network namespace: move back: %w (the thread ends)", err)}
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{ns: &NS{h: h, inode: ino, path: fmt.Sprintf("new namespace %d", ino)}}
+	}()
+	r := <-ch
+	return r.ns, r.err
+}
+
+// LoopbackUp brings the namespace's lo up (a new namespace has it down),
+// through a netlink socket opened inside it.
+func (ns *NS) LoopbackUp() error {
+	h, err := netlink.NewHandleAt(ns.h, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("bring lo up in network namespace %s: %w", ns, err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("bring lo up in network namespace %s: %w", ns, err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("bring lo up in network namespace %s: %w", ns, err)
+	}
+	return nil
+}
+
+// CurrentInode is the inode of the calling thread's network namespace: the
+// default scope of every sweep.
+func CurrentInode() (uint32, error) {
+	h, err := vns.Get()
+	if err != nil {
+		return 0, fmt.Errorf("open own network namespace: %w", err)
+	}
+	defer h.Close()
+	ino, err := inodeOf(int(h))
+	if err != nil {
+		return 0, fmt.Errorf("read own network namespace: %w", err)
+	}
+	return ino, nil
+}
+
+// Live lists the network namespaces a process could still enter: the ones
+// some thread is in, and the ones bind-mounted under NamedDir (or
+// /var/run/netns). Any other namespace is gone (its sockets went with it,
+// without an event) or nothing can reach it. Reading another user's
+// /proc/PID/ns/net needs CAP_SYS_PTRACE: without it such a namespace may
+// look gone.
+func Live() map[uint32]bool {
+	live := map[uint32]bool{}
+	walk(func(_ string, ino uint32) bool {
+		live[ino] = true
+		return true
+	})
+	return live
+}
+
+// walk calls fn with every named namespace and every thread's namespace,
+// until fn returns false.
+func walk(fn func(path string, ino uint32) bool) {
+	visit := func(path string) bool {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) != nil {
+			return true
+		}
+		return fn(path, uint32(st.Ino))
+	}
+	for _, dir := range []string{NamedDir, "/var/run/netns"} {
+		names, _ := os.ReadDir(dir)
+		for _, n := range names {
+			if !visit(filepath.Join(dir, n.Name())) {
+				return
+			}
+		}
+	}
+	tasks, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/ns/net")
+	for _, p := range tasks {
+		if !visit(p) {
+			return
+		}
+	}
+}
+
+func threadPath() string {
+	return fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+}
+
+func inodeOf(fd int) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, fmt.Errorf("stat: %w", err)
+	}
+	return uint32(st.Ino), nil
+}
+
+func inodeOrZero(fd int) uint32 {
+	ino, _ := inodeOf(fd)
+	return ino
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
@@ -50,30 +51,16 @@ type Options struct {
 	// sweeps at a deadline, so their cost does not grow with the sockets
 	// that are not closing; it reconciles in full on its backstop timer.
 	WalkOnDemand bool
-	// Limits are what the running kernel cannot destroy reliably; those
-	// sockets are reported, not destroyed. The zero value: no limits.
-	Limits KernelLimits
+	// Kernel is what SOCK_DESTROY can be trusted with on the running
+	// kernel (kernel.Running); sockets it cannot destroy reliably are
+	// reported, not destroyed. nil: every socket (the kernel's version is
+	// unknown).
+	Kernel *kernel.Capabilities
 	// Walked is when the caller last walked the namespace (CLOCK_BOOTTIME,
 	// Report.Walked of an earlier sweep); 0 when unknown. A FIN_WAIT2
 	// timewait socket seen then may have entered TIME_WAIT any time since,
 	// with no event: it is worth a walk once it could be hung as that.
 	Walked uint64
-}
-
-// KernelLimits say which sockets SOCK_DESTROY cannot be trusted with on the
-// running kernel (see doctor.KernelRules).
-type KernelLimits struct {
-	NoTimewait bool // before 6.0: timewait sockets cannot be destroyed
-	NoOrphans  bool // before 6.11: tcp_abort can leave an orphan alive
-}
-
-// refuses reports whether the kernel cannot destroy c; owned says whether a
-// process holds it.
-func (l KernelLimits) refuses(c *conn.Conn, owned bool) bool {
-	if c.Timewait {
-		return l.NoTimewait
-	}
-	return l.NoOrphans && !owned
 }
 
 // Outcome of one hung socket.
@@ -191,7 +178,7 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 			case rep.OwnerErr != nil:
 				// Without owners a protected process could be hit.
 				item.Outcome, item.Err = Failed, rep.OwnerErr
-			case opts.Limits.refuses(&item.Conn, len(owners[c.Cookie]) > 0):
+			case opts.Kernel != nil && !opts.Kernel.Destroys(item.Conn.Timewait, len(owners[c.Cookie]) > 0):
 				item.Outcome = Unsupported
 			}
 			rep.Items = append(rep.Items, item)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
@@ -45,12 +46,12 @@ func newEnv(t *testing.T) *env {
 	}
 	ns.MustDo(func() error {
 		// The library's own idea of "this namespace" agrees with the test's.
-		self, err := tracking.CurrentNetNS()
+		self, err := netns.CurrentInode()
 		if err != nil {
 			return err
 		}
 		if self != e.inode {
-			return fmt.Errorf("CurrentNetNS inside %s = %d, want %d", ns.Name, self, e.inode)
+			return fmt.Errorf("netns.CurrentInode inside %s = %d, want %d", ns.Name, self, e.inode)
 		}
 		e.k, err = destroy.New()
 		return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
@@ -98,15 +99,16 @@ func TestKernelLimits(t *testing.T) {
 	}
 	now := 1000 * sec
 	for _, tt := range []struct {
-		limits KernelLimits
+		limits *kernel.Capabilities
 		killed []uint64
 	}{
-		{KernelLimits{}, []uint64{1, 2, 3}},
-		{KernelLimits{NoOrphans: true}, []uint64{1, 3}},
-		{KernelLimits{NoTimewait: true, NoOrphans: true}, []uint64{3}},
+		{nil, []uint64{1, 2, 3}},
+		{&kernel.Capabilities{DestroyTimewait: true, DestroyOrphans: true}, []uint64{1, 2, 3}},
+		{&kernel.Capabilities{DestroyTimewait: true}, []uint64{1, 3}},
+		{&kernel.Capabilities{}, []uint64{3}},
 	} {
 		k := &fakeKiller{}
-		rep, err := Run(src, k, Options{Policy: &pol, Limits: tt.limits}, now)
+		rep, err := Run(src, k, Options{Policy: &pol, Kernel: tt.limits}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +120,7 @@ func TestKernelLimits(t *testing.T) {
 		}
 	}
 	// Neither a timewait socket nor an orphan can have an owner.
-	if !slices.Equal(src.asked, []uint64{3, 3, 3}) {
+	if !slices.Equal(src.asked, []uint64{3, 3, 3, 3}) {
 		t.Errorf("owners asked for %v, want only the owned socket 3, once per sweep", src.asked)
 	}
 }

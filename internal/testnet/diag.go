@@ -1,13 +1,13 @@
 package testnet
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
@@ -51,42 +51,87 @@ func (d DiagSock) String() string {
 	return s
 }
 
-// Layout of the sock_diag structures (include/uapi/linux/inet_diag.h).
-const (
-	sizeofDiagReq = 56 // struct inet_diag_req_v2
-	sizeofDiagMsg = 72 // struct inet_diag_msg
-
-	// diagStates asks for states 1 (ESTABLISHED) to 12 (NEW_SYN_RECV).
-	// Bit 13, TCP_BOUND_INACTIVE (Linux 6.8), would add sockets that are
-	// only bound; they are no connections, so they stay out.
-	diagStates = 1<<13 - 2
-)
-
 // Dump lists every TCP socket of the namespace, IPv4 and IPv6, in every
 // state including TIME_WAIT, FIN_WAIT2-timewait and request sockets. The
-// netlink socket is opened inside the namespace, so it sees only that
-// namespace's sockets.
+// dump is vishvananda/netlink's SocketDiagTCPInfo, through a netlink socket
+// opened inside the namespace (netlink.NewHandleAt): it sees only that
+// namespace's sockets, and the tests check hck-bpf against a parser it did
+// not write.
 func (ns *NS) Dump() ([]DiagSock, error) {
-	var socks []DiagSock
-	err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-		if err != nil {
-			return fmt.Errorf("open sock_diag: %w", err)
-		}
-		defer unix.Close(fd)
-		for i, af := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			s, err := diagDump(fd, af, uint32(i+1))
-			if err != nil {
-				return err
-			}
-			socks = append(socks, s...)
-		}
-		return nil
-	})
+	socks, err := ns.dump()
 	if err != nil {
 		return nil, fmt.Errorf("dump sockets of %s: %w", ns.Name, err)
 	}
 	return socks, nil
+}
+
+func (ns *NS) dump() ([]DiagSock, error) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.diag == nil {
+		// Only NETLINK_SOCK_DIAG: a request of another family would go
+		// out on a socket of the calling thread's namespace.
+		h, err := netlink.NewHandleAt(ns.ns.Handle(), unix.NETLINK_SOCK_DIAG)
+		if err != nil {
+			return nil, fmt.Errorf("open sock_diag: %w", err)
+		}
+		ns.diag = h
+	}
+	var socks []DiagSock
+	for _, af := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		resp, err := ns.diag.SocketDiagTCPInfo(af)
+		// The tables changed under the dump (NLM_F_DUMP_INTR): a retry
+		// gets a consistent answer.
+		for try := 1; errors.Is(err, netlink.ErrDumpInterrupted) && try < 5; try++ {
+			resp, err = ns.diag.SocketDiagTCPInfo(af)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dump family %d: %w", af, err)
+		}
+		for _, r := range resp {
+			d, err := diagSockOf(r.InetDiagMsg)
+			if err != nil {
+				return nil, err
+			}
+			socks = append(socks, d)
+		}
+	}
+	return socks, nil
+}
+
+// diagSockOf converts what netlink parsed of one struct inet_diag_msg.
+func diagSockOf(m *netlink.Socket) (DiagSock, error) {
+	if m == nil {
+		return DiagSock{}, errors.New("dump: answer without inet_diag_msg")
+	}
+	d := DiagSock{
+		Family:  int(m.Family),
+		State:   conn.State(m.State),
+		Timer:   m.Timer,
+		Retrans: m.Retrans,
+		Ifindex: m.ID.Interface,
+		Cookie:  uint64(m.ID.Cookie[0]) | uint64(m.ID.Cookie[1])<<32,
+		Expires: time.Duration(m.Expires) * time.Millisecond,
+		UID:     m.UID,
+		Inode:   m.INode,
+	}
+	src, dst := m.ID.Source, m.ID.Destination
+	switch d.Family {
+	case unix.AF_INET:
+		src, dst = src.To4(), dst.To4()
+	case unix.AF_INET6:
+		src, dst = src.To16(), dst.To16()
+	default:
+		return DiagSock{}, fmt.Errorf("dump: inet_diag_msg of family %d", d.Family)
+	}
+	l, ok1 := netip.AddrFromSlice(src)
+	r, ok2 := netip.AddrFromSlice(dst)
+	if !ok1 || !ok2 {
+		return DiagSock{}, fmt.Errorf("dump: bad addresses %v -> %v", m.ID.Source, m.ID.Destination)
+	}
+	d.Local = netip.AddrPortFrom(l, m.ID.SourcePort)
+	d.Remote = netip.AddrPortFrom(r, m.ID.DestinationPort)
+	return d, nil
 }
 
 // MustDump is Dump that fails t on error.
@@ -107,144 +152,4 @@ func (ns *NS) Find(cookie uint64) (DiagSock, bool, error) {
 	}
 	d, ok := Lookup(socks, cookie)
 	return d, ok, nil
-}
-
-// errDumpInterrupted is the kernel saying the tables changed under the dump
-// (NLM_F_DUMP_INTR); a retry gets a consistent answer.
-var errDumpInterrupted = errors.New("dump interrupted")
-
-func diagDump(fd int, af uint8, seq uint32) ([]DiagSock, error) {
-	for range 5 {
-		socks, err := diagDumpOnce(fd, af, seq)
-		if !errors.Is(err, errDumpInterrupted) {
-			return socks, err
-		}
-	}
-	return nil, fmt.Errorf("dump family %d: %w five times", af, errDumpInterrupted)
-}
-
-func diagDumpOnce(fd int, af uint8, seq uint32) ([]DiagSock, error) {
-	req := make([]byte, unix.SizeofNlMsghdr+sizeofDiagReq)
-	ne := binary.NativeEndian
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], seq)
-	r := req[unix.SizeofNlMsghdr:]
-	r[0] = af                        // sdiag_family
-	r[1] = unix.IPPROTO_TCP          // sdiag_protocol
-	ne.PutUint32(r[4:], diagStates)  // idiag_states; id all zero: everything
-	ne.PutUint64(r[48:], ^uint64(0)) // idiag_cookie: INET_DIAG_NOCOOKIE
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("send dump request: %w", err)
-	}
-
-	var socks []DiagSock
-	buf := make([]byte, 1<<16)
-	interrupted := false
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return nil, fmt.Errorf("receive dump: %w", err)
-		}
-		msgs, err := splitNetlink(buf[:n])
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range msgs {
-			if m.seq != seq {
-				continue
-			}
-			if m.flags&unix.NLM_F_DUMP_INTR != 0 {
-				interrupted = true
-			}
-			switch m.typ {
-			case unix.NLMSG_DONE:
-				if interrupted {
-					return nil, errDumpInterrupted
-				}
-				return socks, nil
-			case unix.NLMSG_ERROR:
-				if len(m.data) < 4 {
-					return nil, errors.New("short netlink error message")
-				}
-				if errno := -int32(ne.Uint32(m.data)); errno != 0 {
-					return nil, fmt.Errorf("dump family %d: %w", af, unix.Errno(errno))
-				}
-			case unix.SOCK_DIAG_BY_FAMILY:
-				d, err := parseDiagMsg(m.data)
-				if err != nil {
-					return nil, err
-				}
-				socks = append(socks, d)
-			}
-		}
-	}
-}
-
-type nlMsg struct {
-	typ, flags uint16
-	seq        uint32
-	data       []byte
-}
-
-// splitNetlink cuts a datagram into its netlink messages.
-func splitNetlink(b []byte) ([]nlMsg, error) {
-	ne := binary.NativeEndian
-	var msgs []nlMsg
-	for len(b) >= unix.SizeofNlMsghdr {
-		l := int(ne.Uint32(b))
-		if l < unix.SizeofNlMsghdr || l > len(b) {
-			return nil, fmt.Errorf("parse netlink message: bad length %d of %d", l, len(b))
-		}
-		msgs = append(msgs, nlMsg{
-			typ:   ne.Uint16(b[4:]),
-			flags: ne.Uint16(b[6:]),
-			seq:   ne.Uint32(b[8:]),
-			data:  b[unix.SizeofNlMsghdr:l],
-		})
-		l = (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
-		if l > len(b) {
-			break
-		}
-		b = b[l:]
-	}
-	return msgs, nil
-}
-
-// parseDiagMsg decodes a struct inet_diag_msg; attributes after it are
-// ignored.
-func parseDiagMsg(b []byte) (DiagSock, error) {
-	if len(b) < sizeofDiagMsg {
-		return DiagSock{}, fmt.Errorf("parse inet_diag_msg: %d bytes, want %d", len(b), sizeofDiagMsg)
-	}
-	ne := binary.NativeEndian
-	d := DiagSock{
-		Family:  int(b[0]),
-		State:   conn.State(b[1]),
-		Timer:   b[2],
-		Retrans: b[3],
-		Ifindex: ne.Uint32(b[40:]),
-		// idiag_cookie is two host-order u32, low half first.
-		Cookie:  uint64(ne.Uint32(b[44:])) | uint64(ne.Uint32(b[48:]))<<32,
-		Expires: time.Duration(ne.Uint32(b[52:])) * time.Millisecond,
-		UID:     ne.Uint32(b[64:]),
-		Inode:   ne.Uint32(b[68:]),
-	}
-	sport := binary.BigEndian.Uint16(b[4:])
-	dport := binary.BigEndian.Uint16(b[6:])
-	var src, dst netip.Addr
-	switch d.Family {
-	case unix.AF_INET:
-		src = netip.AddrFrom4([4]byte(b[8:12]))
-		dst = netip.AddrFrom4([4]byte(b[24:28]))
-	case unix.AF_INET6:
-		src = netip.AddrFrom16([16]byte(b[8:24]))
-		dst = netip.AddrFrom16([16]byte(b[24:40]))
-	default:
-		return DiagSock{}, fmt.Errorf("parse inet_diag_msg: family %d", d.Family)
-	}
-	d.Local = netip.AddrPortFrom(src, sport)
-	d.Remote = netip.AddrPortFrom(dst, dport)
-	return d, nil
 }

@@ -1,46 +1,36 @@
 package testnet
 
 import (
-	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 )
 
-// diagMsg builds a netlink message carrying one inet_diag_msg.
-func diagMsg(d DiagSock, seq uint32) []byte {
-	ne := binary.NativeEndian
-	b := make([]byte, unix.SizeofNlMsghdr+sizeofDiagMsg+8) // 8: an attribute to skip
-	ne.PutUint32(b[0:], uint32(len(b)))
-	ne.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
-	ne.PutUint16(b[6:], unix.NLM_F_MULTI)
-	ne.PutUint32(b[8:], seq)
-	m := b[unix.SizeofNlMsghdr:]
-	m[0], m[1], m[2], m[3] = byte(d.Family), byte(d.State), d.Timer, d.Retrans
-	binary.BigEndian.PutUint16(m[4:], d.Local.Port())
-	binary.BigEndian.PutUint16(m[6:], d.Remote.Port())
-	l, r := d.Local.Addr().As16(), d.Remote.Addr().As16()
-	if d.Family == unix.AF_INET {
-		copy(m[8:], l[12:])
-		copy(m[24:], r[12:])
-	} else {
-		copy(m[8:], l[:])
-		copy(m[24:], r[:])
+// socketOf is what vishvananda/netlink parses of the inet_diag_msg of d.
+func socketOf(d DiagSock) *netlink.Socket {
+	m := &netlink.Socket{
+		Family: uint8(d.Family), State: uint8(d.State), Timer: d.Timer, Retrans: d.Retrans,
+		Expires: uint32(d.Expires / time.Millisecond), UID: d.UID, INode: d.Inode,
 	}
-	ne.PutUint32(m[40:], d.Ifindex)
-	ne.PutUint32(m[44:], uint32(d.Cookie))
-	ne.PutUint32(m[48:], uint32(d.Cookie>>32))
-	ne.PutUint32(m[52:], uint32(d.Expires/time.Millisecond))
-	ne.PutUint32(m[64:], d.UID)
-	ne.PutUint32(m[68:], d.Inode)
-	return b
+	m.ID = netlink.SocketID{
+		SourcePort: d.Local.Port(), DestinationPort: d.Remote.Port(),
+		Source: net.IP(d.Local.Addr().AsSlice()), Destination: net.IP(d.Remote.Addr().AsSlice()),
+		Interface: d.Ifindex, Cookie: [2]uint32{uint32(d.Cookie), uint32(d.Cookie >> 32)},
+	}
+	if d.Family == unix.AF_INET {
+		// netlink gives IPv4 addresses in their 16-byte form.
+		m.ID.Source, m.ID.Destination = m.ID.Source.To16(), m.ID.Destination.To16()
+	}
+	return m
 }
 
-func TestParseDiag(t *testing.T) {
+func TestDiagSockOf(t *testing.T) {
 	socks := []DiagSock{{
 		Family: unix.AF_INET, State: conn.CloseWait,
 		Local:  netip.MustParseAddrPort("127.0.0.1:8080"),
@@ -52,28 +42,19 @@ func TestParseDiag(t *testing.T) {
 		Local:  netip.MustParseAddrPort("[::1]:443"),
 		Remote: netip.MustParseAddrPort("[fe80::1]:60000"),
 		Cookie: 7, Ifindex: 3, Timer: 3, Expires: time.Minute,
+	}, {
+		Family: unix.AF_INET6, State: conn.Established,
+		Local:  netip.MustParseAddrPort("[::ffff:10.0.0.1]:443"),
+		Remote: netip.MustParseAddrPort("[::ffff:10.0.0.2]:60000"),
+		Cookie: 8,
 	}}
-	var buf []byte
-	for _, d := range socks {
-		buf = append(buf, diagMsg(d, 9)...)
-	}
-	msgs, err := splitNetlink(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(msgs) != len(socks) {
-		t.Fatalf("%d messages, want %d", len(msgs), len(socks))
-	}
-	for i, m := range msgs {
-		if m.typ != unix.SOCK_DIAG_BY_FAMILY || m.seq != 9 {
-			t.Errorf("message %d: type %d seq %d", i, m.typ, m.seq)
-		}
-		got, err := parseDiagMsg(m.data)
+	for _, want := range socks {
+		got, err := diagSockOf(socketOf(want))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got != socks[i] {
-			t.Errorf("parsed %+v\nwant   %+v", got, socks[i])
+		if got != want {
+			t.Errorf("converted %+v\nwant      %+v", got, want)
 		}
 	}
 	if !socks[1].Timewait() || socks[0].Timewait() {
@@ -81,32 +62,46 @@ func TestParseDiag(t *testing.T) {
 	}
 }
 
-func TestParseDiagShort(t *testing.T) {
-	if _, err := parseDiagMsg(make([]byte, sizeofDiagMsg-1)); err == nil {
-		t.Error("short inet_diag_msg parsed")
+func TestDiagSockOfRefused(t *testing.T) {
+	if _, err := diagSockOf(nil); err == nil {
+		t.Error("missing inet_diag_msg converted")
 	}
-	b := make([]byte, sizeofDiagMsg)
-	b[0] = unix.AF_UNIX
-	if _, err := parseDiagMsg(b); err == nil {
-		t.Error("AF_UNIX inet_diag_msg parsed")
-	}
-	if _, err := splitNetlink([]byte{200, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}); err == nil {
-		t.Error("netlink message longer than its datagram parsed")
+	if _, err := diagSockOf(&netlink.Socket{Family: unix.AF_UNIX}); err == nil {
+		t.Error("AF_UNIX inet_diag_msg converted")
 	}
 }
 
-func FuzzParseDiag(f *testing.F) {
-	f.Add(diagMsg(DiagSock{Family: unix.AF_INET, Local: netip.MustParseAddrPort("127.0.0.1:1"), Remote: netip.MustParseAddrPort("127.0.0.1:2")}, 1))
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		msgs, err := splitNetlink(b)
-		if err != nil {
-			return
+// TestDumpSeesEveryKind: the dump (vishvananda/netlink's, in the test's
+// namespace) sees a listener, a connection, a timewait socket and a
+// request socket, each with its cookie, and nothing of the namespace the
+// test started in.
+func TestDumpSeesEveryKind(t *testing.T) {
+	ns := New(t)
+	l := ns.Listen(t, "tcp6")
+	c, s := ns.Established(t, "tcp4")
+	tw := ns.TimeWait(t, "tcp4")
+	req, _, _ := ns.SynRecv(t, "tcp4")
+	socks := ns.MustDump(t)
+	for _, want := range []struct {
+		s     *Sock
+		state conn.State
+	}{{l, conn.Listen}, {c, conn.Established}, {s, conn.Established}, {tw, conn.TimeWait}, {req, conn.SynRecv}} {
+		d, ok := Lookup(socks, want.s.Cookie)
+		if !ok || d.State != want.state || d.Local != want.s.Local || d.Remote != want.s.Remote {
+			t.Errorf("%s: dump has %+v (found %v), want %s", want.s, d, ok, want.state)
 		}
-		for _, m := range msgs {
-			_, _ = parseDiagMsg(m.data)
-		}
-	})
+	}
+	if d, _ := Lookup(socks, s.Cookie); d.Inode == 0 {
+		t.Errorf("accepted socket %s without its inode: %+v", s, d)
+	}
+	if d, _ := Lookup(socks, tw.Cookie); !d.Timewait() || d.Inode != 0 {
+		t.Errorf("timewait socket %s: %+v, want timer 3 and no inode", tw, d)
+	}
+	// 5 sockets, plus the peer of the request socket's client and its
+	// listener: nothing else, whatever the host has.
+	if len(socks) != 7 {
+		t.Errorf("dump of a namespace with 7 sockets has %d: %v", len(socks), socks)
+	}
 }
 
 func TestFlow(t *testing.T) {

@@ -9,17 +9,22 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netlink"
+
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
 // NS is a throwaway named network namespace (/run/netns/<Name>), removed when
 // the test ends.
 type NS struct {
 	Name string
+	ns   *netns.NS
+	mu   sync.Mutex
+	diag *netlink.Handle // sock_diag inside the namespace, opened on first Dump
 	t    testing.TB
 }
 
@@ -30,66 +35,48 @@ func RequireRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: builds network namespaces and loads BPF (run: sudo make test)")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip")
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		t.Skip("needs util-linux's nsenter")
 	}
 }
 
-// New makes a fresh network namespace with loopback up.
+// New makes a fresh network namespace with loopback up, bind-mounted as
+// /run/netns/<Name> so that commands enter it by path and the tracker
+// counts it as alive.
 func New(t testing.TB) *NS {
 	t.Helper()
 	RequireRoot(t)
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	ns := &NS{Name: "hcktest-" + hex.EncodeToString(b), t: t}
-	if out, err := exec.Command("ip", "netns", "add", ns.Name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", ns.Name, err, out)
+	h, err := netns.NewNamed(ns.Name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns.Name).Run() })
-	ns.MustRun("ip", "link", "set", "lo", "up")
+	ns.ns = h
+	t.Cleanup(func() {
+		if ns.diag != nil {
+			ns.diag.Close()
+		}
+		h.Close()
+		_ = netns.DeleteNamed(ns.Name)
+	})
+	if err := h.LoopbackUp(); err != nil {
+		t.Fatal(err)
+	}
 	return ns
 }
 
 // Path is the namespace's bind mount, for setns(2).
-func (ns *NS) Path() string { return "/run/netns/" + ns.Name }
+func (ns *NS) Path() string { return ns.ns.Path() }
 
 // Inode is the namespace's inode number, the id the BPF tracker records.
-func (ns *NS) Inode() uint32 {
-	var st unix.Stat_t
-	if err := unix.Stat(ns.Path(), &st); err != nil {
-		ns.t.Fatalf("stat %s: %v", ns.Path(), err)
-	}
-	return uint32(st.Ino)
-}
+func (ns *NS) Inode() uint32 { return ns.ns.Inode() }
 
-// Do runs fn on an OS thread that has joined the namespace. Sockets fn
-// creates belong to the namespace for good, whichever thread uses them
-// later. The thread is thrown away afterwards, never returned to the Go
-// scheduler with a foreign namespace.
-func (ns *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the runtime kills a locked thread when its
-		// goroutine exits.
-		fd, err := unix.Open(ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("open %s: %w", ns.Path(), err)
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare fs: %w", err)
-			return
-		}
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns.Name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// Do runs fn on an OS thread that has joined the namespace (netns.NS.Do).
+// Sockets fn creates belong to the namespace for good, whichever thread
+// uses them later.
+func (ns *NS) Do(fn func() error) error { return ns.ns.Do(fn) }
 
 // MustDo is Do that fails the test on error.
 func (ns *NS) MustDo(fn func() error) {

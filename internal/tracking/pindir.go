@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/bpf"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 )
 
 // BPFFSRoot is the one place hck-bpf mounts bpffs itself, when nothing is
@@ -242,7 +243,7 @@ func pinnedKind(path string) (string, error) {
 	obj, err := pin.Load(path, nil)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
-			return "", fmt.Errorf("open pin %s: %w (%s)", path, err, NeedBPF)
+			return "", fmt.Errorf("open pin %s: %w (%s)", path, err, kernel.NeedBPF)
 		}
 		return "", fmt.Errorf("open pin %s: %w", path, err)
 	}

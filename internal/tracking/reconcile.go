@@ -1,15 +1,9 @@
 package tracking
 
 import (
-	"bufio"
-	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strconv"
-	"strings"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -17,6 +11,8 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
 // ReconcileStats says what one reconcile changed.
@@ -51,7 +47,7 @@ func (s *ReconcileStats) Add(o ReconcileStats) {
 //     namespace takes its sockets without an event).
 func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	var st ReconcileStats
-	netns, err := CurrentNetNS()
+	here, err := netns.CurrentInode()
 	if err != nil {
 		return st, err
 	}
@@ -121,7 +117,7 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	var stale, foreign []uint64
 	var foreignNS []uint32
 	for cookie, v := range tracked {
-		if v.netns != netns {
+		if v.netns != here {
 			foreign, foreignNS = append(foreign, cookie), append(foreignNS, v.netns)
 		} else {
 			stale = append(stale, cookie)
@@ -150,7 +146,7 @@ func (t *Tracker) Reconcile() (ReconcileStats, error) {
 	if st.Overflow == 0 {
 		// Seeded: from now on the tracker alone keeps this namespace's
 		// full sockets exact (see Seeded).
-		_ = t.objs.HckNetns.Update(netns, lost+1, ebpf.UpdateAny)
+		_ = t.objs.HckNetns.Update(here, lost+1, ebpf.UpdateAny)
 	}
 	return st, nil
 }
@@ -251,7 +247,7 @@ func (t *Tracker) walkSockets() ([]socketRec, error) {
 			if err != nil {
 				return nil, nil, fmt.Errorf("load sockets spec: %w", err)
 			}
-			if err := spec.Variables["hck_hz"].Set(kernelHZ()); err != nil {
+			if err := spec.Variables["hck_hz"].Set(kernel.HZ()); err != nil {
 				return nil, nil, fmt.Errorf("set hck_hz: %w", err)
 			}
 			var objs bpf.SocketsObjects
@@ -279,46 +275,4 @@ func (t *Tracker) walkSockets() ([]socketRec, error) {
 		recs[i] = *(*socketRec)(unsafe.Pointer(&raw[i*size]))
 	}
 	return recs, nil
-}
-
-// kernelHZ reads CONFIG_HZ from the running kernel's config; 0 if unknown.
-func kernelHZ() uint32 {
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	release := unix.ByteSliceToString(u.Release[:])
-	for _, path := range []string{"/proc/config.gz", "/boot/config-" + release} {
-		f, err := os.Open(path)
-		if err != nil {
-			continue
-		}
-		var r io.Reader = f
-		if strings.HasSuffix(path, ".gz") {
-			gz, err := gzip.NewReader(f)
-			if err != nil {
-				f.Close()
-				continue
-			}
-			r = gz
-		}
-		hz := parseHZ(r)
-		f.Close()
-		if hz != 0 {
-			return hz
-		}
-	}
-	return 0
-}
-
-func parseHZ(r io.Reader) uint32 {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if v, ok := bytes.CutPrefix(line, []byte("CONFIG_HZ=")); ok {
-			n, err := strconv.ParseUint(string(v), 10, 32)
-			if err == nil {
-				return uint32(n)
-			}
-		}
-	}
-	return 0
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
@@ -97,7 +98,7 @@ func TestReusedSocketLeavesTheMap(t *testing.T) {
 			if !ok || c.State != conn.TimeWait || !c.Timewait || c.Local != oldLocal || c.Remote != oldRemote {
 				t.Fatalf("after a walk: %+v (tracked %v), want the TIME_WAIT socket %s", c, ok, old)
 			}
-			if kernelHZ() != 0 && (!c.Exact || c.Entered > tw.Entered+uint64(20e6) || c.Entered+uint64(20e6) < tw.Entered) {
+			if kernel.HZ() != 0 && (!c.Exact || c.Entered > tw.Entered+uint64(20e6) || c.Entered+uint64(20e6) < tw.Entered) {
 				t.Errorf("after a walk: entered %d exact %v, want within 20ms of %d", c.Entered, c.Exact, tw.Entered)
 			}
 		})

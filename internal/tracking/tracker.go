@@ -16,6 +16,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 )
 
 // DefaultMapSize is how many sockets the tracker holds unless told otherwise.
@@ -64,7 +65,7 @@ func Open(opts Options) (_ *Tracker, err error) {
 	if opts.PinDir == "" {
 		opts.PinDir = DefaultPinDir
 	}
-	if err := checkKernel(); err != nil {
+	if err := kernel.CheckBTF(); err != nil {
 		return nil, err
 	}
 	if err := CheckPinDir(opts.PinDir); err != nil {
@@ -363,16 +364,6 @@ func fromBPF(cookie uint64, v *bpf.TrackerHckConn) conn.Conn {
 	c.Local = netip.AddrPortFrom(src, v.Sport)
 	c.Remote = netip.AddrPortFrom(dst, v.Dport)
 	return c
-}
-
-// CurrentNetNS is the inode of the calling thread's network namespace: the
-// default scope of every sweep.
-func CurrentNetNS() (uint32, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return 0, fmt.Errorf("stat own network namespace: %w", err)
-	}
-	return uint32(st.Ino), nil
 }
 
 // PinnedUsage reads, without attaching or changing anything, how full the

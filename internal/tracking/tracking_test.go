@@ -4,13 +4,13 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf/link"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
@@ -68,7 +68,7 @@ func TestTracksClosingStatesWithExactTimes(t *testing.T) {
 // A TIME_WAIT socket fires no event; its entry time comes from the kernel's
 // timewait timer, to a jiffy.
 func TestTimeWaitAgeFromKernelTimer(t *testing.T) {
-	if kernelHZ() == 0 {
+	if kernel.HZ() == 0 {
 		t.Skip("kernel config (CONFIG_HZ) unreadable: TIME_WAIT ages are lower bounds here")
 	}
 	ns := testnet.New(t)
@@ -219,18 +219,6 @@ func TestOverflowIsCounted(t *testing.T) {
 	}
 	if after.Overflow-before.Overflow < 8 {
 		t.Fatalf("overflow counted %d, want ≥ 8 (12 sockets, room for 4)", after.Overflow-before.Overflow)
-	}
-}
-
-func TestParseHZ(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "config")
-	if err := os.WriteFile(f, []byte("# CONFIG_HZ_100 is not set\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r, _ := os.Open(f)
-	defer r.Close()
-	if hz := parseHZ(r); hz != 250 {
-		t.Fatalf("parseHZ = %d, want 250", hz)
 	}
 }
 

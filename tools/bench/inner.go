@@ -160,7 +160,13 @@ func (b *bench) run(ctx context.Context) error {
 // setup makes the namespace usable: loopback up, ports and queues sized for
 // 100k sockets, the bench's own listener for TIME_WAIT triggers.
 func (b *bench) setup() error {
-	if err := netns.LoopbackUp(); err != nil {
+	here, err := netns.Current()
+	if err != nil {
+		return err
+	}
+	err = here.LoopbackUp()
+	here.Close()
+	if err != nil {
 		return err
 	}
 	for _, s := range [][2]string{
@@ -178,7 +184,6 @@ func (b *bench) setup() error {
 		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 	}
 	b.trigPort = b.nextPort()
-	var err error
 	b.trigLn, err = listen(b.trigPort)
 	return err
 }

@@ -113,7 +113,7 @@ func outerMain(args []string) int {
 			return fail(err)
 		}
 	}
-	hostNS, err := netnsInode("/proc/self/ns/net")
+	hostNS, err := netnsInode(os.Getpid())
 	if err != nil {
 		return fail(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
 // The bench runs in a network namespace of its own: the outer process
@@ -17,27 +17,28 @@ import (
 // sockets, destroys them, or starts hck-bpf and ss runs in that process or
 // its children, which inherit the namespace.
 
-// netnsInode is the inode of the namespace at path (/proc/self/ns/net...).
-func netnsInode(path string) (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, fmt.Errorf("stat %s: %w", path, err)
+// netnsInode is the inode of the namespace process pid is in.
+func netnsInode(pid int) (uint64, error) {
+	ns, err := netns.FromPID(pid)
+	if err != nil {
+		return 0, err
 	}
-	return st.Ino, nil
+	defer ns.Close()
+	return uint64(ns.Inode()), nil
 }
 
 // mustBePrivate refuses to go on unless the calling process is in a
 // network namespace other than the host's (hostNS, the outer process's) and
 // init's.
 func mustBePrivate(hostNS uint64) error {
-	self, err := netnsInode("/proc/self/ns/net")
+	self, err := netnsInode(os.Getpid())
 	if err != nil {
 		return err
 	}
 	if hostNS == 0 || self == hostNS {
 		return fmt.Errorf("refusing to run: not in a private network namespace (netns %d, host %d)", self, hostNS)
 	}
-	if initNS, err := netnsInode("/proc/1/ns/net"); err == nil && initNS == self {
+	if initNS, err := netnsInode(1); err == nil && initNS == self {
 		return fmt.Errorf("refusing to run: in init's network namespace")
 	}
 	return nil

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,15 +81,20 @@ func run(bin string) error {
 	if err != nil {
 		return err
 	}
-	// Everything below runs on this thread, in a network namespace of its
-	// own; the hck-bpf child inherits it.
-	runtime.LockOSThread()
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("unshare network namespace: %w", err)
-	}
-	if err := netns.LoopbackUp(); err != nil {
+	// Everything below runs on a thread in a network namespace of its own;
+	// the hck-bpf children inherit it.
+	ns, err := netns.New()
+	if err != nil {
 		return err
 	}
+	defer ns.Close()
+	if err := ns.LoopbackUp(); err != nil {
+		return err
+	}
+	return ns.Do(func() error { return demo(bin) })
+}
+
+func demo(bin string) error {
 	pinDir := fmt.Sprintf("/sys/fs/bpf/hck-demo-%d", os.Getpid())
 	step("1. start the service in a fresh network namespace (pins in %s)", pinDir)
 	svc := exec.Command(bin, "run", "--live", "--pin-dir", pinDir,

@@ -1,11 +1,11 @@
-package doctor
+package kernel
 
 import (
 	"strings"
 	"testing"
 )
 
-func TestKernelRules(t *testing.T) {
+func TestRulesFor(t *testing.T) {
 	tests := []struct {
 		release           string
 		want              Version
@@ -34,16 +34,16 @@ func TestKernelRules(t *testing.T) {
 		{"6.9.", Version{6, 9, 0}, true, false},
 	}
 	for _, tt := range tests {
-		r, err := KernelRules(tt.release)
+		r, err := RulesFor(tt.release)
 		if err != nil {
-			t.Errorf("KernelRules(%q): %v", tt.release, err)
+			t.Errorf("RulesFor(%q): %v", tt.release, err)
 			continue
 		}
 		if r.Version != tt.want || r.DestroyTimewait != tt.timewait || r.DestroyOrphans != tt.orphans || r.Release != tt.release {
-			t.Errorf("KernelRules(%q) = %+v, want %v timewait=%v orphans=%v", tt.release, r, tt.want, tt.timewait, tt.orphans)
+			t.Errorf("RulesFor(%q) = %+v, want %v timewait=%v orphans=%v", tt.release, r, tt.want, tt.timewait, tt.orphans)
 		}
 		if warn := r.Warning(); (warn == "") != (tt.timewait && tt.orphans) {
-			t.Errorf("KernelRules(%q).Warning() = %q", tt.release, warn)
+			t.Errorf("RulesFor(%q).Warning() = %q", tt.release, warn)
 		}
 	}
 }
@@ -51,13 +51,13 @@ func TestKernelRules(t *testing.T) {
 func TestKernelRulesErrors(t *testing.T) {
 	for _, rel := range []string{"", "6", "6.", "6-rc1", ".6.1", "v6.1.0", "linux-6.1", "6.x", " 6.1", "6..1",
 		"1234567.1", "6.1234567", "\n", strings.Repeat("6", 300)} {
-		r, err := KernelRules(rel)
+		r, err := RulesFor(rel)
 		if err == nil {
-			t.Errorf("KernelRules(%q) = %+v, want an error", rel, r)
+			t.Errorf("RulesFor(%q) = %+v, want an error", rel, r)
 			continue
 		}
 		if msg := err.Error(); strings.ContainsAny(msg, "\n\r") || !strings.HasPrefix(msg, "parse kernel release") {
-			t.Errorf("KernelRules(%q): error %q: want one line starting with the action", rel, msg)
+			t.Errorf("RulesFor(%q): error %q: want one line starting with the action", rel, msg)
 		}
 	}
 }
@@ -67,7 +67,7 @@ func TestWarning(t *testing.T) {
 		"5.15.0-91-generic": "TIME_WAIT and orphaned sockets are reported, not destroyed",
 		"6.1.0-13-amd64":    "orphaned sockets (no process holds them) are reported, not destroyed",
 	} {
-		r, err := KernelRules(rel)
+		r, err := RulesFor(rel)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,57 +75,82 @@ func TestWarning(t *testing.T) {
 			t.Errorf("%s: Warning() = %q, want it to say %q", rel, w, want)
 		}
 	}
-	r, _ := KernelRules("6.18.44-fc-v669")
-	if got, want := r.summary(), "kernel 6.18.44: TIME_WAIT destroy (≥6.0) and orphan destroy (≥6.11) supported"; got != want {
-		t.Errorf("summary() = %q, want %q", got, want)
+	r, _ := RulesFor("6.18.44-fc-v669")
+	if got, want := r.Summary(), "kernel 6.18.44: TIME_WAIT destroy (≥6.0) and orphan destroy (≥6.11) supported"; got != want {
+		t.Errorf("Summary() = %q, want %q", got, want)
 	}
 }
 
-func FuzzKernelRules(f *testing.F) {
+func FuzzRulesFor(f *testing.F) {
 	for _, s := range []string{"6.18.44-fc-v669", "5.15.0-91-generic", "6.1.0-13-amd64", "6.11-rc1", "", "6.", "9999999.1", "6.0.9999999"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, rel string) {
-		r, err := KernelRules(rel)
+		r, err := RulesFor(rel)
 		if err != nil {
 			if strings.ContainsAny(err.Error(), "\n\r") {
-				t.Fatalf("KernelRules(%q): error spans lines: %q", rel, err)
+				t.Fatalf("RulesFor(%q): error spans lines: %q", rel, err)
 			}
 			return
 		}
 		if r.Major < 0 || r.Minor < 0 || r.Patch < 0 {
-			t.Fatalf("KernelRules(%q) = %+v: negative version", rel, r)
+			t.Fatalf("RulesFor(%q) = %+v: negative version", rel, r)
 		}
 		if r.DestroyOrphans && !r.DestroyTimewait {
-			t.Fatalf("KernelRules(%q) = %+v: orphans without timewait", rel, r)
+			t.Fatalf("RulesFor(%q) = %+v: orphans without timewait", rel, r)
 		}
 		if strings.ContainsAny(r.Warning(), "\n\r") {
-			t.Fatalf("KernelRules(%q): warning spans lines", rel)
+			t.Fatalf("RulesFor(%q): warning spans lines", rel)
 		}
 	})
 }
 
 func TestMissingCaps(t *testing.T) {
-	set := func(caps ...int) capSet {
-		var c capSet
+	set := func(caps ...int) CapSet {
+		var c CapSet
 		for _, n := range caps {
 			c[n/32] |= 1 << (n % 32)
 		}
 		return c
 	}
 	tests := []struct {
-		have capSet
+		have CapSet
 		want string
 	}{
-		{set(capBPF, capPerfmon, capNetAdmin), ""},
-		{set(capSysAdmin, capNetAdmin), ""},
-		{set(capSysAdmin), "CAP_NET_ADMIN"},
-		{set(capBPF, capNetAdmin), "CAP_PERFMON"},
+		{set(CapBPF, CapPerfmon, CapNetAdmin), ""},
+		{set(CapSysAdmin, CapNetAdmin), ""},
+		{set(CapSysAdmin), "CAP_NET_ADMIN"},
+		{set(CapBPF, CapNetAdmin), "CAP_PERFMON"},
 		{set(), "CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN"},
 	}
 	for _, tt := range tests {
-		if got := strings.Join(missingCaps(tt.have), ","); got != tt.want {
-			t.Errorf("missingCaps(%x) = %q, want %q", tt.have, got, tt.want)
+		if got := strings.Join(tt.have.Missing(), ","); got != tt.want {
+			t.Errorf("Missing(%x) = %q, want %q", tt.have, got, tt.want)
+		}
+	}
+}
+
+func TestDestroys(t *testing.T) {
+	for _, tt := range []struct {
+		release                 string
+		timewait, orphan, owned bool
+	}{
+		{"6.18.44-fc-v669", true, true, true},
+		{"6.1.0-13-amd64", true, false, true},
+		{"5.15.0-91-generic", false, false, true},
+	} {
+		r, err := RulesFor(tt.release)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Destroys(true, false); got != tt.timewait {
+			t.Errorf("%s: Destroys(timewait) = %v", tt.release, got)
+		}
+		if got := r.Destroys(false, false); got != tt.orphan {
+			t.Errorf("%s: Destroys(orphan) = %v", tt.release, got)
+		}
+		if got := r.Destroys(false, true); got != tt.owned {
+			t.Errorf("%s: Destroys(owned) = %v", tt.release, got)
 		}
 	}
 }

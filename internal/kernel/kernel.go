@@ -1,4 +1,9 @@
-package doctor
+// Package kernel says what the running kernel and this process can do for
+// hck-bpf: the kernel version rules (which sockets SOCK_DESTROY can be
+// trusted with), the process's capabilities, the kernel's BTF and its
+// CONFIG_HZ. The commands apply it at runtime (scan, run), the doctor
+// reports it.
+package kernel
 
 import (
 	"errors"
@@ -24,13 +29,23 @@ func (v Version) AtLeast(major, minor int) bool {
 // sweep reports, and does not destroy, the sockets its kernel cannot.
 type Capabilities struct {
 	// DestroyTimewait: SOCK_DESTROY removes timewait sockets (TIME_WAIT,
-	// and FIN_WAIT2 kept as a timewait socket after close). Linux 6.0+.
+	// and FIN_WAIT2 kept as a timewait socket after close). Linux 6.0+
+	// (af9784d007d8).
 	DestroyTimewait bool `json:"destroy_timewait"`
 	// DestroyOrphans: SOCK_DESTROY reliably kills orphaned full sockets
 	// (no process holds them: FIN_WAIT1, CLOSING, LAST_ACK after close).
 	// Before 6.11 tcp_abort() can leave an orphan alive, fixed by
-	// "tcp: fix forever orphan socket caused by tcp_abort".
+	// "tcp: fix forever orphan socket caused by tcp_abort" (bac76cf89816).
 	DestroyOrphans bool `json:"destroy_orphans"`
+}
+
+// Destroys reports whether SOCK_DESTROY can be trusted with a socket: a
+// timewait one, or else a full socket that a process holds (owned) or not.
+func (c Capabilities) Destroys(timewait, owned bool) bool {
+	if timewait {
+		return c.DestroyTimewait
+	}
+	return owned || c.DestroyOrphans
 }
 
 // Rules are the kernel version rules applied to one kernel.
@@ -42,19 +57,19 @@ type Rules struct {
 
 // The first kernels with each capability.
 var (
-	timewaitSince = Version{Major: 6, Minor: 0}
-	orphansSince  = Version{Major: 6, Minor: 11}
+	TimewaitSince = Version{Major: 6, Minor: 0}
+	OrphansSince  = Version{Major: 6, Minor: 11}
 )
 
-// maxRelease bounds the release strings KernelRules looks at; uname's is
-// at most 64 bytes.
+// maxRelease bounds the release strings RulesFor looks at; uname's is at
+// most 64 bytes.
 const maxRelease = 256
 
-// KernelRules parses a kernel release as uname(2) gives it ("6.18.44-fc-v669",
+// RulesFor parses a kernel release as uname(2) gives it ("6.18.44-fc-v669",
 // "5.15.0-91-generic", "6.1.0-13-amd64", "6.11-rc1") and applies the version
 // rules to it. Only the leading major.minor[.patch] counts; whatever
 // follows it (distribution suffixes, -rc, +) is ignored.
-func KernelRules(release string) (Rules, error) {
+func RulesFor(release string) (Rules, error) {
 	v, err := parseRelease(release)
 	if err != nil {
 		return Rules{}, err
@@ -63,19 +78,19 @@ func KernelRules(release string) (Rules, error) {
 		Release: release,
 		Version: v,
 		Capabilities: Capabilities{
-			DestroyTimewait: v.AtLeast(timewaitSince.Major, timewaitSince.Minor),
-			DestroyOrphans:  v.AtLeast(orphansSince.Major, orphansSince.Minor),
+			DestroyTimewait: v.AtLeast(TimewaitSince.Major, TimewaitSince.Minor),
+			DestroyOrphans:  v.AtLeast(OrphansSince.Major, OrphansSince.Minor),
 		},
 	}, nil
 }
 
-// Kernel applies the version rules to the running kernel.
-func Kernel() (Rules, error) {
+// Running applies the version rules to the running kernel.
+func Running() (Rules, error) {
 	rel, err := Release()
 	if err != nil {
 		return Rules{}, err
 	}
-	return KernelRules(rel)
+	return RulesFor(rel)
 }
 
 // Release is the running kernel's release string (uname -r).
@@ -142,21 +157,22 @@ func (r Rules) Warning() string {
 	switch {
 	case !r.DestroyTimewait:
 		return fmt.Sprintf("kernel %s is older than %d.%d: TIME_WAIT and orphaned sockets are reported, not destroyed "+
-			"(destroying TIME_WAIT needs %d.%d, orphans %d.%d)", r.Version, timewaitSince.Major, timewaitSince.Minor,
-			timewaitSince.Major, timewaitSince.Minor, orphansSince.Major, orphansSince.Minor)
+			"(destroying TIME_WAIT needs %d.%d, orphans %d.%d)", r.Version, TimewaitSince.Major, TimewaitSince.Minor,
+			TimewaitSince.Major, TimewaitSince.Minor, OrphansSince.Major, OrphansSince.Minor)
 	case !r.DestroyOrphans:
 		return fmt.Sprintf("kernel %s is older than %d.%d: orphaned sockets (no process holds them) are reported, not destroyed "+
-			"(tcp_abort can leave them alive before %d.%d)", r.Version, orphansSince.Major, orphansSince.Minor,
-			orphansSince.Major, orphansSince.Minor)
+			"(tcp_abort can leave them alive before %d.%d)", r.Version, OrphansSince.Major, OrphansSince.Minor,
+			OrphansSince.Major, OrphansSince.Minor)
 	}
 	return ""
 }
 
-// summary is the detail of the kernel check.
-func (r Rules) summary() string {
+// Summary is one line on what this kernel can destroy: Warning, or that it
+// can destroy everything.
+func (r Rules) Summary() string {
 	if w := r.Warning(); w != "" {
 		return w
 	}
 	return fmt.Sprintf("kernel %s: TIME_WAIT destroy (≥%d.%d) and orphan destroy (≥%d.%d) supported", r.Version,
-		timewaitSince.Major, timewaitSince.Minor, orphansSince.Major, orphansSince.Minor)
+		TimewaitSince.Major, TimewaitSince.Minor, OrphansSince.Major, OrphansSince.Minor)
 }
