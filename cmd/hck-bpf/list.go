@@ -86,8 +86,9 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 	}
 	defer tr.Close()
 	// A full walk only when the map may be missing something: never
-	// seeded, a timewait socket whose state or existence no event
-	// reports, or a socket whose file is unknown.
+	// seeded, or a socket the map may be wrong about (conn.MayBeStale,
+	// the rule a sweep uses too).
+	now := conn.Now()
 	walked := false
 	if !tr.Seeded(netns) {
 		if _, err := tr.Reconcile(); err != nil {
@@ -99,9 +100,7 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if !walked && slices.ContainsFunc(conns, func(c conn.Conn) bool {
-		return c.Timewait || c.File == 0 && tracking.NeedsOwner(&c)
-	}) {
+	if !walked && slices.ContainsFunc(conns, func(c conn.Conn) bool { return c.MayBeStale(now) }) {
 		if _, err := tr.Reconcile(); err != nil {
 			return err
 		}
@@ -117,7 +116,7 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	now := conn.Now()
+	now = conn.Now()
 	entries := []listEntry{}
 	for _, c := range conns {
 		if len(want) > 0 && !want[c.State] {

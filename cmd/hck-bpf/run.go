@@ -73,14 +73,14 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		return err
 	}
 	defer d.Close()
-	var killer sweep.Killer = d
+	act := sweep.DryRun(d)
 	if f.live {
-		killer = daemon.Audited(d, log, out.Flush)
+		act = sweep.Live(daemon.Audited(d, log, out.Flush))
 	}
 	log.Info().Str("mode", report.Mode(f.dryRun)).Str("pin_dir", g.pinDir).Bool("attached", tr.Attached).Uint32("netns", netns).
 		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)
-	err = daemon.Run(ctx, tr, killer, daemon.Config{
-		Sweep: sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills,
+	err = daemon.Run(ctx, tr, act, daemon.Config{
+		Sweep: sweep.Options{Policy: pol, NetNS: netns, MaxKills: f.maxKills,
 			Kernel: kernelRules(log)},
 		Log:   log,
 		Ready: func() { sdNotify("READY=1") },

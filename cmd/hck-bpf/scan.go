@@ -60,15 +60,19 @@ func scan(g *globals, f *sweepFlags) (err error) {
 	}
 	// A dry run needs the destroyer too: it asks the kernel whether each
 	// hung socket is still in its state, and destroys nothing.
-	killer, err := destroy.New()
+	d, err := destroy.New()
 	if err != nil {
 		return err
 	}
-	defer killer.Close()
+	defer d.Close()
+	act := sweep.DryRun(d)
+	if f.live {
+		act = sweep.Live(d)
+	}
 	report.Header(log, f.dryRun)
 	// Over a tracker that has been watching this namespace since a full
 	// walk, the map is exact: walk only if a hung socket needs it.
-	rep, err := sweep.Run(tr, killer, sweep.Options{Policy: pol, NetNS: netns, DryRun: f.dryRun, MaxKills: f.maxKills,
+	rep, err := sweep.Run(tr, act, sweep.Options{Policy: pol, NetNS: netns, MaxKills: f.maxKills,
 		Kernel: kernelRules(log), WalkOnDemand: !tr.Attached && tr.Seeded(netns)}, conn.Now())
 	if err != nil {
 		return err

@@ -116,6 +116,35 @@ func (c *Conn) Age(now uint64) time.Duration {
 	return time.Duration(now - c.Entered)
 }
 
+// MayHaveOwner reports whether a process may hold c: a timewait socket or
+// an orphan (closed by its process) has no owner, and never will again.
+func (c *Conn) MayHaveOwner() bool { return !c.Timewait && !c.Orphan }
+
+// TimewaitLen is TCP_TIMEWAIT_LEN: a TIME_WAIT socket's timer, unless a
+// late segment re-arms it.
+const TimewaitLen = 60 * time.Second
+
+// MayBeStale reports whether what the tracker's map says of c may be out
+// of date in a way no event reports, so that only a walk of the
+// namespace's sockets can tell (at now, CLOCK_BOOTTIME ns). This is the
+// one rule `list` and a sweep both judge the map by:
+//   - a FIN_WAIT2 timewait socket that received the peer's FIN is in
+//     TIME_WAIT by now, with no event (the tracepoint does not fire for
+//     timewait sockets);
+//   - a TIME_WAIT socket older than its timer may be gone, with no event;
+//   - a socket that a process may hold but whose file is unknown may have
+//     been accepted since it entered its state (its owner would then be
+//     unknown).
+func (c *Conn) MayBeStale(now uint64) bool {
+	switch {
+	case c.Timewait && c.State == FinWait2:
+		return true
+	case c.Timewait:
+		return c.Age(now) >= TimewaitLen
+	}
+	return c.File == 0 && c.MayHaveOwner()
+}
+
 // IPv6 reports whether the connection is IPv6 (IPv4-mapped addresses count
 // as IPv6: that is the family the kernel keeps them under).
 func (c *Conn) IPv6() bool { return c.Local.Addr().Is6() }

@@ -4,7 +4,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
-	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 )
@@ -29,13 +28,10 @@ type audited struct {
 	flush func()
 }
 
-// Check destroys nothing: nothing to write down first.
-func (a *audited) Check(cs []*conn.Conn) []destroy.Result { return a.k.Check(cs) }
-
-func (a *audited) Destroy(cs []*conn.Conn) []destroy.Result {
+func (a *audited) Kill(cs []*conn.Conn) []error {
 	for _, c := range cs {
 		report.Intent(a.log, c)
 	}
 	a.flush()
-	return a.k.Destroy(cs)
+	return a.k.Kill(cs)
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
-	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/logging"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
@@ -34,27 +33,15 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// seenKiller records, at each Destroy, what the log's destination held.
+// seenKiller records, at each Kill, what the log's destination held.
 type seenKiller struct {
 	out  *lockedBuffer
 	seen []string
 }
 
-func (k *seenKiller) Destroy(cs []*conn.Conn) []destroy.Result {
+func (k *seenKiller) Kill(cs []*conn.Conn) []error {
 	k.seen = append(k.seen, k.out.String())
-	res := make([]destroy.Result, len(cs))
-	for i := range res {
-		res[i].Outcome = destroy.Destroyed
-	}
-	return res
-}
-
-func (k *seenKiller) Check(cs []*conn.Conn) []destroy.Result {
-	res := make([]destroy.Result, len(cs))
-	for i := range res {
-		res[i].Outcome = destroy.Confirmed
-	}
-	return res
+	return make([]error, len(cs)) // all destroyed
 }
 
 // TestAuditedWritesBeforeDestroying: with the buffered writer, each batch's
@@ -76,7 +63,7 @@ func TestAuditedWritesBeforeDestroying(t *testing.T) {
 	}
 	batches := [][]*conn.Conn{{mk(11), mk(12)}, {mk(13)}}
 	for _, batch := range batches {
-		k.Destroy(batch)
+		k.Kill(batch)
 		// The service's sweep then logs each fate, buffered.
 		for _, c := range batch {
 			logSweep(log, &sweep.Report{Items: []sweep.Item{{Conn: *c, Outcome: sweep.Destroyed,

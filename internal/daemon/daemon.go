@@ -41,9 +41,9 @@ type Config struct {
 }
 
 // Run sweeps whenever a tracked socket is due, or may be due without an
-// event telling, and at least every Backstop, until ctx ends. The tracker
-// stays pinned afterwards.
-func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) error {
+// event telling, and at least every Backstop, until ctx ends, doing act
+// with the hung sockets. The tracker stays pinned afterwards.
+func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) error {
 	events, err := tr.Events()
 	if err != nil {
 		return err
@@ -128,7 +128,7 @@ func Run(ctx context.Context, tr *tracking.Tracker, k sweep.Killer, cfg Config) 
 					cfg.Log.Warn().Err(err).Msg("Could not ask the tracker for the next overflow")
 				}
 			}
-			rep, err := sweep.Run(tr, k, opts, now)
+			rep, err := sweep.Run(tr, act, opts, now)
 			if err != nil {
 				cfg.Log.Error().Err(err).Msg("Sweep failed")
 				arm(conn.Now() + uint64(sweep.RetryAfter))
@@ -197,7 +197,7 @@ func logOverflow(log zerolog.Logger, tr *tracking.Tracker) {
 // logSweep logs one line per socket acted on, and the sweep at debug
 // level; the walk, if the sweep made one, as report.Reconciled says.
 func logSweep(log zerolog.Logger, rep *sweep.Report, routine bool) {
-	if rep.ReconcileErr != nil || rep.Reconciled != (tracking.ReconcileStats{}) {
+	if rep.ReconcileErr != nil || rep.Reconciled != (sweep.WalkStats{}) {
 		report.Reconciled(log, rep, routine)
 	}
 	if rep.OwnerErr != nil {

@@ -82,7 +82,7 @@ func start(t *testing.T, ns *testnet.NS, pol policy.Policy, mapSize uint32, back
 			s.mu.Unlock()
 		},
 	}
-	go func() { done <- ns.Do(func() error { return daemon.Run(ctx, tr, k, cfg) }) }()
+	go func() { done <- ns.Do(func() error { return daemon.Run(ctx, tr, sweep.Live(k), cfg) }) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -89,7 +89,7 @@ func TestRoutineWalksAtDebug(t *testing.T) {
 	reps := make([]sweep.Report, n)
 	missed := make([]uint64, n)
 	for i := range reps {
-		reps[i] = sweep.Report{Skipped: nil, Reconciled: tracking.ReconcileStats{Seen: 400, Seeded: 3, Updated: 2, Removed: 1}}
+		reps[i] = sweep.Report{Skipped: nil, Reconciled: sweep.WalkStats{Seen: 400, Seeded: 3, Updated: 2, Removed: 1}}
 	}
 	reps[0].Reconciled.Seeded = 250 // sockets older than the tracker
 	reps[n-1].Reconciled.Overflow = 7

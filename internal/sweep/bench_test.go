@@ -27,7 +27,7 @@ func BenchmarkRun(b *testing.B) {
 	_ = pol.Thresholds.Set(conn.FinWait2, 3600*1e9)
 	b.ReportAllocs()
 	for range b.N {
-		rep, err := Run(src, &fakeKiller{}, Options{Policy: &pol}, 60*sec)
+		rep, err := Run(src, act(&fakeKiller{}, false), Options{Policy: &pol}, 60*sec)
 		if err != nil || rep.Destroyed != n {
 			b.Fatalf("%d destroyed, %v", rep.Destroyed, err)
 		}

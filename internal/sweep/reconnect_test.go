@@ -93,7 +93,7 @@ func TestReconnectedSocketLivesOn(t *testing.T) {
 			}
 			for _, dry := range []bool{true, false} {
 				src := staleSource{Tracker: tr, stale: wrong}
-				rep = e.run(t, src, sweep.Options{Policy: &pol, DryRun: dry, WalkOnDemand: true}, conn.Now())
+				rep = e.sweep(t, src, dry, sweep.Options{Policy: &pol, WalkOnDemand: true}, conn.Now())
 				for _, w := range wrong {
 					it := mustItem(t, &rep, w.Cookie)
 					if it.Outcome != sweep.Changed || it.KernelState != conn.Established {

@@ -4,14 +4,14 @@
 package sweep
 
 import (
+	"errors"
+	"fmt"
 	"sort"
 	"time"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
-	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
-	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
 // Source is where the tracked sockets come from (the kernel tracker).
@@ -19,7 +19,7 @@ type Source interface {
 	// Reconcile brings the tracked set in line with the sockets of the
 	// calling thread's namespace (timewait sockets, sockets older than the
 	// tracker, entries whose socket died without an event).
-	Reconcile() (tracking.ReconcileStats, error)
+	Reconcile() (WalkStats, error)
 	// Walk calls fn for every tracked socket of network namespace netns
 	// (0: all); *c is only valid during the call.
 	Walk(netns uint32, fn func(c *conn.Conn)) error
@@ -28,23 +28,81 @@ type Source interface {
 	Forget(cookie uint64) error
 }
 
-// Killer destroys sockets (destroy.Destroyer). Destroy, and Check in a dry
-// run, first ask the kernel for each socket by tuple and cookie: one that
-// is no longer in the state the map says (a transition the tracker missed,
-// a socket that connected again under the same cookie) is not the socket
-// the sweep judged, and is reported destroy.Changed.
-type Killer interface {
-	Destroy(conns []*conn.Conn) []destroy.Result
-	// Check destroys nothing: what a dry run asks.
-	Check(conns []*conn.Conn) []destroy.Result
+// WalkStats says what one walk of the namespace's sockets (Reconcile)
+// changed in the tracked set.
+type WalkStats struct {
+	Seen     int // sockets in closing states in the namespace
+	Seeded   int // sockets the tracker had never seen (older than it, or lost to overflow)
+	Updated  int // timewait sockets whose state or entry time became known
+	Removed  int // entries whose socket is gone without an event
+	Pruned   int // entries of network namespaces that no longer exist
+	Overflow int // sockets that could not be seeded: the map is full
 }
+
+// Add adds o's counts to s.
+func (s *WalkStats) Add(o WalkStats) {
+	s.Seen += o.Seen
+	s.Seeded += o.Seeded
+	s.Updated += o.Updated
+	s.Removed += o.Removed
+	s.Pruned += o.Pruned
+	s.Overflow += o.Overflow
+}
+
+// Lookup asks the kernel for sockets, by tuple and cookie, and destroys
+// nothing: what a dry run needs to say exactly what a live run would do.
+// It returns one error per socket: nil when the kernel has it in the state
+// c.State names, ErrGone, a *StateError, or why the lookup failed.
+type Lookup interface {
+	Lookup(conns []*conn.Conn) []error
+}
+
+// Killer destroys sockets. It first asks the kernel for each socket by
+// tuple and cookie, as Lookup does, and destroys only one the kernel has
+// in the state c.State names: a socket in another state (a transition the
+// tracker missed, a socket that connected again under the same cookie) is
+// not the socket the sweep judged. It returns one error per socket: nil
+// when destroyed, ErrGone, a *StateError, or why it failed.
+type Killer interface {
+	Kill(conns []*conn.Conn) []error
+}
+
+// ErrGone: the kernel no longer has the socket ("already gone"); nothing
+// was done.
+var ErrGone = errors.New("socket already gone")
+
+// StateError: the kernel has the socket in another state than the one
+// named; nothing was done.
+type StateError struct {
+	Want, Have conn.State
+}
+
+func (e *StateError) Error() string {
+	return fmt.Sprintf("socket is %s, not %s", e.Have, e.Want)
+}
+
+// An Act is what a sweep does with the hung sockets it would destroy: look
+// them up (DryRun) or destroy them (Live). A dry run's Act holds only a
+// Lookup: it cannot destroy.
+type Act struct {
+	dry bool
+	do  func(conns []*conn.Conn) []error
+}
+
+// DryRun looks the hung sockets up with l and destroys nothing.
+func DryRun(l Lookup) Act { return Act{dry: true, do: l.Lookup} }
+
+// Live destroys the hung sockets with k.
+func Live(k Killer) Act { return Act{do: k.Kill} }
+
+// DryRun reports whether a destroys nothing.
+func (a Act) DryRun() bool { return a.dry }
 
 // Options for one sweep.
 type Options struct {
 	Policy   *policy.Policy
 	NetNS    uint32 // only sockets of this network namespace; 0: all
-	DryRun   bool
-	MaxKills int // most sockets destroyed in one sweep; 0: no cap
+	MaxKills int    // most sockets destroyed in one sweep; 0: no cap
 	// WalkOnDemand skips the walk of the namespace's sockets (reconcile)
 	// unless a hung socket needs it: a FIN_WAIT2 timewait socket may have
 	// moved to TIME_WAIT, which no event reports. The service sets it for
@@ -119,7 +177,7 @@ type Report struct {
 	// Walked is when this sweep's walk of the namespace began
 	// (CLOCK_BOOTTIME); 0 when it walked nothing.
 	Walked       uint64
-	Reconciled   tracking.ReconcileStats
+	Reconciled   WalkStats
 	ReconcileErr error // the walk failed: ages of timewait sockets may be stale
 	// OwnerErr is set when owners could not be read: they show as unknown
 	// and process rules cannot protect anything, so nothing is destroyed.
@@ -130,8 +188,12 @@ type Report struct {
 // RetryAfter is how long a sweep waits before trying a failed destroy again.
 const RetryAfter = 10 * time.Second
 
-// Run performs one sweep at now (CLOCK_BOOTTIME ns).
-func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
+// Run performs one sweep at now (CLOCK_BOOTTIME ns), doing act with the
+// hung sockets it would destroy.
+func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
+	if act.do == nil {
+		return Report{}, errors.New("sweep: no act: want DryRun or Live")
+	}
 	start := time.Now()
 	rep := Report{Skipped: map[policy.SkipReason]int{}}
 	walk := func() {
@@ -162,7 +224,7 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 		// Only sockets a process may hold need a look at file tables.
 		var ask []*conn.Conn
 		for i := range found.hung {
-			if tracking.NeedsOwner(&found.hung[i]) {
+			if found.hung[i].MayHaveOwner() {
 				ask = append(ask, &found.hung[i])
 			}
 		}
@@ -205,26 +267,20 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 		for i, it := range kill {
 			targets[i] = &it.Conn
 		}
-		var results []destroy.Result
-		if opts.DryRun {
-			results = k.Check(targets)
-		} else {
-			results = k.Destroy(targets)
-		}
-		for i, res := range results {
+		for i, err := range act.do(targets) {
 			it := kill[i]
-			it.KernelState = res.State
-			switch res.Outcome {
-			case destroy.Confirmed:
+			var se *StateError
+			switch {
+			case err == nil && act.dry:
 				it.Outcome = Planned
-			case destroy.Destroyed:
+			case err == nil:
 				it.Outcome = Destroyed
-			case destroy.Gone:
+			case errors.Is(err, ErrGone):
 				it.Outcome = Gone
-			case destroy.Changed:
-				it.Outcome, changed = Changed, true
+			case errors.As(err, &se):
+				it.Outcome, it.KernelState, changed = Changed, se.Have, true
 			default:
-				it.Outcome, it.Err = Failed, res.Err
+				it.Outcome, it.Err = Failed, err
 			}
 			// A destroyed full socket passes through CLOSE and the tracker
 			// drops its entry itself; a timewait socket, or one found gone,
@@ -238,7 +294,7 @@ func Run(src Source, k Killer, opts Options, now uint64) (Report, error) {
 		// The map was wrong about a socket: a walk of the namespace gives
 		// each entry the kernel's state (a lower-bound age when it moved
 		// on to another closing state) and drops the others.
-		var st tracking.ReconcileStats
+		var st WalkStats
 		st, rep.ReconcileErr = src.Reconcile()
 		rep.Reconciled.Add(st)
 	}
@@ -310,25 +366,20 @@ func (f *found) later(t, now uint64) {
 }
 
 // stale reports whether what the map says of c may be out of date in a way
-// that matters to this sweep:
-//   - a FIN_WAIT2 timewait socket that received the peer's FIN is in
-//     TIME_WAIT by now, with no event, and may be hung as that: it entered
-//     TIME_WAIT after it entered FIN_WAIT2 and after the last walk
-//     (walked) that saw it in FIN_WAIT2, so not before max(entered,
-//     walked) + TIME_WAIT's threshold; check is that moment, when a walk
-//     is worth making;
-//   - a hung TIME_WAIT socket older than its 60 s timer may be gone;
-//   - a hung socket with no known file may have been accepted since it
-//     entered its state (its owner would then be unknown).
+// that matters to this sweep (conn.Conn.MayBeStale, the rule list uses
+// too), and when a walk is worth making for it. It matters for a hung
+// socket, and for a FIN_WAIT2 timewait socket that could be hung as
+// TIME_WAIT: one that received the peer's FIN is in TIME_WAIT by now, with
+// no event, having entered it after it entered FIN_WAIT2 and after the
+// last walk (walked) that saw it in FIN_WAIT2, so not before
+// max(entered, walked) + TIME_WAIT's threshold; check is that moment.
 func stale(p *policy.Policy, c *conn.Conn, hung bool, walked, now uint64) (bool, uint64) {
+	var check uint64
+	twHung := false
 	if c.Timewait && c.State == conn.FinWait2 {
-		twHung, check := timewaitDue(p, c, walked, now)
-		return hung || twHung, check
+		twHung, check = timewaitDue(p, c, walked, now)
 	}
-	if !hung {
-		return false, 0
-	}
-	return c.Timewait && c.Age(now) >= timewaitLen || c.File == 0 && tracking.NeedsOwner(c), 0
+	return (hung || twHung) && c.MayBeStale(now), check
 }
 
 // timewaitDue is whether the FIN_WAIT2 socket c, last seen in FIN_WAIT2 by
@@ -353,10 +404,6 @@ func Wake(p *policy.Policy, c *conn.Conn) uint64 {
 	}
 	return at
 }
-
-// timewaitLen is TCP_TIMEWAIT_LEN: a TIME_WAIT socket's timer, unless a
-// late segment re-arms it.
-const timewaitLen = 60 * time.Second
 
 // decideOwned decides with the owners known: a socket shared by several
 // processes is kept if any of them is protected or excluded.

@@ -82,9 +82,19 @@ func openTracker(t *testing.T) *tracking.Tracker {
 	return tr
 }
 
-// run sweeps e's namespace at now. It never sweeps without a scope.
+// run sweeps e's namespace at now, live. It never sweeps without a scope.
 func (e *env) run(t *testing.T, src sweep.Source, opts sweep.Options, now uint64) sweep.Report {
 	t.Helper()
+	return e.sweep(t, src, false, opts, now)
+}
+
+// sweep sweeps e's namespace at now: a dry run (lookups only) or live.
+func (e *env) sweep(t *testing.T, src sweep.Source, dry bool, opts sweep.Options, now uint64) sweep.Report {
+	t.Helper()
+	act := sweep.Live(e.k)
+	if dry {
+		act = sweep.DryRun(e.k)
+	}
 	opts.NetNS = e.inode
 	if opts.NetNS == 0 {
 		t.Fatal("refusing an unscoped sweep")
@@ -94,7 +104,7 @@ func (e *env) run(t *testing.T, src sweep.Source, opts sweep.Options, now uint64
 	var rep sweep.Report
 	e.ns.MustDo(func() error {
 		var err error
-		rep, err = sweep.Run(src, e.k, opts, now)
+		rep, err = sweep.Run(src, act, opts, now)
 		return err
 	})
 	if rep.ReconcileErr != nil {
@@ -674,7 +684,7 @@ func TestPort22ExcludedByDefault(t *testing.T) {
 
 	// Only the exclusion protects them: without it a dry run plans all four.
 	pol.ExcludePorts = nil
-	rep = e.run(t, tr, sweep.Options{Policy: &pol, DryRun: true}, conn.Now())
+	rep = e.sweep(t, tr, true, sweep.Options{Policy: &pol}, conn.Now())
 	if rep.Planned != len(want) {
 		t.Errorf("without the exclusion, want %d planned; %s", len(want), describe(&rep))
 	}

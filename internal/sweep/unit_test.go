@@ -2,16 +2,16 @@ package sweep
 
 import (
 	"errors"
+	"go/build"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
-	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
-	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
 type fakeSource struct {
@@ -23,9 +23,9 @@ type fakeSource struct {
 	asked     []uint64 // cookies Owners was asked about
 }
 
-func (f *fakeSource) Reconcile() (tracking.ReconcileStats, error) {
+func (f *fakeSource) Reconcile() (WalkStats, error) {
 	f.walks++
-	return tracking.ReconcileStats{}, nil
+	return WalkStats{}, nil
 }
 func (f *fakeSource) Walk(_ uint32, fn func(*conn.Conn)) error {
 	var c conn.Conn // one buffer, as the tracker's: fn must copy what it keeps
@@ -51,27 +51,34 @@ type fakeKiller struct {
 	moved   map[uint64]conn.State
 }
 
-func (k *fakeKiller) Destroy(cs []*conn.Conn) []destroy.Result {
-	res := k.Check(cs)
+func (k *fakeKiller) Kill(cs []*conn.Conn) []error {
+	errs := k.Lookup(cs)
 	for i, c := range cs {
-		if res[i].Outcome == destroy.Confirmed {
+		if errs[i] == nil {
 			k.got = append(k.got, c.Cookie)
-			res[i].Outcome = destroy.Destroyed
 		}
 	}
-	return res
+	return errs
 }
 
-func (k *fakeKiller) Check(cs []*conn.Conn) []destroy.Result {
-	res := make([]destroy.Result, len(cs))
+func (k *fakeKiller) Lookup(cs []*conn.Conn) []error {
+	errs := make([]error, len(cs))
 	for i, c := range cs {
 		k.checked = append(k.checked, c.Cookie)
-		res[i] = destroy.Result{Outcome: destroy.Confirmed, State: c.State}
 		if st, ok := k.moved[c.Cookie]; ok {
-			res[i] = destroy.Result{Outcome: destroy.Changed, State: st}
+			errs[i] = &StateError{Want: c.State, Have: st}
 		}
 	}
-	return res
+	return errs
+}
+
+// act is what the tests' sweeps do with k: look up in a dry run, destroy
+// otherwise.
+func act(k *fakeKiller, dry bool) Act {
+	if dry {
+		return DryRun(k)
+	}
+	return Live(k)
 }
 
 const sec = uint64(time.Second)
@@ -108,7 +115,7 @@ func TestKernelLimits(t *testing.T) {
 		{&kernel.Capabilities{}, []uint64{3}},
 	} {
 		k := &fakeKiller{}
-		rep, err := Run(src, k, Options{Policy: &pol, Kernel: tt.limits}, now)
+		rep, err := Run(src, act(k, false), Options{Policy: &pol, Kernel: tt.limits}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +136,7 @@ func TestOwnerFailureDestroysNothing(t *testing.T) {
 	pol := policy.Default()
 	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false)}, ownerErr: errors.New("no iter")}
 	k := &fakeKiller{}
-	rep, _ := Run(src, k, Options{Policy: &pol}, 1000*sec)
+	rep, _ := Run(src, act(k, false), Options{Policy: &pol}, 1000*sec)
 	if len(k.got) != 0 || rep.Failed != 1 {
 		t.Fatalf("destroyed %v, %d failed: owners unknown must destroy nothing", k.got, rep.Failed)
 	}
@@ -139,7 +146,7 @@ func TestDryRunNeverDestroys(t *testing.T) {
 	pol := policy.Default()
 	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false), hung(2, conn.FinWait1, false)}}
 	k := &fakeKiller{}
-	rep, _ := Run(src, k, Options{Policy: &pol, DryRun: true}, 1000*sec)
+	rep, _ := Run(src, act(k, true), Options{Policy: &pol}, 1000*sec)
 	if len(k.got) != 0 || rep.Planned != 2 || len(src.forgotten) != 0 {
 		t.Fatalf("dry run: destroyed %v, planned %d, forgot %v", k.got, rep.Planned, src.forgotten)
 	}
@@ -154,7 +161,7 @@ func TestChangedLeftAlone(t *testing.T) {
 	for _, dry := range []bool{false, true} {
 		src := &fakeSource{conns: []conn.Conn{hung(1, conn.LastAck, false), hung(2, conn.CloseWait, false)}}
 		k := &fakeKiller{moved: map[uint64]conn.State{1: conn.Established}}
-		rep, err := Run(src, k, Options{Policy: &pol, DryRun: dry, WalkOnDemand: true}, 1000*sec)
+		rep, err := Run(src, act(k, dry), Options{Policy: &pol, WalkOnDemand: true}, 1000*sec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +195,7 @@ func TestMaxKillsHoldsTheRest(t *testing.T) {
 	}
 	k := &fakeKiller{}
 	now := 1000 * sec
-	rep, _ := Run(src, k, Options{Policy: &pol, MaxKills: 2}, now)
+	rep, _ := Run(src, act(k, false), Options{Policy: &pol, MaxKills: 2}, now)
 	if rep.Destroyed != 2 || rep.Held != 3 || rep.Next == 0 || rep.Next > now {
 		t.Fatalf("destroyed %d held %d next %d: want 2, 3 and a sweep right away", rep.Destroyed, rep.Held, rep.Next)
 	}
@@ -209,7 +216,7 @@ func TestNextDeadline(t *testing.T) {
 	b := hung(2, conn.FinWait1, false)
 	b.Entered = 20 * sec // due at 140s
 	src := &fakeSource{conns: []conn.Conn{a, b}}
-	rep, _ := Run(src, &fakeKiller{}, Options{Policy: &pol}, now)
+	rep, _ := Run(src, act(&fakeKiller{}, false), Options{Policy: &pol}, now)
 	if rep.Next != 140*sec || rep.Hung != 0 {
 		t.Fatalf("next %d hung %d, want 140s and none hung", rep.Next, rep.Hung)
 	}
@@ -232,18 +239,18 @@ func TestTimewaitCheckScheduled(t *testing.T) {
 	fw2.Entered = 100 * sec
 	src := &fakeSource{conns: []conn.Conn{fw2}}
 
-	rep, _ := Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, 101*sec)
+	rep, _ := Run(src, act(&fakeKiller{}, false), Options{Policy: &pol, WalkOnDemand: true}, 101*sec)
 	if rep.Next != 102*sec || src.walks != 0 {
 		t.Fatalf("at 101s: next %v, %d walks; want a check at 102s, no walk yet", time.Duration(rep.Next), src.walks)
 	}
-	rep, _ = Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, 102*sec)
+	rep, _ = Run(src, act(&fakeKiller{}, false), Options{Policy: &pol, WalkOnDemand: true}, 102*sec)
 	if src.walks != 1 || rep.Walked != 102*sec {
 		t.Fatalf("at 102s: %d walks (walked at %v); want one", src.walks, time.Duration(rep.Walked))
 	}
 	if rep.Next != 104*sec {
 		t.Errorf("after a walk at 102s that saw it still in FIN_WAIT2: next %v, want 104s", time.Duration(rep.Next))
 	}
-	rep, _ = Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true, Walked: rep.Walked}, 103*sec)
+	rep, _ = Run(src, act(&fakeKiller{}, false), Options{Policy: &pol, WalkOnDemand: true, Walked: rep.Walked}, 103*sec)
 	if src.walks != 1 || rep.Next != 104*sec {
 		t.Errorf("at 103s, walked at 102s: %d walks, next %v; want no walk, next 104s", src.walks, time.Duration(rep.Next))
 	}
@@ -258,11 +265,11 @@ func TestWalkOnDemand(t *testing.T) {
 	orphan := hung(4, conn.LastAck, false)
 	orphan.File, orphan.Orphan = 0, true
 	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false), young, orphan}}
-	Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, now)
+	Run(src, act(&fakeKiller{}, false), Options{Policy: &pol, WalkOnDemand: true}, now)
 	if src.walks != 0 {
 		t.Fatalf("walked %d times with nothing stale", src.walks)
 	}
-	Run(src, &fakeKiller{}, Options{Policy: &pol}, now)
+	Run(src, act(&fakeKiller{}, false), Options{Policy: &pol}, now)
 	if src.walks != 1 {
 		t.Fatalf("a full sweep walked %d times, want 1", src.walks)
 	}
@@ -272,7 +279,7 @@ func TestWalkOnDemand(t *testing.T) {
 	fileless.File = 0
 	for _, c := range []conn.Conn{hung(3, conn.FinWait2, true), old, fileless} {
 		src = &fakeSource{conns: []conn.Conn{c}}
-		Run(src, &fakeKiller{}, Options{Policy: &pol, WalkOnDemand: true}, now)
+		Run(src, act(&fakeKiller{}, false), Options{Policy: &pol, WalkOnDemand: true}, now)
 		if src.walks != 1 {
 			t.Errorf("hung %s (timewait %v, file %#x): walked %d times, want 1", c.State, c.Timewait, c.File, src.walks)
 		}
@@ -299,9 +306,9 @@ func tracked100k(hungN int) *fakeSource {
 func TestStreamingDecide(t *testing.T) {
 	pol := policy.Default()
 	src := tracked100k(3)
-	opts := Options{Policy: &pol, DryRun: true, WalkOnDemand: true}
+	opts := Options{Policy: &pol, WalkOnDemand: true}
 	now := 1000 * sec
-	rep, err := Run(src, &fakeKiller{}, opts, now)
+	rep, err := Run(src, act(&fakeKiller{}, true), opts, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +318,7 @@ func TestStreamingDecide(t *testing.T) {
 	if want := 1060*sec + 3; rep.Next != want {
 		t.Errorf("next %d, want %d (the earliest socket not hung)", rep.Next, want)
 	}
-	if n := testing.AllocsPerRun(3, func() { _, _ = Run(src, &fakeKiller{}, opts, now) }); n > 100 {
+	if n := testing.AllocsPerRun(3, func() { _, _ = Run(src, act(&fakeKiller{}, true), opts, now) }); n > 100 {
 		t.Errorf("a sweep of 100,000 tracked, 3 hung, allocates %v times", n)
 	}
 }
@@ -321,11 +328,44 @@ func TestStreamingDecide(t *testing.T) {
 func BenchmarkSweep100k(b *testing.B) {
 	pol := policy.Default()
 	src := tracked100k(3)
-	opts := Options{Policy: &pol, DryRun: true, WalkOnDemand: true}
+	opts := Options{Policy: &pol, WalkOnDemand: true}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Run(src, &fakeKiller{}, opts, 1000*sec); err != nil {
+		if _, err := Run(src, act(&fakeKiller{}, true), opts, 1000*sec); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestImportsNeitherDestroyNorTracking: sweep owns its outcome types and
+// the interfaces it needs; the destroyer and the tracker implement them,
+// not the other way round.
+func TestImportsNeitherDestroyNorTracking(t *testing.T) {
+	pkg, err := build.ImportDir(".", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, imp := range pkg.Imports {
+		if strings.HasSuffix(imp, "/internal/destroy") || strings.HasSuffix(imp, "/internal/tracking") {
+			t.Errorf("sweep imports %s", imp)
+		}
+	}
+}
+
+// TestDryRunCannotDestroy: a dry run's Act holds only the lookup; handed
+// something that could destroy, it never does.
+func TestDryRunCannotDestroy(t *testing.T) {
+	pol := policy.Default()
+	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false)}, owners: map[uint64][]conn.Owner{1: {{PID: 42, Comm: "app"}}}}
+	k := &fakeKiller{moved: map[uint64]conn.State{}}
+	rep, err := Run(src, DryRun(k), Options{Policy: &pol}, 1000*sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(k.got) != 0 || len(k.checked) != 1 || rep.Planned != 1 || !DryRun(k).DryRun() || Live(k).DryRun() {
+		t.Errorf("dry run: destroyed %v, looked up %v, planned %d", k.got, k.checked, rep.Planned)
+	}
+	if _, err := Run(src, Act{}, Options{Policy: &pol}, 1000*sec); err == nil {
+		t.Error("a sweep with no act ran")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
@@ -31,7 +32,7 @@ func TestChurn(t *testing.T) {
 		}
 		return churn(churnConns)
 	})
-	var st ReconcileStats
+	var st sweep.WalkStats
 	ns.MustDo(func() (err error) { st, err = tr.Reconcile(); return err })
 	after, err := tr.Counters()
 	if err != nil {

@@ -18,10 +18,6 @@ const (
 	ownedPin = "hck_owned"
 )
 
-// NeedsOwner reports whether a process may hold c: a timewait socket or an
-// orphan (closed by its process) has no owner, and never will again.
-func NeedsOwner(c *conn.Conn) bool { return !c.Timewait && !c.Orphan }
-
 // Owners finds the processes holding the sockets cs (one socket can be
 // shared after fork) by their open files: one pass of the owners iterator
 // over every process's file table, which compares table slots with the
@@ -34,7 +30,7 @@ func (t *Tracker) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
 	vals := make([]uint64, 0, len(cs))
 	asked := make(map[uint64]bool, len(cs))
 	for _, c := range cs {
-		if c.File != 0 && NeedsOwner(c) {
+		if c.File != 0 && c.MayHaveOwner() {
 			keys, vals = append(keys, c.File), append(vals, c.Cookie)
 			asked[c.Cookie] = true
 		}

@@ -13,27 +13,8 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
 )
-
-// ReconcileStats says what one reconcile changed.
-type ReconcileStats struct {
-	Seen     int // sockets in closing states in the namespace
-	Seeded   int // sockets the tracker had never seen (older than it, or lost to overflow)
-	Updated  int // timewait sockets whose state or entry time became known
-	Removed  int // entries whose socket is gone without an event
-	Pruned   int // entries of network namespaces that no longer exist
-	Overflow int // sockets that could not be seeded: the map is full
-}
-
-// Add adds o's counts to s.
-func (s *ReconcileStats) Add(o ReconcileStats) {
-	s.Seen += o.Seen
-	s.Seeded += o.Seeded
-	s.Updated += o.Updated
-	s.Removed += o.Removed
-	s.Pruned += o.Pruned
-	s.Overflow += o.Overflow
-}
 
 // Reconcile walks every TCP socket of the calling thread's network
 // namespace with iter/tcp and brings the map in line with the kernel:
@@ -45,8 +26,8 @@ func (s *ReconcileStats) Add(o ReconcileStats) {
 //     or reused timewait socket) is removed;
 //   - an entry of a namespace that no longer exists is removed (a deleted
 //     namespace takes its sockets without an event).
-func (t *Tracker) Reconcile() (ReconcileStats, error) {
-	var st ReconcileStats
+func (t *Tracker) Reconcile() (sweep.WalkStats, error) {
+	var st sweep.WalkStats
 	here, err := netns.CurrentInode()
 	if err != nil {
 		return st, err
