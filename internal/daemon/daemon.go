@@ -194,8 +194,9 @@ func logOverflow(log zerolog.Logger, tr *tracking.Tracker) {
 			tr.MapSize(), c.Overflow)
 }
 
-// logSweep logs one line per socket acted on, and the sweep at debug
-// level; the walk, if the sweep made one, as report.Reconciled says.
+// logSweep logs every hung socket the sweep acted on as a scan does
+// (report.Items: detected, reason, fate), and the sweep at debug level;
+// the walk, if the sweep made one, as report.Reconciled says.
 func logSweep(log zerolog.Logger, rep *sweep.Report, routine bool) {
 	if rep.ReconcileErr != nil || rep.Reconciled != (sweep.WalkStats{}) {
 		report.Reconciled(log, rep, routine)
@@ -203,12 +204,7 @@ func logSweep(log zerolog.Logger, rep *sweep.Report, routine bool) {
 	if rep.OwnerErr != nil {
 		log.Error().Err(rep.OwnerErr).Msg("Could not read socket owners: no hung connection destroyed")
 	}
-	for i := range rep.Items {
-		if rep.Items[i].Outcome == sweep.Skipped {
-			continue
-		}
-		report.Fate(log, &rep.Items[i])
-	}
+	report.Items(log, rep)
 	log.Debug().Int("scanned", rep.Scanned).Int("hung", rep.Hung).Int("destroyed", rep.Destroyed).
 		Int("gone", rep.Gone).Int("failed", rep.Failed).Int("held", rep.Held).Float64("took_s", rep.Took.Seconds()).
 		Msgf("Sweep: %d scanned, %d hung, %d destroyed, %d failed in %s", rep.Scanned, rep.Hung, rep.Destroyed, rep.Failed, rep.Took)

@@ -3,11 +3,15 @@ package daemon
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/logging"
+	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
@@ -152,4 +156,46 @@ func TestSweepLineTookS(t *testing.T) {
 	if _, ok := m["took"]; ok || m["took_s"] != 2.5 {
 		t.Errorf("sweep line %v: want took_s 2.5 and no took", m)
 	}
+}
+
+// TestServiceRendersAsScan: the service logs a hung socket in the lines a
+// scan prints, dry run or live: detected, reason, then its fate.
+func TestServiceRendersAsScan(t *testing.T) {
+	c := conn.Conn{Cookie: 7, State: conn.CloseWait, Exact: true,
+		Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("127.0.0.1:39724"),
+		Owner: &conn.Owner{PID: 18128, Comm: "python3"}}
+	v := policy.Verdict{Age: 2900 * time.Millisecond, Threshold: 2 * time.Second,
+		Reason: "CLOSE_WAIT for 2.9s ≥ 2s threshold (peer closed; the application never closed its socket)"}
+	for _, o := range []sweep.Outcome{sweep.Planned, sweep.Destroyed} {
+		rep := sweep.Report{Items: []sweep.Item{{Conn: c, Verdict: v, Outcome: o}}}
+		var scan, svc bytes.Buffer
+		for _, out := range []*bytes.Buffer{&scan, &svc} {
+			log, _, err := logging.New(out, logging.Options{Format: logging.Text})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out == &scan {
+				report.Items(log, &rep)
+			} else {
+				logSweep(log, &rep, true)
+			}
+		}
+		got, want := stripTimes(svc.String()), stripTimes(scan.String())
+		if got != want || !strings.Contains(got, "WARN - Hung connection detected: "+c.String()) ||
+			!strings.Contains(got, "WARN -   Reason: "+v.Reason) {
+			t.Errorf("%s: the service logs\n%s\nwant what a scan logs\n%s", o, got, want)
+		}
+	}
+}
+
+// stripTimes drops the timestamp at the head of each text line.
+func stripTimes(s string) string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if _, rest, ok := strings.Cut(l, " - "); ok {
+			l = rest
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
 }

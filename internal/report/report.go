@@ -71,8 +71,9 @@ func connEvent(e *zerolog.Event, c *conn.Conn, t *connText, v *policy.Verdict) *
 }
 
 // Items logs every hung socket with its reason and fate, in the scripts'
-// words. Sockets kept by a filter are logged at debug level (-v), as the
-// scripts did.
+// words: the one rendering of scan and the service, dry run or live.
+// Sockets kept by a filter are logged at debug level (-v), as the scripts
+// did.
 func Items(log zerolog.Logger, rep *sweep.Report) {
 	for i := range rep.Items {
 		it := &rep.Items[i]
@@ -104,13 +105,6 @@ func Intent(log zerolog.Logger, c *conn.Conn) {
 		e = e.Int("pid", c.Owner.PID).Str("process", c.Owner.Comm)
 	}
 	e.Str("action", "destroying").Msg("Terminating: " + t.conn + " (socket cookie " + strconv.FormatUint(c.Cookie, 10) + ")")
-}
-
-// Fate logs what happened to one hung socket, one line: the form the
-// service uses for each kill.
-func Fate(log zerolog.Logger, it *sweep.Item) {
-	t := textOf(&it.Conn)
-	fate(log, it, &t)
 }
 
 func fate(log zerolog.Logger, it *sweep.Item, t *connText) {
