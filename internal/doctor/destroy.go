@@ -12,6 +12,7 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
+	"github.com/hck-bpf/hck-bpf/internal/loopsock"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
@@ -86,7 +87,7 @@ func probeDestroy(timeout time.Duration) (destroyProbe, error) {
 		return destroyProbe{}, err
 	}
 	defer d.Close()
-	s := &sockets{timeout: timeout}
+	s := &sockets{opts: loopsock.Options{Timeout: timeout}}
 	defer s.closeAll()
 	ln, err := s.listen()
 	if err != nil {
@@ -111,7 +112,7 @@ func probeCloseWait(d *destroy.Destroyer, s *sockets, ln int) error {
 	if err := s.await(server, conn.CloseWait); err != nil {
 		return err
 	}
-	c, err := connOf(server, conn.CloseWait)
+	c, err := loopsock.Conn(server, conn.CloseWait)
 	if err != nil {
 		return err
 	}
@@ -132,7 +133,7 @@ func probeTimeWait(d *destroy.Destroyer, s *sockets, ln int) error {
 	if err != nil {
 		return err
 	}
-	c, err := connOf(client, conn.TimeWait)
+	c, err := loopsock.Conn(client, conn.TimeWait)
 	if err != nil {
 		return err
 	}
@@ -169,111 +170,35 @@ func outcomeError(res destroy.Result) error {
 	return fmt.Errorf("socket %s", res.Outcome)
 }
 
-// connOf describes the socket fd as a destroy request needs it.
-func connOf(fd int, state conn.State) (conn.Conn, error) {
-	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
-	if err != nil {
-		return conn.Conn{}, fmt.Errorf("read SO_COOKIE: %w", err)
-	}
-	local, err := sockname(unix.Getsockname(fd))
-	if err != nil {
-		return conn.Conn{}, fmt.Errorf("getsockname: %w", err)
-	}
-	remote, err := sockname(unix.Getpeername(fd))
-	if err != nil {
-		return conn.Conn{}, fmt.Errorf("getpeername: %w", err)
-	}
-	return conn.Conn{Cookie: cookie, State: state, Local: local, Remote: remote}, nil
-}
-
-func sockname(sa unix.Sockaddr, err error) (netip.AddrPort, error) {
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	in, ok := sa.(*unix.SockaddrInet4)
-	if !ok {
-		return netip.AddrPort{}, fmt.Errorf("unexpected address %T", sa)
-	}
-	return netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port)), nil
-}
-
-// sockets makes blocking TCP sockets on 127.0.0.1 and closes them all at
-// the end.
+// sockets makes blocking TCP sockets on 127.0.0.1 (loopsock), each call
+// bounded by opts.Timeout, and closes them all at the end.
 type sockets struct {
-	timeout time.Duration
-	fds     []int
+	opts loopsock.Options
+	fds  []int
 }
-
-func (s *sockets) socket() (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
-	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
-	}
-	s.fds = append(s.fds, fd)
-	// Bounds accept and connect: a probe never hangs.
-	tv := unix.NsecToTimeval(s.timeout.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return -1, fmt.Errorf("set receive timeout: %w", err)
-	}
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
-		return -1, fmt.Errorf("set send timeout: %w", err)
-	}
-	return fd, nil
-}
-
-var loopback = [4]byte{127, 0, 0, 1}
 
 func (s *sockets) listen() (int, error) {
-	fd, err := s.socket()
+	fd, _, err := loopsock.Listen(netip.AddrPortFrom(loopsock.Loopback4, 0), s.opts)
 	if err != nil {
 		return -1, err
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: loopback}); err != nil {
-		return -1, fmt.Errorf("bind 127.0.0.1: %w", err)
-	}
-	if err := unix.Listen(fd, 8); err != nil {
-		return -1, fmt.Errorf("listen: %w", err)
-	}
+	s.fds = append(s.fds, fd)
 	return fd, nil
 }
 
 // pair connects a client to ln and accepts it.
 func (s *sockets) pair(ln int) (client, server int, err error) {
-	sa, err := unix.Getsockname(ln)
-	if err != nil {
-		return -1, -1, fmt.Errorf("getsockname listener: %w", err)
-	}
-	client, err = s.socket()
+	client, server, err = loopsock.Pair(ln, s.opts)
 	if err != nil {
 		return -1, -1, err
 	}
-	if err := unix.Connect(client, sa); err != nil {
-		return -1, -1, fmt.Errorf("connect: %w", err)
-	}
-	server, _, err = unix.Accept4(ln, unix.SOCK_CLOEXEC)
-	if err != nil {
-		return -1, -1, fmt.Errorf("accept: %w", err)
-	}
-	s.fds = append(s.fds, server)
+	s.fds = append(s.fds, client, server)
 	return client, server, nil
 }
 
 // await waits until the socket behind fd is in state.
 func (s *sockets) await(fd int, state conn.State) error {
-	deadline := time.Now().Add(s.timeout)
-	for {
-		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		if err != nil {
-			return fmt.Errorf("read TCP_INFO: %w", err)
-		}
-		if conn.State(info.State) == state {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("socket stayed %s, not %s, for %s", conn.State(info.State), state, s.timeout)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	return loopsock.Await(fd, state, s.opts.Timeout)
 }
 
 func (s *sockets) closeAll() {

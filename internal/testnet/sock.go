@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/loopsock"
 )
 
 // Families are the address families every builder takes: "tcp4" builds on
@@ -101,9 +102,7 @@ func (s *Sock) abort() error {
 	if s.FD < 0 {
 		return nil
 	}
-	// Fails on a socket that already had a reset; close it all the same.
-	_ = unix.SetsockoptLinger(s.FD, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-	err := unix.Close(s.FD)
+	err := loopsock.Abort(s.FD)
 	s.FD = -1
 	if err != nil {
 		return fmt.Errorf("abort %s: %w", s, err)
@@ -264,9 +263,9 @@ func lookupFamily(t testing.TB, name string) family {
 	t.Helper()
 	switch name {
 	case "tcp4":
-		return family{unix.AF_INET, netip.AddrFrom4([4]byte{127, 0, 0, 1})}
+		return family{unix.AF_INET, loopsock.Loopback4}
 	case "tcp6":
-		return family{unix.AF_INET6, netip.IPv6Loopback()}
+		return family{unix.AF_INET6, loopsock.Loopback6}
 	}
 	t.Fatalf("family %q: want tcp4 or tcp6", name)
 	return family{}
@@ -280,11 +279,8 @@ func (ns *NS) socket(t testing.TB, fam string) *Sock {
 	fd := -1
 	err := ns.Do(func() error {
 		var err error
-		fd, err = unix.Socket(f.af, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
-		if err != nil {
-			return fmt.Errorf("socket: %w", err)
-		}
-		return nil
+		fd, err = loopsock.Socket(f.af, loopsock.Options{NonBlock: true})
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -329,17 +325,15 @@ func (ns *NS) owns(fd int) error {
 // fill reads the addresses and the cookie.
 func (s *Sock) fill() {
 	s.t.Helper()
-	sa, err := unix.Getsockname(s.FD)
-	if err != nil {
-		s.t.Fatalf("getsockname: %v", err)
+	var err error
+	if s.Local, err = loopsock.Local(s.FD); err != nil {
+		s.t.Fatal(err)
 	}
-	s.Local = AddrPort(sa)
-	if sa, err := unix.Getpeername(s.FD); err == nil {
-		s.Remote = AddrPort(sa)
+	if remote, err := loopsock.Remote(s.FD); err == nil {
+		s.Remote = remote
 	}
-	s.Cookie, err = unix.GetsockoptUint64(s.FD, unix.SOL_SOCKET, unix.SO_COOKIE)
-	if err != nil {
-		s.t.Fatalf("read SO_COOKIE of %s: %v", s.Local, err)
+	if s.Cookie, err = loopsock.Cookie(s.FD); err != nil {
+		s.t.Fatalf("%s: %v", s.Local, err)
 	}
 }
 
@@ -414,21 +408,10 @@ func (s *Sock) poll(events int16, what string) {
 	}
 }
 
-// Sockaddr converts an address and port for the socket calls.
-func Sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
+// Sockaddr converts an address and port for the socket calls
+// (loopsock.Sockaddr).
+func Sockaddr(ap netip.AddrPort) unix.Sockaddr { return loopsock.Sockaddr(ap) }
 
-// AddrPort converts what getsockname and getpeername return.
-func AddrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
+// AddrPort converts what getsockname and getpeername return
+// (loopsock.AddrPort).
+func AddrPort(sa unix.Sockaddr) netip.AddrPort { return loopsock.AddrPort(sa) }

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/loopsock"
 )
 
 // A holder is this program re-executed (`bench hold ...`) inside the
@@ -114,7 +117,7 @@ func (h *holder) keep(fds ...int) { h.fds = append(h.fds, fds...) }
 
 func (h *holder) abortAll() {
 	for _, fd := range h.fds {
-		abort(fd)
+		_ = loopsock.Abort(fd)
 	}
 	h.fds = nil
 }
@@ -134,7 +137,7 @@ func (h *holder) build(port int, s holdSpec, out *bufio.Writer) error {
 	clients := make([]int, s.conns())
 	servers := make([]int, s.conns())
 	for i := range clients {
-		if clients[i], servers[i], err = pair(ln, port); err != nil {
+		if clients[i], servers[i], err = loopsock.Pair(ln, small); err != nil {
 			return fmt.Errorf("connection %d of %d: %w", i+1, len(clients), err)
 		}
 		h.keep(clients[i], servers[i])
@@ -153,7 +156,7 @@ func (h *holder) build(port int, s holdSpec, out *bufio.Writer) error {
 		}
 	}
 	// FIN_WAIT1: fill the server's window (it never reads), then FIN.
-	if err := fillAll(clients[fw1.lo:fw1.hi]); err != nil {
+	if err := loopsock.Fill(clients[fw1.lo:fw1.hi]...); err != nil {
 		return err
 	}
 	for j := fw1.lo; j < fw1.hi; j++ {
@@ -168,7 +171,7 @@ func (h *holder) build(port int, s holdSpec, out *bufio.Writer) error {
 			return fmt.Errorf("shutdown: %w", err)
 		}
 	}
-	if err := fillAll(servers[la.lo:la.hi]); err != nil {
+	if err := loopsock.Fill(servers[la.lo:la.hi]...); err != nil {
 		return err
 	}
 	for j := la.lo; j < la.hi; j++ {
@@ -179,11 +182,11 @@ func (h *holder) build(port int, s holdSpec, out *bufio.Writer) error {
 	time.Sleep(50 * time.Millisecond) // let the last FINs and ACKs land
 	states := map[string]int{}
 	for _, fd := range h.fds {
-		st, err := tcpState(fd)
+		st, err := loopsock.State(fd)
 		if err != nil {
-			return fmt.Errorf("tcp info: %w", err)
+			return err
 		}
-		states[stateNames[st]]++
+		states[st.String()]++
 	}
 	return say(out, readyMsg{Ready: true, FDs: len(h.fds), States: states, Took: time.Since(start).Seconds()})
 }
@@ -213,7 +216,7 @@ func (h *holder) lag(port, n int, spread, wait time.Duration, out *bufio.Writer)
 	clients := make([]int, n)
 	servers := make([]int, n)
 	for i := range n {
-		if clients[i], servers[i], err = pair(ln, port); err != nil {
+		if clients[i], servers[i], err = loopsock.Pair(ln, small); err != nil {
 			return err
 		}
 		h.keep(clients[i], servers[i])
@@ -268,7 +271,7 @@ func (h *holder) lag(port, n int, spread, wait time.Duration, out *bufio.Writer)
 			if dead[i] != 0 {
 				continue
 			}
-			if st, err := tcpState(servers[i]); err == nil && st == tcpClose {
+			if st, err := loopsock.State(servers[i]); err == nil && st == conn.Close {
 				dead[i] = now
 				left--
 			}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hck-bpf/hck-bpf/internal/loopsock"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
@@ -221,7 +222,7 @@ func (b *bench) cleanup() {
 // TIME_WAIT while the client still holds it): a service whose TIME_WAIT
 // threshold is short sweeps once, that long after.
 func (b *bench) trigger() error {
-	c, s, err := pair(b.trigLn, b.trigPort)
+	c, s, err := loopsock.Pair(b.trigLn, small)
 	if err != nil {
 		return err
 	}

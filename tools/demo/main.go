@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/loopsock"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
@@ -40,7 +43,7 @@ type sock struct {
 	fd     int
 	cookie uint64 // SO_COOKIE: how hck-bpf's kill lines name it
 	want   string // "destroyed", "alive", or "reset" (its peer was destroyed)
-	state  uint8
+	state  conn.State
 }
 
 // killed collects the cookies of the service's "Terminated:" lines: a
@@ -159,9 +162,6 @@ func relay(r io.Reader, started chan<- struct{}, kills *killed) {
 	}
 }
 
-var stateNames = map[uint8]string{1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-	6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
-
 // show prints each socket's state as its owner sees it (TCP_INFO) and,
 // after, what became of it: destroyed (a kill line of the service names
 // its cookie), reset (closed by its peer's destroy) or alive. It counts
@@ -175,11 +175,11 @@ func show(socks []*sock, when string, kills *killed) int {
 	}
 	bad := 0
 	for _, s := range socks {
-		info, err := unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		state, err := loopsock.State(s.fd)
 		st := "?"
 		if err == nil {
-			s.state = info.State
-			st = stateNames[info.State]
+			s.state = state
+			st = state.String()
 		}
 		if !after {
 			fmt.Printf("   %-46s %-12s %s\n", s.name, st, s.want)
@@ -189,9 +189,9 @@ func show(socks []*sock, when string, kills *killed) int {
 		switch {
 		case err != nil:
 			became = "?"
-		case s.state == 7 && kills.has(s.cookie): // CLOSE
+		case s.state == conn.Close && kills.has(s.cookie):
 			became = "destroyed"
-		case s.state == 7:
+		case s.state == conn.Close:
 			became = "reset"
 		}
 		mark := "ok"
@@ -208,19 +208,21 @@ func show(socks []*sock, when string, kills *killed) int {
 // packets: the peer never reads, so its receive window fills and our FIN
 // stays queued behind unsent data.
 func build() ([]*sock, error) {
-	ln, port, err := listen(8080)
+	// Small buffers make the windows fill fast.
+	opts := loopsock.Options{Buf: 4096}
+	ln, addr, err := loopsock.Listen(netip.AddrPortFrom(loopsock.Loopback4, 8080), opts)
 	if err != nil {
 		return nil, err
 	}
 	var socks []*sock
 	add := func(name string, fd int, want string) {
-		cookie, _ := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+		cookie, _ := loopsock.Cookie(fd)
 		socks = append(socks, &sock{name: name, fd: fd, cookie: cookie, want: want})
 	}
-	add(fmt.Sprintf("server LISTEN 127.0.0.1:%d", port), ln, "alive")
+	add("server LISTEN "+addr.String(), ln, "alive")
 
 	// ESTABLISHED pair.
-	c, s, err := pair(ln, port)
+	c, s, err := loopsock.Pair(ln, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +230,7 @@ func build() ([]*sock, error) {
 	add("server ESTABLISHED", s, "alive")
 
 	// CLOSE_WAIT (server) and FIN_WAIT2 held half-closed (client).
-	c, s, err = pair(ln, port)
+	c, s, err = loopsock.Pair(ln, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -241,11 +243,11 @@ func build() ([]*sock, error) {
 	add("client FIN_WAIT2 (half-closed, peer silent)", c, "reset")
 
 	// FIN_WAIT1: fill the server's window, then shut down.
-	c, s, err = pair(ln, port)
+	c, s, err = loopsock.Pair(ln, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := fill(c); err != nil {
+	if err := loopsock.Fill(c); err != nil {
 		return nil, err
 	}
 	if err := unix.Shutdown(c, unix.SHUT_WR); err != nil {
@@ -257,14 +259,14 @@ func build() ([]*sock, error) {
 
 	// LAST_ACK: client half-closes (server CLOSE_WAIT), the client never
 	// reads, the server fills its window and shuts down.
-	c, s, err = pair(ln, port)
+	c, s, err = loopsock.Pair(ln, opts)
 	if err != nil {
 		return nil, err
 	}
 	if err := unix.Shutdown(c, unix.SHUT_WR); err != nil {
 		return nil, err
 	}
-	if err := fill(s); err != nil {
+	if err := loopsock.Fill(s); err != nil {
 		return nil, err
 	}
 	if err := unix.Shutdown(s, unix.SHUT_WR); err != nil {
@@ -276,59 +278,4 @@ func build() ([]*sock, error) {
 	add("client FIN_WAIT2 (never reads)", c, "destroyed")
 	time.Sleep(200 * time.Millisecond) // let the FINs and ACKs land
 	return socks, nil
-}
-
-func listen(port int) (int, int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, 0, err
-	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		return 0, 0, fmt.Errorf("bind: %w", err)
-	}
-	if err := unix.Listen(fd, 64); err != nil {
-		return 0, 0, err
-	}
-	return fd, port, nil
-}
-
-func pair(ln, port int) (client, server int, err error) {
-	client, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, 0, err
-	}
-	// Small buffers make the windows fill fast.
-	_ = unix.SetsockoptInt(client, unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
-	_ = unix.SetsockoptInt(client, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
-	if err := unix.Connect(client, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		return 0, 0, fmt.Errorf("connect: %w", err)
-	}
-	server, _, err = unix.Accept4(ln, unix.SOCK_CLOEXEC)
-	if err != nil {
-		return 0, 0, fmt.Errorf("accept: %w", err)
-	}
-	_ = unix.SetsockoptInt(server, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
-	return client, server, nil
-}
-
-// fill writes until the socket's send buffer and the peer's window are full.
-func fill(fd int) error {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return err
-	}
-	buf := make([]byte, 65536)
-	for {
-		_, err := unix.Write(fd, buf)
-		if errors.Is(err, unix.EAGAIN) {
-			time.Sleep(50 * time.Millisecond)
-			if _, err := unix.Write(fd, buf); errors.Is(err, unix.EAGAIN) {
-				return nil
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("fill: %w", err)
-		}
-	}
 }
