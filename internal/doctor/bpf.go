@@ -8,19 +8,19 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
-	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
 func checkTpBTF(Options) (Status, string) {
-	if err := tracking.ProbeTracker(); err != nil {
+	if err := bpf.ProbeTracker(); err != nil {
 		return failf("%v", permHint(err, bpfCaps))
 	}
 	return OK, "tracker loaded (verifier accepted it, unpinned maps), attached to inet_sock_set_state and detached"
 }
 
 func checkIterTask(Options) (Status, string) {
-	if _, err := tracking.ProbeOwners(); err != nil {
+	if _, err := bpf.ProbeOwners(); err != nil {
 		return failf("%v", permHint(err, bpfCaps))
 	}
 	return OK, "owners iterator (iter/task, file-table scan with bpf_iter_num) loaded with an unpinned map, attached and read once"
@@ -46,10 +46,10 @@ func checkIterTCP(Options) (Status, string) {
 		return failf("load iter/tcp probe: %v", permHint(err, bpfCaps))
 	}
 	defer prog.Close()
-	if _, err := tracking.ReadIterOnce(prog); err != nil {
+	if _, err := bpf.ReadIterOnce(prog); err != nil {
 		return failf("iter/tcp: %v", permHint(err, bpfCaps))
 	}
-	if _, err := tracking.ProbeSockets(); err != nil {
+	if _, err := bpf.ProbeSockets(); err != nil {
 		return failf("iter/tcp works, but %v", permHint(err, bpfCaps))
 	}
 	return OK, "iter/tcp probe and the sockets iterator loaded (verifier accepted it), attached and read once"
@@ -67,5 +67,5 @@ func permHint(err error, caps string) error {
 	if !errors.Is(err, os.ErrPermission) {
 		return err
 	}
-	return fmt.Errorf("%s (%s)", tracking.WithoutMemlockHint(err), caps)
+	return fmt.Errorf("%s (%s)", bpf.WithoutMemlockHint(err), caps)
 }

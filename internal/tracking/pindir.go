@@ -6,9 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/pin"
@@ -117,32 +115,15 @@ func onBPFFS(path string) (bool, string, error) {
 	return false, name, nil
 }
 
-// The names hck-bpf pins under, besides the maps pinned by name (pinMaps).
+// The names hck-bpf pins under (bpf's loader pins them).
 const (
-	// linkPin is the pinned link that keeps the tracker attached.
-	linkPin = "hck_set_state_link"
-	// The iterators are pinned once per build: prefix + digest.
-	ownersIterPin  = "hck_owners_iter_"
-	socketsIterPin = "hck_sockets_iter_"
+	linkPin        = bpf.LinkPin
+	ownersIterPin  = bpf.OwnersIterPin
+	socketsIterPin = bpf.SocketsIterPin
 )
 
 // pinMaps are the maps of every BPF object that are pinned by name.
-var pinMaps = sync.OnceValue(func() []string {
-	var names []string
-	for _, load := range []func() (*ebpf.CollectionSpec, error){bpf.LoadTracker, bpf.LoadOwners, bpf.LoadSockets, bpf.LoadDestroy} {
-		spec, err := load()
-		if err != nil {
-			panic(fmt.Sprintf("load embedded BPF spec: %v", err)) // the objects are compiled in
-		}
-		for name, m := range spec.Maps {
-			if m.Pinning == ebpf.PinByName && !slices.Contains(names, name) {
-				names = append(names, name)
-			}
-		}
-	}
-	slices.Sort(names)
-	return names
-})
+var pinMaps = bpf.PinnedMaps
 
 // PinNames are the fixed names hck-bpf pins under; the iterators add
 // hck_owners_iter_<digest> and hck_sockets_iter_<digest>.
@@ -150,30 +131,7 @@ func PinNames() []string { return append([]string{linkPin}, pinMaps()...) }
 
 // IsPinName reports whether hck-bpf pins something under name: one of
 // PinNames, or an iterator of any build.
-func IsPinName(name string) bool {
-	if name == linkPin || slices.Contains(pinMaps(), name) {
-		return true
-	}
-	for _, prefix := range []string{ownersIterPin, socketsIterPin} {
-		if digest, ok := strings.CutPrefix(name, prefix); ok && isDigest(digest) {
-			return true
-		}
-	}
-	return false
-}
-
-// isDigest matches bpf.OwnersDigest's form: lowercase hex, fixed length.
-func isDigest(s string) bool {
-	if len(s) != len(bpf.OwnersDigest) {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+func IsPinName(name string) bool { return bpf.IsPinName(name) }
 
 // pinKind says what sits at path, if it is not a BPF object: "" for a
 // pinned object (bpffs shows them as regular files), or what else it is.

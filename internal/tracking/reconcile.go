@@ -3,7 +3,6 @@ package tracking
 import (
 	"errors"
 	"fmt"
-	"io"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -223,27 +222,14 @@ type socketRec = bpf.TrackerHckEvent
 
 func (t *Tracker) walkSockets() ([]socketRec, error) {
 	if t.socketsIter == nil {
-		it, err := t.pinnedIter(socketsIterPin, bpf.SocketsDigest, func() (*ebpf.Program, io.Closer, error) {
-			spec, err := bpf.LoadSockets()
-			if err != nil {
-				return nil, nil, fmt.Errorf("load sockets spec: %w", err)
-			}
-			if err := spec.Variables["hck_hz"].Set(kernel.HZ()); err != nil {
-				return nil, nil, fmt.Errorf("set hck_hz: %w", err)
-			}
-			var objs bpf.SocketsObjects
-			if err := spec.LoadAndAssign(&objs, nil); err != nil {
-				return nil, nil, explainLoad(err, Options{PinDir: t.pinDir})
-			}
-			return objs.HckSockets, &objs, nil
-		})
+		it, err := bpf.OpenSockets(t.pinDir, kernel.HZ())
 		if err != nil {
 			return nil, err
 		}
 		t.socketsIter = it
 	}
 	// The iterator walks the namespace of the thread that reads it.
-	raw, err := readIter(t.socketsIter, "iter/tcp")
+	raw, err := bpf.ReadIter(t.socketsIter, "iter/tcp")
 	if err != nil {
 		return nil, err
 	}

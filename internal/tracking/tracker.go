@@ -17,6 +17,7 @@ import (
 	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
+	"github.com/hck-bpf/hck-bpf/internal/owners"
 )
 
 // DefaultMapSize is how many sockets the tracker holds unless told otherwise.
@@ -44,9 +45,7 @@ type Options struct {
 // the tracker stays attached and pinned until Unload.
 type Tracker struct {
 	objs        bpf.TrackerObjects
-	ownersIter  *link.Iter      // pinned owners iterator, opened on first Owners call
-	want        *ebpf.Map       // hck_want: the files Owners asks about
-	owned       *ebpf.Map       // hck_owned: what the owners walks found
+	owners      *owners.Finder  // the sockets' owners, by the owners iterator
 	socketsIter *link.Iter      // pinned sockets iterator, opened on first Reconcile
 	lock        *pinLock        // the pin dir's lock (Options.Own)
 	live        map[uint32]bool // network namespaces still reachable
@@ -88,17 +87,10 @@ func Open(opts Options) (_ *Tracker, err error) {
 	if err := checkPins(opts.PinDir); err != nil {
 		return nil, err
 	}
-	spec, err := bpf.LoadTracker()
-	if err != nil {
-		return nil, fmt.Errorf("load tracker spec: %w", err)
-	}
 	size, err := mapSize(opts)
 	if err != nil {
 		return nil, err
 	}
-	spec.Maps[bpf.TrackerMapHckConns].MaxEntries = size
-
-	mapOpts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}
 	linkPath := filepath.Join(opts.PinDir, linkPin)
 	if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
 		if err := verifyLink(l, opts.PinDir); err != nil {
@@ -106,9 +98,9 @@ func Open(opts Options) (_ *Tracker, err error) {
 			return nil, err
 		}
 		// Attached already: the maps are all we need, no program to load.
-		if err := spec.LoadAndAssign(&t.objs.TrackerMaps, mapOpts); err != nil {
+		if err := bpf.OpenTracker(&t.objs, opts.PinDir, size, false); err != nil {
 			l.Close()
-			return nil, explainLoad(err, opts)
+			return nil, err
 		}
 		t.link = l
 		if err := t.watch(opts); err != nil {
@@ -122,8 +114,8 @@ func Open(opts Options) (_ *Tracker, err error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("load pinned link %s: %w", linkPath, err)
 	}
-	if err := spec.LoadAndAssign(&t.objs, mapOpts); err != nil {
-		return nil, explainLoad(err, opts)
+	if err := bpf.OpenTracker(&t.objs, opts.PinDir, size, true); err != nil {
+		return nil, err
 	}
 	// Watch before attaching: no transition of a watched namespace is missed.
 	if err := t.watch(opts); err != nil {
@@ -161,7 +153,10 @@ func mapSize(opts Options) (uint32, error) {
 		return opts.MapSize, nil
 	}
 	if err != nil {
-		return 0, explainLoad(fmt.Errorf("load pinned map %s: %w", bpf.TrackerMapHckConns, err), opts)
+		if errors.Is(err, os.ErrPermission) {
+			return 0, fmt.Errorf("load pinned map %s: %s (%s)", bpf.TrackerMapHckConns, bpf.WithoutMemlockHint(err), kernel.NeedBPF)
+		}
+		return 0, fmt.Errorf("load pinned map %s: %w", bpf.TrackerMapHckConns, err)
 	}
 	defer m.Close()
 	if opts.MapSize != 0 && opts.MapSize != m.MaxEntries() {
@@ -208,12 +203,9 @@ func (t *Tracker) lost() (uint64, error) {
 }
 
 func (t *Tracker) attach(path string) error {
-	l, err := link.AttachTracing(link.TracingOptions{
-		Program:    t.objs.HckSetState,
-		AttachType: ebpf.AttachTraceRawTp,
-	})
+	l, err := bpf.AttachTracker(t.objs.HckSetState)
 	if err != nil {
-		return fmt.Errorf("attach tp_btf/inet_sock_set_state: %w", err)
+		return err
 	}
 	if err := l.Pin(path); err != nil {
 		l.Close()
@@ -242,15 +234,11 @@ func (t *Tracker) Close() error {
 	if t.link != nil {
 		errs = append(errs, t.link.Close())
 	}
-	for _, it := range []*link.Iter{t.ownersIter, t.socketsIter} {
-		if it != nil {
-			errs = append(errs, it.Close())
-		}
+	if t.socketsIter != nil {
+		errs = append(errs, t.socketsIter.Close())
 	}
-	for _, m := range []*ebpf.Map{t.want, t.owned} {
-		if m != nil {
-			errs = append(errs, m.Close())
-		}
+	if t.owners != nil {
+		errs = append(errs, t.owners.Close())
 	}
 	errs = append(errs, t.objs.Close(), t.lock.release())
 	return errors.Join(errs...)
@@ -283,6 +271,30 @@ func (t *Tracker) Walk(netns uint32, fn func(c *conn.Conn)) error {
 			c = fromBPF(cookie, v)
 			fn(&c)
 		}
+	})
+}
+
+// Owners finds the processes holding the sockets cs (owners.Finder): the
+// pin dir's owners iterator, loaded and pinned on first use.
+func (t *Tracker) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
+	if t.owners == nil {
+		t.owners = owners.New(t.pinDir, t.MapSize())
+	}
+	return t.owners.Owners(cs)
+}
+
+// pruneOwners has the owners' maps drop what belongs to sockets no longer
+// tracked.
+func (t *Tracker) pruneOwners() {
+	if t.owners == nil {
+		t.owners = owners.New(t.pinDir, t.MapSize())
+	}
+	var v bpf.TrackerHckConn
+	t.owners.Prune(func(cookie uint64) (uint64, bool) {
+		if t.objs.HckConns.Lookup(cookie, &v) != nil {
+			return 0, false
+		}
+		return v.File, true
 	})
 }
 

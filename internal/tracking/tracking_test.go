@@ -4,9 +4,11 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
@@ -287,5 +289,28 @@ func TestWatchesOnlyItsNamespaces(t *testing.T) {
 	}
 	if _, ok := entry(t, tr, watched, in.Cookie); !ok {
 		t.Fatal("the first namespace is no longer tracked")
+	}
+}
+
+// TestLoadErrorNamesObject: a pinned map that does not match this build
+// fails the load of the object that uses it, and the error says which
+// (not "load tracker" for every object).
+func TestLoadErrorNamesObject(t *testing.T) {
+	testnet.RequireRoot(t)
+	pin := testnet.PinDir(t)
+	tr := open(t, pin, 0)
+	t.Cleanup(func() { _ = Unload(pin) })
+	// hck_want with the wrong key size, pinned where the owners iterator
+	// looks for its map.
+	m, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{Name: "hck_want", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 4,
+		Pinning: ebpf.PinByName}, ebpf.MapOptions{PinPath: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	_, err = tr.Owners([]*conn.Conn{{Cookie: 1, File: 0xff00, State: conn.CloseWait}})
+	if err == nil || !strings.HasPrefix(err.Error(), "load owners iterator map hck_want: the maps pinned in "+pin) ||
+		strings.Contains(err.Error(), "tracker") || strings.Contains(err.Error(), "--map-size 0") {
+		t.Errorf("owners over a foreign hck_want: %v; want an error naming the owners iterator's map", err)
 	}
 }

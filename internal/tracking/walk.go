@@ -1,10 +1,7 @@
 package tracking
 
 import (
-	"errors"
 	"fmt"
-
-	"github.com/cilium/ebpf"
 
 	"github.com/hck-bpf/hck-bpf/bpf"
 )
@@ -36,36 +33,9 @@ func (t *Tracker) forEach(fn func(cookie uint64, v *bpf.TrackerHckConn)) error {
 		buf = &walkBuf{keys: make([]uint64, walkBatch), vals: make([]bpf.TrackerHckConn, walkBatch)}
 	}
 	defer func() { t.walkBuf = buf }()
-	err := batchEach(t.objs.HckConns, buf.keys, buf.vals, func(k *uint64, v *bpf.TrackerHckConn) { fn(*k, v) })
+	err := bpf.BatchEach(t.objs.HckConns, buf.keys, buf.vals, func(k *uint64, v *bpf.TrackerHckConn) { fn(*k, v) })
 	if err != nil {
 		return fmt.Errorf("walk hck_conns: %w", err)
 	}
 	return nil
-}
-
-// batchEach calls fn for every entry of m, len(keys) entries per system
-// call, with one call per entry on kernels without batch map operations
-// (< 5.6). keys and vals are the batch; k and v are only valid during fn.
-func batchEach[K, V any](m *ebpf.Map, keys []K, vals []V, fn func(k *K, v *V)) error {
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			fn(&keys[i], &vals[i])
-		}
-		switch {
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			return nil // the walk is complete
-		case errors.Is(err, ebpf.ErrNotSupported):
-			var k K
-			var v V
-			it := m.Iterate()
-			for it.Next(&k, &v) {
-				fn(&k, &v)
-			}
-			return it.Err()
-		case err != nil:
-			return err
-		}
-	}
 }

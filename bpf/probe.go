@@ -1,14 +1,11 @@
-package tracking
+package bpf
 
 import (
-	"errors"
 	"fmt"
 	"io"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-
-	"github.com/hck-bpf/hck-bpf/bpf"
 )
 
 // probeMapSize bounds the socket map of a probe: the verifier does not care
@@ -22,7 +19,7 @@ func unpinned(spec *ebpf.CollectionSpec) {
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinNone
 	}
-	if m := spec.Maps[bpf.TrackerMapHckConns]; m != nil {
+	if m := spec.Maps[TrackerMapHckConns]; m != nil {
 		m.MaxEntries = probeMapSize
 	}
 }
@@ -33,23 +30,23 @@ func unpinned(spec *ebpf.CollectionSpec) {
 // pinned, nothing already pinned is touched, and no earlier tracker is
 // disturbed.
 func ProbeTracker() error {
-	spec, err := bpf.LoadTracker()
+	spec, err := LoadTracker()
 	if err != nil {
 		return fmt.Errorf("load tracker spec: %w", err)
 	}
 	unpinned(spec)
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
-		return probeLoadError("tracker", err)
+		return explainLoad("tracker", "", 0, err)
 	}
 	defer coll.Close()
-	prog := coll.Programs[bpf.TrackerProgHckSetState]
+	prog := coll.Programs[TrackerProgHckSetState]
 	if prog == nil {
-		return fmt.Errorf("load tracker: no program %s in the object", bpf.TrackerProgHckSetState)
+		return fmt.Errorf("load tracker: no program %s in the object", TrackerProgHckSetState)
 	}
-	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	l, err := AttachTracker(prog)
 	if err != nil {
-		return fmt.Errorf("attach tp_btf/inet_sock_set_state: %w", err)
+		return err
 	}
 	if err := l.Close(); err != nil {
 		return fmt.Errorf("detach tp_btf/inet_sock_set_state: %w", err)
@@ -62,19 +59,19 @@ func ProbeTracker() error {
 // reads it once. The map is empty, so the pass reports no socket; it
 // returns how many bytes it read (0 unless the program changed).
 func ProbeOwners() (int, error) {
-	spec, err := bpf.LoadOwners()
+	spec, err := LoadOwners()
 	if err != nil {
 		return 0, fmt.Errorf("load owners spec: %w", err)
 	}
 	unpinned(spec)
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
-		return 0, probeLoadError("owners", err)
+		return 0, explainLoad("owners iterator", "", 0, err)
 	}
 	defer coll.Close()
-	prog := coll.Programs[bpf.OwnersProgHckOwners]
+	prog := coll.Programs[OwnersProgHckOwners]
 	if prog == nil {
-		return 0, fmt.Errorf("load owners: no program %s in the object", bpf.OwnersProgHckOwners)
+		return 0, fmt.Errorf("load owners iterator: no program %s in the object", OwnersProgHckOwners)
 	}
 	return ReadIterOnce(prog)
 }
@@ -85,19 +82,19 @@ func ProbeOwners() (int, error) {
 // reports: it changes no socket and no map. It returns how many bytes the
 // pass produced.
 func ProbeSockets() (int, error) {
-	spec, err := bpf.LoadSockets()
+	spec, err := LoadSockets()
 	if err != nil {
 		return 0, fmt.Errorf("load sockets spec: %w", err)
 	}
 	unpinned(spec)
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
-		return 0, probeLoadError("sockets iterator", err)
+		return 0, explainLoad("sockets iterator", "", 0, err)
 	}
 	defer coll.Close()
-	prog := coll.Programs[bpf.SocketsProgHckSockets]
+	prog := coll.Programs[SocketsProgHckSockets]
 	if prog == nil {
-		return 0, fmt.Errorf("load sockets iterator: no program %s in the object", bpf.SocketsProgHckSockets)
+		return 0, fmt.Errorf("load sockets iterator: no program %s in the object", SocketsProgHckSockets)
 	}
 	return ReadIterOnce(prog)
 }
@@ -120,14 +117,4 @@ func ReadIterOnce(prog *ebpf.Program) (int, error) {
 		return int(n), fmt.Errorf("read iterator: %w", err)
 	}
 	return int(n), nil
-}
-
-// probeLoadError words a load failure of a probe; verifier errors keep
-// their last lines, which say what the verifier refused.
-func probeLoadError(what string, err error) error {
-	var verr *ebpf.VerifierError
-	if errors.As(err, &verr) {
-		return fmt.Errorf("load %s: the kernel's verifier refused it: %w", what, err)
-	}
-	return fmt.Errorf("load %s: %w", what, err)
 }

@@ -1,0 +1,271 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
+)
+
+// The loader: how hck-bpf's objects are loaded, pinned and found again.
+// Maps are pinned by name in a pin dir; the tracker's link as LinkPin; the
+// iterators once per build, as prefix + the digest of their compiled
+// object, so that a later hck-bpf built from the same object reads them
+// without loading anything (and reading a pinned iterator runs it in the
+// reader's own namespaces).
+
+// Pin names besides the maps pinned by name (PinnedMaps).
+const (
+	// LinkPin is the pinned link that keeps the tracker attached.
+	LinkPin = "hck_set_state_link"
+	// OwnersIterPin and SocketsIterPin are the iterators' prefixes:
+	// prefix + digest.
+	OwnersIterPin  = "hck_owners_iter_"
+	SocketsIterPin = "hck_sockets_iter_"
+)
+
+// PinnedMaps are the maps of every object that are pinned by name.
+var PinnedMaps = sync.OnceValue(func() []string {
+	var names []string
+	for _, load := range []func() (*ebpf.CollectionSpec, error){LoadTracker, LoadOwners, LoadSockets, LoadDestroy} {
+		spec, err := load()
+		if err != nil {
+			panic(fmt.Sprintf("load embedded BPF spec: %v", err)) // the objects are compiled in
+		}
+		for name, m := range spec.Maps {
+			if m.Pinning == ebpf.PinByName && !slices.Contains(names, name) {
+				names = append(names, name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
+})
+
+// IsPinName reports whether hck-bpf pins something under name: LinkPin,
+// one of PinnedMaps, or an iterator of any build.
+func IsPinName(name string) bool {
+	if name == LinkPin || slices.Contains(PinnedMaps(), name) {
+		return true
+	}
+	for _, prefix := range []string{OwnersIterPin, SocketsIterPin} {
+		if digest, ok := strings.CutPrefix(name, prefix); ok && isDigest(digest) {
+			return true
+		}
+	}
+	return false
+}
+
+// isDigest matches OwnersDigest's form: lowercase hex, fixed length.
+func isDigest(s string) bool {
+	if len(s) != len(OwnersDigest) {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// explainLoad turns a failure to load the object what (pinned in pinDir,
+// its socket map sized mapSize when not 0) into one line a user can act
+// on, naming the object. A verifier error keeps its whole log (%+v).
+func explainLoad(what, pinDir string, mapSize uint32, err error) error {
+	var verr *ebpf.VerifierError
+	switch {
+	case errors.As(err, &verr):
+		return &loadError{msg: fmt.Sprintf("load %s: the kernel's verifier refused it: %+v", what, verr), err: err}
+	case errors.Is(err, os.ErrPermission):
+		return &loadError{msg: fmt.Sprintf("load %s: %s (%s)", what, WithoutMemlockHint(err), kernel.NeedBPF), err: err}
+	case errors.Is(err, ebpf.ErrMapIncompatible) && pinDir != "":
+		size := ""
+		if mapSize != 0 {
+			size = fmt.Sprintf(" (socket map of %d entries)", mapSize)
+		}
+		return fmt.Errorf("load %s: the maps pinned in %s do not match this build%s (run 'hck-bpf unload --pin-dir %s' first): %w",
+			what, pinDir, size, pinDir, err)
+	}
+	return fmt.Errorf("load %s: %w", what, err)
+}
+
+// loadError is a message of its own over the error it explains.
+type loadError struct {
+	msg string
+	err error
+}
+
+func (e *loadError) Error() string { return e.msg }
+func (e *loadError) Unwrap() error { return e.err }
+
+// WithoutMemlockHint is err's message without the hint cilium/ebpf adds to
+// every EPERM, "(MEMLOCK may be too low, consider rlimit.RemoveMemlock)":
+// since Linux 5.11 the rlimit plays no part, and a missing capability is
+// the cause.
+func WithoutMemlockHint(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, " (MEMLOCK may be too low"); i >= 0 {
+		if j := strings.Index(msg[i:], ")"); j >= 0 {
+			return msg[:i] + msg[i+j+1:]
+		}
+		return msg[:i]
+	}
+	return msg
+}
+
+// OpenTracker loads the tracker's maps pinned in pinDir into objs,
+// creating and pinning the missing ones (hck_conns with size entries); with
+// program, also its program (not attached: AttachTracker).
+func OpenTracker(objs *TrackerObjects, pinDir string, size uint32, program bool) error {
+	spec, err := LoadTracker()
+	if err != nil {
+		return fmt.Errorf("load tracker spec: %w", err)
+	}
+	spec.Maps[TrackerMapHckConns].MaxEntries = size
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}
+	if program {
+		err = spec.LoadAndAssign(objs, opts)
+	} else {
+		err = spec.LoadAndAssign(&objs.TrackerMaps, opts)
+	}
+	if err != nil {
+		return explainLoad("tracker", pinDir, size, err)
+	}
+	return nil
+}
+
+// AttachTracker attaches the tracker's program to
+// tp_btf/inet_sock_set_state.
+func AttachTracker(prog *ebpf.Program) (link.Link, error) {
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		return nil, fmt.Errorf("attach tp_btf/inet_sock_set_state: %w", err)
+	}
+	return l, nil
+}
+
+// OpenOwners opens the owners iterator's maps pinned in pinDir (hck_want,
+// the files asked about, and hck_owned, what the walks found; made with
+// size entries when missing) and the owners iterator pinned for this build,
+// loading, attaching and pinning it when there is none.
+func OpenOwners(pinDir string, size uint32) (want, owned *ebpf.Map, it *link.Iter, err error) {
+	const what = "owners iterator"
+	spec, err := LoadOwners()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("load owners spec: %w", err)
+	}
+	spec.Maps[OwnersMapHckWant].MaxEntries = size
+	spec.Maps[OwnersMapHckOwned].MaxEntries = size
+	want, err = ebpf.NewMapWithOptions(spec.Maps[OwnersMapHckWant], ebpf.MapOptions{PinPath: pinDir})
+	if err != nil {
+		return nil, nil, nil, explainLoad(what+" map "+OwnersMapHckWant, pinDir, size, err)
+	}
+	owned, err = ebpf.NewMapWithOptions(spec.Maps[OwnersMapHckOwned], ebpf.MapOptions{PinPath: pinDir})
+	if err != nil {
+		want.Close()
+		return nil, nil, nil, explainLoad(what+" map "+OwnersMapHckOwned, pinDir, size, err)
+	}
+	it, err = pinnedIter(pinDir, OwnersIterPin, OwnersDigest, func() (*ebpf.Program, io.Closer, error) {
+		var objs OwnersObjects
+		err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+			MapReplacements: map[string]*ebpf.Map{OwnersMapHckWant: want, OwnersMapHckOwned: owned},
+		})
+		if err != nil {
+			return nil, nil, explainLoad(what, pinDir, size, err)
+		}
+		return objs.HckOwners, &objs, nil
+	})
+	if err != nil {
+		want.Close()
+		owned.Close()
+		return nil, nil, nil, err
+	}
+	return want, owned, it, nil
+}
+
+// OpenSockets returns the sockets iterator (iter/tcp) pinned in pinDir for
+// this build, loading (with the kernel's CONFIG_HZ, 0 if unknown),
+// attaching and pinning it when there is none.
+func OpenSockets(pinDir string, hz uint32) (*link.Iter, error) {
+	return pinnedIter(pinDir, SocketsIterPin, SocketsDigest, func() (*ebpf.Program, io.Closer, error) {
+		spec, err := LoadSockets()
+		if err != nil {
+			return nil, nil, fmt.Errorf("load sockets spec: %w", err)
+		}
+		if err := spec.Variables["hck_hz"].Set(hz); err != nil {
+			return nil, nil, fmt.Errorf("set hck_hz: %w", err)
+		}
+		var objs SocketsObjects
+		if err := spec.LoadAndAssign(&objs, nil); err != nil {
+			return nil, nil, explainLoad("sockets iterator", pinDir, 0, err)
+		}
+		return objs.HckSockets, &objs, nil
+	})
+}
+
+// pinnedIter returns the iterator pinned as prefix+digest in pinDir,
+// loading, attaching and pinning it with load when there is none. Pins of
+// other builds of the same iterator are removed (processes using them keep
+// their handles).
+func pinnedIter(pinDir, prefix, digest string, load func() (*ebpf.Program, io.Closer, error)) (*link.Iter, error) {
+	path := filepath.Join(pinDir, prefix+digest)
+	if it, err := loadPinnedIter(path); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return it, err
+	}
+	prog, objs, err := load()
+	if err != nil {
+		return nil, err
+	}
+	defer objs.Close() // the link holds the program
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
+	if err != nil {
+		return nil, fmt.Errorf("attach iterator %s: %w", prefix+digest, err)
+	}
+	if err := it.Pin(path); err != nil {
+		it.Close()
+		if errors.Is(err, os.ErrExist) { // another hck-bpf pinned it first
+			return loadPinnedIter(path)
+		}
+		return nil, fmt.Errorf("pin iterator %s: %w", path, err)
+	}
+	removeOtherBuilds(pinDir, prefix, digest)
+	return it, nil
+}
+
+func loadPinnedIter(path string) (*link.Iter, error) {
+	l, err := link.LoadPinnedLink(path, nil)
+	if err != nil {
+		return nil, err
+	}
+	it, ok := l.(*link.Iter)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("%s is pinned but is not an iterator link (%T)", path, l)
+	}
+	return it, nil
+}
+
+// removeOtherBuilds removes the pins of other builds of an iterator: only
+// pinned objects (regular files on bpffs), never a directory or a symlink.
+func removeOtherBuilds(dir, prefix, digest string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		n := e.Name()
+		if !strings.HasPrefix(n, prefix) || n == prefix+digest || !IsPinName(n) {
+			continue
+		}
+		if st, err := os.Lstat(filepath.Join(dir, n)); err == nil && st.Mode().IsRegular() {
+			_ = os.Remove(filepath.Join(dir, n))
+		}
+	}
+}
