@@ -1,27 +1,47 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
 
-// Output of `ss -tanpo` (iproute2 6.1) in a namespace with one socket in
-// each interesting shape: owned, timer only, IPv6.
-const ssSample = `State      Recv-Q Send-Q Local Address:Port  Peer Address:Port Process
-LISTEN     0      128        127.0.0.1:8080       0.0.0.0:*     users:(("python3",pid=31927,fd=3))
-ESTAB      0      0          127.0.0.1:37800    127.0.0.1:8080  users:(("python3",pid=31927,fd=4))
-FIN-WAIT-2 0      0          127.0.0.1:37814    127.0.0.1:8080  users:(("python3",pid=31927,fd=6))
-TIME-WAIT  0      0          127.0.0.1:37822    127.0.0.1:8080  timer:(timewait,59sec,0)
-CLOSE-WAIT 1      0          127.0.0.1:8080     127.0.0.1:37814 users:(("python3",pid=31927,fd=7))
-CLOSE-WAIT 1      0          127.0.0.1:22       127.0.0.1:37999 users:(("myapp",pid=1,fd=7))
-LAST-ACK   0      9          [::1]:443          [::1]:50000     users:(("sshd",pid=2,fd=7)) timer:(on,200ms,3)
-`
+// ssSamples are `ss -tanpo` outputs kept in the repository's testdata/ss
+// (see its README), with what the scripts' parse must find in each.
+var ssSamples = []struct {
+	file        string
+	lines, hung int
+}{
+	// One line of each shape: owned, timer only, IPv6, port 22, a
+	// protected process. FIN-WAIT-2 and the first CLOSE-WAIT are closing,
+	// owned, not on port 22, not protected; TIME-WAIT has no process.
+	{"tanpo-shapes.txt", 7, 2},
+	// Captured in a namespace: two CLOSE-WAIT / FIN-WAIT-2 pairs (IPv4,
+	// IPv6), one TIME-WAIT (no process), ESTABLISHED and LISTEN.
+	{"tanpo-netns.txt", 9, 4},
+}
+
+func readSample(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "ss", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 func TestParseSS(t *testing.T) {
-	conns := parseSS([]byte(ssSample))
-	if len(conns) != 7 {
-		t.Fatalf("parsed %d lines, want 7", len(conns))
+	for _, sample := range ssSamples {
+		conns := parseSS(readSample(t, sample.file))
+		if len(conns) != sample.lines {
+			t.Errorf("%s: parsed %d lines, want %d", sample.file, len(conns), sample.lines)
+		}
+		if n := scriptsHung(conns); n != sample.hung {
+			t.Errorf("%s: scriptsHung = %d, want %d", sample.file, n, sample.hung)
+		}
 	}
+	conns := parseSS(readSample(t, "tanpo-shapes.txt"))
 	cw := conns[4]
 	if cw.State != "CLOSE-WAIT" || cw.LocalIP != "127.0.0.1" || cw.LocalPort != 8080 || cw.PeerPort != 37814 ||
 		cw.PID != 31927 || cw.Process != "python3" || cw.Timer != "" {
@@ -35,15 +55,16 @@ func TestParseSS(t *testing.T) {
 	if la.LocalIP != "::1" || la.LocalPort != 443 || la.Process != "sshd" || la.Timer != "on" || la.TimerLeft != "200ms" {
 		t.Errorf("LAST-ACK line: %+v", la)
 	}
-	// FIN-WAIT-2 and the first CLOSE-WAIT: closing, owned, not port 22,
-	// not protected. TIME-WAIT has no process; the others are excluded.
-	if n := scriptsHung(conns); n != 2 {
-		t.Errorf("scriptsHung = %d, want 2", n)
+	real := parseSS(readSample(t, "tanpo-netns.txt"))
+	if c := real[8]; c.State != "CLOSE-WAIT" || c.LocalIP != "::1" || c.PeerPort != 35910 || c.PID != 9775 || c.Process != "python3" {
+		t.Errorf("IPv6 CLOSE-WAIT line: %+v", c)
 	}
 }
 
 func FuzzParseSS(f *testing.F) {
-	f.Add([]byte(ssSample))
+	for _, sample := range ssSamples {
+		f.Add(readSample(f, sample.file))
+	}
 	f.Add([]byte("State\nESTAB 0 0 :1 [\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		scriptsHung(parseSS(b))
