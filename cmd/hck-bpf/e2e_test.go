@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -435,6 +436,64 @@ func (w *logWatch) waitFor(t *testing.T, timeout time.Duration, parts ...string)
 	}
 }
 
+// notifier is a NOTIFY_SOCKET of the test's own: the systemd readiness
+// protocol, as the service's unit uses it (Type=notify).
+type notifier struct {
+	path  string
+	mu    sync.Mutex
+	msgs  []string
+	ready chan struct{} // closed at READY=1
+}
+
+// notifySocket listens on a unixgram socket in a directory of the test's
+// own; the service's environment gets NOTIFY_SOCKET=path (notify.env).
+func notifySocket(t *testing.T) *notifier {
+	t.Helper()
+	// A short path: a socket's name must fit sun_path's 108 bytes.
+	dir, err := os.MkdirTemp("", "hck-notify-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	n := &notifier{path: filepath.Join(dir, "notify"), ready: make(chan struct{})}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, _, err := c.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			for _, m := range strings.Split(string(buf[:k]), "\n") {
+				n.msgs = append(n.msgs, m)
+				if m == "READY=1" && !slices.Contains(n.msgs[:len(n.msgs)-1], "READY=1") {
+					close(n.ready)
+				}
+			}
+			n.mu.Unlock()
+		}
+	}()
+	return n
+}
+
+// env is the environment of a command that reports to n.
+func (n *notifier) env() []string { return append(os.Environ(), "NOTIFY_SOCKET="+n.path) }
+
+// waitReady waits up to timeout for READY=1.
+func (n *notifier) waitReady(t *testing.T, timeout time.Duration, logs *logWatch) {
+	t.Helper()
+	select {
+	case <-n.ready:
+	case <-time.After(timeout):
+		t.Fatalf("no READY=1 on NOTIFY_SOCKET after %v; output:\n%s", timeout, logs.all())
+	}
+}
+
 // sample is one look at a socket: alive or not, seen by a dump made
 // between start and end (CLOCK_BOOTTIME).
 type sample struct {
@@ -449,6 +508,8 @@ func TestService(t *testing.T) {
 	const threshold = 1500 * time.Millisecond
 	h := newE2E(t)
 	svc := h.command("run", "--live", "--close-wait-timeout", "1.5")
+	notify := notifySocket(t)
+	svc.Env = notify.env()
 	stdout, err := svc.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -475,7 +536,7 @@ func TestService(t *testing.T) {
 			<-exited
 		}
 	})
-	logs.waitFor(t, 30*time.Second, "service started")
+	notify.waitReady(t, 30*time.Second, logs)
 
 	before := conn.Now()
 	s, _ := h.ns.CloseWait(t, "tcp4")
@@ -776,6 +837,8 @@ func TestLogFileDiskFull(t *testing.T) {
 	// The service: its stop line counts them too.
 	svc := h.ns.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir,
 		h.bin, "run", "--dry-run", "--log-file", logFile, "--pin-dir", h.pin)
+	notify := notifySocket(t)
+	svc.Env = notify.env()
 	stdout, err := svc.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -786,7 +849,7 @@ func TestLogFileDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := watch(stdout)
-	logs.waitFor(t, 30*time.Second, "service started")
+	notify.waitReady(t, 30*time.Second, logs)
 	if err := svc.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

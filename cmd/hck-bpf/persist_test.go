@@ -36,11 +36,14 @@ type service struct {
 }
 
 // startService starts the binary with args (a "run" command line) and
-// waits for its "service started" line. The test's end kills it if it is
-// still running.
+// waits until it is ready: READY=1 on a NOTIFY_SOCKET of the test's own,
+// which the service sends once the tracker is attached and its first
+// sweep ran. The test's end kills it if it is still running.
 func (h *e2e) startService(args ...string) *service {
 	h.t.Helper()
 	s := &service{t: h.t, cmd: h.command(args...), exited: make(chan struct{})}
+	notify := notifySocket(h.t)
+	s.cmd.Env = notify.env()
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
 		h.t.Fatal(err)
@@ -63,7 +66,8 @@ func (h *e2e) startService(args ...string) *service {
 			<-s.exited
 		}
 	})
-	s.started = s.logs.waitFor(h.t, 30*time.Second, "service started")
+	notify.waitReady(h.t, 30*time.Second, s.logs)
+	s.started = s.logs.waitFor(h.t, time.Second, "service started")
 	return s
 }
 

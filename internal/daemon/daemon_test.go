@@ -30,6 +30,10 @@ type service struct {
 	mu   sync.Mutex
 	reps []sweep.Report
 	log  bytes.Buffer
+	// readyAfter is how many sweeps had run when Ready was called, and
+	// readyWalked whether the first of them walked the namespace.
+	readyAfter  int
+	readyWalked bool
 }
 
 func (s *service) Write(p []byte) (int, error) {
@@ -72,9 +76,19 @@ func start(t *testing.T, ns *testnet.NS, pol policy.Policy, mapSize uint32, back
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	cfg := daemon.Config{
-		Sweep:    sweep.Options{Policy: &pol, NetNS: ns.Inode()},
-		Log:      zerolog.New(s).Level(zerolog.DebugLevel),
-		Ready:    func() { close(ready) },
+		Sweep: sweep.Options{Policy: &pol, NetNS: ns.Inode()},
+		Log:   zerolog.New(s).Level(zerolog.DebugLevel),
+		// READY=1 only once the tracker is attached and the first sweep
+		// (a full walk) ran: its report is in by then.
+		Ready: func() {
+			s.mu.Lock()
+			s.readyAfter = len(s.reps)
+			if s.readyAfter > 0 {
+				s.readyWalked = s.reps[0].Walked != 0
+			}
+			s.mu.Unlock()
+			close(ready)
+		},
 		Backstop: backstop,
 		Swept: func(r *sweep.Report) {
 			s.mu.Lock()
@@ -96,6 +110,12 @@ func start(t *testing.T, ns *testnet.NS, pol policy.Policy, mapSize uint32, back
 		t.Fatalf("service stopped before its first sweep: %v", err)
 	case <-time.After(testnet.Timeout):
 		t.Fatal("no first sweep")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readyAfter != 1 || !s.readyWalked || !tracking.Pinned(pin) {
+		t.Fatalf("ready after %d sweeps (first walked the namespace: %v; tracker pinned: %v), want after the first, a full walk, with the tracker attached",
+			s.readyAfter, s.readyWalked, tracking.Pinned(pin))
 	}
 	return s
 }

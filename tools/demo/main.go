@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -102,6 +103,14 @@ func demo(bin string) error {
 	step("1. start the service in a fresh network namespace (pins in %s)", pinDir)
 	svc := exec.Command(bin, "run", "--live", "--pin-dir", pinDir,
 		"--close-wait-timeout", "2", "--fin-wait-timeout", "3", "--last-ack-timeout", "2")
+	// The service says READY=1 on NOTIFY_SOCKET (systemd's protocol) once
+	// its tracker is attached and its first sweep ran.
+	started, notify, stop, err := readiness()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	svc.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
 	out, err := svc.StdoutPipe()
 	if err != nil {
 		return err
@@ -113,10 +122,10 @@ func demo(bin string) error {
 	defer func() {
 		_ = exec.Command(bin, "unload", "--pin-dir", pinDir).Run()
 	}()
-	started, relayed := make(chan struct{}), make(chan struct{})
+	relayed := make(chan struct{})
 	kills := &killed{cookies: map[uint64]bool{}}
 	go func() {
-		relay(out, started, kills)
+		relay(out, kills)
 		close(relayed)
 	}()
 	select {
@@ -149,17 +158,42 @@ func demo(bin string) error {
 
 func step(format string, a ...any) { fmt.Printf("\n\033[1m== "+format+"\033[0m\n", a...) }
 
-func relay(r io.Reader, started chan<- struct{}, kills *killed) {
+func relay(r io.Reader, kills *killed) {
 	sc := bufio.NewScanner(r)
-	once := false
 	for sc.Scan() {
 		fmt.Println("   hck-bpf | " + sc.Text())
 		kills.saw(sc.Text())
-		if !once && strings.Contains(sc.Text(), "service started") {
-			once = true
-			close(started)
-		}
 	}
+}
+
+// readiness listens on a NOTIFY_SOCKET of the demo's own, at path;
+// started closes at the service's READY=1; stop removes it.
+func readiness() (started <-chan struct{}, path string, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "hck-demo-")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	path = filepath.Join(dir, "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", nil, err
+	}
+	ch := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := c.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			if strings.Contains("\n"+string(buf[:n])+"\n", "\nREADY=1\n") {
+				close(ch)
+				return
+			}
+		}
+	}()
+	return ch, path, func() { c.Close(); os.RemoveAll(dir) }, nil
 }
 
 // show prints each socket's state as its owner sees it (TCP_INFO) and,
