@@ -1,0 +1,165 @@
+package destroy
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// maxWorkers bounds the netlink sockets, and OS threads, one call
+	// uses: at most one per CPU Go may run on (GOMAXPROCS), and no more
+	// than this. Each destroy costs the kernel several microseconds
+	// (tcp_abort, the reset, the tracker), which runs on the calling CPU;
+	// measured on 2 cores only, so the bound is a guess for large hosts.
+	maxWorkers = 8
+	// parMin is the fewest requests a further socket and thread are used
+	// for: a call with fewer than 2*parMin sockets runs on the caller's
+	// goroutine alone and spawns nothing. A socket costs about 7 us to
+	// look up and destroy; opening a worker's socket about 30 us.
+	parMin = 256
+)
+
+// share is one worker's part of a call: requests [lo, hi).
+type share struct{ lo, hi int }
+
+// shares splits n requests into at most workers contiguous shares of at
+// least perWorker each (one share below 2*perWorker).
+func shares(n, workers, perWorker int) []share {
+	w := max(1, min(workers, n/max(1, perWorker)))
+	out := make([]share, 0, w)
+	for k := range w {
+		lo, hi := n*k/w, n*(k+1)/w
+		out = append(out, share{lo, hi})
+	}
+	return out
+}
+
+// fanOut runs work over the shares of n requests: the first on the calling
+// goroutine with the Destroyer's socket, each other on a goroutine locked
+// to an OS thread of its own, with a socket it opens in the Destroyer's
+// namespace and closes when done. A share whose socket cannot be opened
+// (out of file descriptors; no CAP_SYS_ADMIN to enter the namespace from a
+// thread outside it) is done afterwards with the Destroyer's socket. It
+// returns what the works return, in share order. d.mu is held.
+func (d *Destroyer) fanOut(n int, work func(k *nlSock, lo, hi int) []int) []int {
+	sh := shares(n, d.workers, d.perWorker)
+	out := make([][]int, len(sh))
+	if len(sh) == 1 {
+		return work(d.sock, 0, n)
+	}
+	failed := make([]bool, len(sh))
+	var wg sync.WaitGroup
+	for i := 1; i < len(sh); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			locked(func(here uint32, known bool) {
+				k, err := d.openHere(here, known)
+				if err != nil {
+					failed[i] = true
+					return
+				}
+				defer k.close()
+				if d.opened != nil {
+					d.opened(k.fd)
+				}
+				out[i] = work(k, sh[i].lo, sh[i].hi)
+			})
+		}()
+	}
+	runtime.LockOSThread()
+	out[0] = work(d.sock, sh[0].lo, sh[0].hi)
+	runtime.UnlockOSThread()
+	wg.Wait()
+	for i := range sh {
+		if failed[i] {
+			out[i] = work(d.sock, sh[i].lo, sh[i].hi)
+		}
+	}
+	var all []int
+	for _, o := range out {
+		all = append(all, o...)
+	}
+	return all
+}
+
+// openHere opens a socket in the Destroyer's namespace from a locked
+// thread in namespace here (known: here could be read): directly when the
+// thread is already there, otherwise by moving the thread in and back.
+func (d *Destroyer) openHere(here uint32, known bool) (*nlSock, error) {
+	target := d.ns
+	if known && here == d.inode {
+		target = netns.None() // no move: needs no CAP_SYS_ADMIN
+	}
+	return openSock(target)
+}
+
+// locked runs fn on the calling goroutine, locked to its OS thread, with
+// the inode of the thread's network namespace (known: it could be read).
+// fn may move the thread to another namespace if it moves it back. The
+// thread is unlocked afterwards only if it is in the namespace it started
+// in; otherwise it stays locked, and the runtime ends it with its
+// goroutine, which must exit soon: a thread in a foreign namespace is
+// never handed to other goroutines. Call it only on a goroutine of one's
+// own.
+func locked(fn func(here uint32, known bool)) {
+	runtime.LockOSThread()
+	here, err := threadNetns()
+	fn(here, err == nil)
+	if err != nil {
+		return
+	}
+	if after, err := threadNetns(); err == nil && after == here {
+		runtime.UnlockOSThread()
+	}
+}
+
+// onThread runs fn on a new goroutine (see locked) and waits for it.
+func onThread(fn func(here uint32, known bool)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		locked(fn)
+	}()
+	<-done
+}
+
+// inNetns runs fn on a thread in the Destroyer's namespace: a new locked
+// thread, moved there and back unless it starts there.
+func (d *Destroyer) inNetns(fn func() error) error {
+	var err error
+	onThread(func(here uint32, known bool) {
+		if known && here == d.inode {
+			err = fn()
+			return
+		}
+		orig, gerr := netns.Get()
+		if gerr != nil {
+			err = fmt.Errorf("open own network namespace: %w", gerr)
+			return
+		}
+		defer orig.Close()
+		if serr := netns.Set(d.ns); serr != nil {
+			err = fmt.Errorf("enter network namespace %d: %w", d.inode, serr)
+			return
+		}
+		err = fn()
+		// A failed move back leaves the thread where it is; locked then
+		// ends it.
+		_ = netns.Set(orig)
+	})
+	return err
+}
+
+// threadNetns is the inode of the calling thread's network namespace.
+func threadNetns() (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("stat own network namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
+}
