@@ -156,7 +156,7 @@ const (
 // its own: the kernel's work for each destroy runs on the CPU that asks.
 // The extra sockets are opened in the namespace for that call and closed
 // after it; between calls a Destroyer holds one socket, a handle on its
-// namespace and a few buffers.
+// namespace and the buffers of a small call (a few KiB).
 //
 // Where netlink cannot destroy (a kernel built without
 // CONFIG_INET_DIAG_DESTROY answers EOPNOTSUPP), full sockets are destroyed
@@ -331,6 +331,7 @@ func (d *Destroyer) run(conns []*conn.Conn, kill bool) []Result {
 	refused := d.fanOut(len(reqs), func(k *nlSock, lo, hi int) []int {
 		return d.work(k, conns, reqs[lo:hi], idx[lo:hi], res, kill)
 	})
+	d.sock.trim()
 	if len(refused) > 0 && d.loadIter() {
 		// A socket the walk does not destroy keeps netlink's answer.
 		for k, r := range d.walk(conns, refused) {

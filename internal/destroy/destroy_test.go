@@ -1248,7 +1248,8 @@ func TestShares(t *testing.T) {
 }
 
 // TestSmallBatchSerial: below the threshold a call opens no socket and
-// starts no thread, however many CPUs there are; at it, it does.
+// starts no thread, however many CPUs there are; at it, it does. After a
+// large call the Destroyer keeps only a small call's buffers.
 func TestSmallBatchSerial(t *testing.T) {
 	ns := testnet.New(t)
 	var d *Destroyer
@@ -1289,6 +1290,20 @@ func TestSmallBatchSerial(t *testing.T) {
 	d.Check(conns)
 	if opened != 1 {
 		t.Errorf("%d sockets: %d more netlink sockets opened, want 1", len(conns), opened)
+	}
+	// What the Destroyer keeps between calls is what a small call needs.
+	d.workers = 1
+	for _, kill := range []bool{false, true} {
+		res := d.run(conns, kill)
+		for i, r := range res {
+			if want := map[bool]Outcome{false: Confirmed, true: Destroyed}[kill]; r.Outcome != want {
+				t.Fatalf("%s: %v %v, want %v", conns[i], r.Outcome, r.Err, want)
+			}
+		}
+		k := d.sock
+		if cap(k.wbuf) > keepBytes || k.rd != nil && len(k.rd.hdrs) > keepSlots {
+			t.Errorf("kept after a call of %d sockets: %d bytes of requests, %d answer slots", len(conns), cap(k.wbuf), len(k.rd.hdrs))
+		}
 	}
 }
 

@@ -20,7 +20,26 @@ type nlSock struct {
 	batch  int // destroy requests per sendmsg
 	cbatch int // lookups per sendmsg
 	wbuf   []byte
-	rd     *reader // allocated on first receive
+	rd     *reader // allocated on first receive, as large as needed
+}
+
+// What a socket keeps between calls: enough for a call of a few sockets.
+// A large call's buffers (up to a 64 KiB datagram and 64 answer slots)
+// are dropped after it, so that a Destroyer kept for each of many
+// namespaces stays small.
+const (
+	keepBytes = 4 << 10
+	keepSlots = 4
+)
+
+// trim drops buffers larger than a small call needs.
+func (k *nlSock) trim() {
+	if cap(k.wbuf) > keepBytes {
+		k.wbuf = nil
+	}
+	if k.rd != nil && len(k.rd.hdrs) > keepSlots {
+		k.rd = nil
+	}
 }
 
 // openSock opens a NETLINK_SOCK_DIAG socket in network namespace ns, or in
@@ -230,8 +249,9 @@ func (k *nlSock) send(reqs [][reqLen]byte, ackLast bool) (uint32, error) {
 // reports that the kernel dropped answers on a full receive queue; receive
 // then returns once the queue is drained.
 func (k *nlSock) receive(first uint32, ans []answer, finished func(answered int) bool) (answered int, overrun bool, err error) {
-	if k.rd == nil {
-		k.rd = newReader()
+	// One slot per answer that may come, up to recvBatch.
+	if need := min(recvBatch, max(2, len(ans))); k.rd == nil || len(k.rd.hdrs) < need {
+		k.rd = newReader(need)
 	}
 	for !finished(answered) {
 		var n int

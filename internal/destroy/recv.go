@@ -24,18 +24,19 @@ const (
 )
 
 // reader reads netlink datagrams many per system call (recvmmsg), into
-// recvBatch*recvSlot bytes (32 KiB).
+// at most recvBatch slots of recvSlot bytes (32 KiB).
 type reader struct {
 	buf  []byte
 	iov  []unix.Iovec
 	hdrs []unix.Mmsghdr
 }
 
-func newReader() *reader {
+// newReader makes a reader with slots slots.
+func newReader(slots int) *reader {
 	r := &reader{
-		buf:  make([]byte, recvBatch*recvSlot),
-		iov:  make([]unix.Iovec, recvBatch),
-		hdrs: make([]unix.Mmsghdr, recvBatch),
+		buf:  make([]byte, slots*recvSlot),
+		iov:  make([]unix.Iovec, slots),
+		hdrs: make([]unix.Mmsghdr, slots),
 	}
 	for i := range r.hdrs {
 		r.iov[i].Base = &r.buf[i*recvSlot]
@@ -46,7 +47,7 @@ func newReader() *reader {
 	return r
 }
 
-// recv reads up to recvBatch datagrams and returns how many it read.
+// recv reads up to one datagram a slot and returns how many it read.
 func (r *reader) recv(fd, flags int) (int, error) {
 	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.hdrs[0])),
 		uintptr(len(r.hdrs)), uintptr(flags), 0, 0)
