@@ -53,8 +53,9 @@ func openSock(ns netns.NsHandle) (*nlSock, error) {
 		return nil, fmt.Errorf("open sock_diag socket: %w", err)
 	}
 	// nl's socket is non-blocking and registered with Go's poller (epoll):
-	// every answer the kernel queues would then wake the poller. Keep a
-	// copy of the descriptor and close nl's, which takes it out of epoll.
+	// every answer the kernel queues would also run epoll's wake-up
+	// callback. Keep a copy of the descriptor and close nl's, which takes
+	// it out of epoll.
 	fd, err := unix.FcntlInt(uintptr(s.GetFd()), unix.F_DUPFD_CLOEXEC, 0)
 	s.Close()
 	if err != nil {
