@@ -92,13 +92,13 @@ func killMapLen(t *testing.T, d *Destroyer) int {
 	return n
 }
 
-// TestFallbackExact: where netlink refuses, the walk destroys exactly the
+// TestIterExact: where netlink refuses, the walk destroys exactly the
 // full sockets asked for, by cookie; a vanished socket is found gone by the
 // lookup before anything is asked; timewait sockets, which the kfunc cannot
 // destroy, fail with netlink's EOPNOTSUPP, whether the caller knew them as
 // timewait or not. Destroy is called from the test's own thread: the walk
 // covers the Destroyer's namespace, not the caller's.
-func TestFallbackExact(t *testing.T) {
+func TestIterExact(t *testing.T) {
 	ns := testnet.New(t)
 	d := fallbackDestroyer(t, ns)
 	var pairs []*pair
@@ -197,9 +197,9 @@ func TestFallbackExact(t *testing.T) {
 		{Gone, Netlink, 0}, refused, refused})
 }
 
-// TestFallbackTupleReused: the walk meets a socket on the 4-tuple of the
+// TestIterTupleReused: the walk meets a socket on the 4-tuple of the
 // one asked for, with another cookie, and leaves it alone.
-func TestFallbackTupleReused(t *testing.T) {
+func TestIterTupleReused(t *testing.T) {
 	ns := testnet.New(t)
 	d := fallbackDestroyer(t, ns)
 	var old, cur *pair
@@ -223,10 +223,10 @@ func TestFallbackTupleReused(t *testing.T) {
 	}
 }
 
-// TestFallbackOtherNamespace: called from a thread of another namespace,
+// TestIterOtherNamespace: called from a thread of another namespace,
 // the walk still covers the Destroyer's namespace (its iterator is opened
 // there) and destroys the socket.
-func TestFallbackOtherNamespace(t *testing.T) {
+func TestIterOtherNamespace(t *testing.T) {
 	ns, other := testnet.New(t), testnet.New(t)
 	d := fallbackDestroyer(t, ns)
 	var p *pair
@@ -248,9 +248,9 @@ func TestFallbackOtherNamespace(t *testing.T) {
 	}
 }
 
-// TestFallbackMany destroys more sockets than the kill map holds at once,
+// TestIterMany destroys more sockets than the kill map holds at once,
 // the netlink part split over several sockets.
-func TestFallbackMany(t *testing.T) {
+func TestIterMany(t *testing.T) {
 	ns := testnet.New(t)
 	d := fallbackDestroyer(t, ns)
 	d.mu.Lock()
@@ -316,11 +316,11 @@ func timeWait(t testing.TB, ln *listener) (*conn.Conn, error) {
 	}
 }
 
-// TestFallbackStateChecked: the walk destroys a socket only in the state it
+// TestIterStateChecked: the walk destroys a socket only in the state it
 // was asked for. It holds the socket's lock, so this check, unlike the
 // lookup before a netlink request, cannot race the socket. A live
 // connection described as CLOSE_WAIT is found ESTABLISHED and left alone.
-func TestFallbackStateChecked(t *testing.T) {
+func TestIterStateChecked(t *testing.T) {
 	ns := testnet.New(t)
 	d := fallbackDestroyer(t, ns)
 	var p *pair
@@ -350,5 +350,34 @@ func TestFallbackStateChecked(t *testing.T) {
 	}
 	if err := send(p.server); !errors.Is(err, unix.ECONNABORTED) {
 		t.Errorf("owner write after the walk: %v, want ECONNABORTED", err)
+	}
+}
+
+// TestIterRetriesRefused: a full socket netlink refused with EOPNOTSUPP is
+// destroyed by the walk, with a Destroyer as New makes it: Destroy reports
+// it destroyed by the kfunc, and its owner sees it aborted.
+func TestIterRetriesRefused(t *testing.T) {
+	ns := testnet.New(t)
+	d := fallbackDestroyer(t, ns)
+	var p *pair
+	ns.MustDo(func() error {
+		ln, err := listen(t, lo6)
+		if err != nil {
+			return err
+		}
+		p, err = closeWait(t, ln, ln.addr)
+		return err
+	})
+	if r := d.DestroyOne(p.conn); r.Outcome != Destroyed || r.Via != Kfunc || r.State != conn.CloseWait {
+		t.Fatalf("destroy after EOPNOTSUPP: %v via %v (kernel %s) %v, want destroyed via kfunc", r.Outcome, r.Via, r.State, r.Err)
+	}
+	if got := tcpState(p.server); got != conn.Close {
+		t.Errorf("socket in %s after the walk", got)
+	}
+	if err := send(p.server); !errors.Is(err, unix.ECONNABORTED) {
+		t.Errorf("owner write after the walk: %v, want ECONNABORTED", err)
+	}
+	if d.IterErr() != nil {
+		t.Errorf("IterErr: %v", d.IterErr())
 	}
 }
