@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -146,75 +147,91 @@ const (
 	noCookie = ^uint64(0)
 )
 
-// Options of a Destroyer.
-type Options struct {
-	// IterMin > 0: a Destroy call with at least this many full sockets (not
-	// timewait) destroys them with one walk of the namespace's sockets, the
-	// kfunc iterator (Linux >= 6.5), and the rest with netlink.
-	//
-	// 0, the default: netlink for everything; the walk only retries full
-	// sockets netlink refused with EOPNOTSUPP (a kernel built without
-	// CONFIG_INET_DIAG_DESTROY). Netlink is the faster path wherever it
-	// works. Measured on Linux 6.18 (2 cores, loopback CLOSE_WAIT sockets):
-	// destroying costs 7-9 us a socket either way, mostly tcp_abort() and
-	// the peer's reset, and a netlink request adds under 1 us to that,
-	// while the walk visits every TCP socket of the namespace at about
-	// 0.65 us each (iter/tcp takes a reference and the lock of each).
-	// Medians: 10,000 kills among 20,000 sockets, netlink 97 ms, walk 160
-	// ms; among 60,000, netlink 85-135 ms, walk 220-300 ms; 10 among
-	// 60,000, netlink 0.2-4 ms, walk 47-52 ms.
-	//
-	// Negative: never walk.
-	IterMin int
-}
-
-// Destroyer holds one NETLINK_SOCK_DIAG socket in the network namespace of
-// the thread that called New; it destroys sockets of that namespace only,
-// whichever thread calls it later. It is safe for concurrent use: calls are
-// serialised.
+// Destroyer holds a NETLINK_SOCK_DIAG socket in one network namespace and
+// destroys sockets of that namespace only, whichever thread calls it. It
+// is safe for concurrent use: calls are serialised.
 //
-// Many full sockets at once are destroyed by one walk of the namespace's
-// sockets with the bpf_sock_destroy() kfunc (see iterKiller), loaded on
-// first use; everything else, and whatever the walk left, by netlink.
+// A call with many sockets is split over several netlink sockets, one per
+// CPU Go runs on (at most maxWorkers), each driven from an OS thread of
+// its own: the kernel's work for each destroy runs on the CPU that asks.
+// The extra sockets are opened in the namespace for that call and closed
+// after it; between calls a Destroyer holds one socket, a handle on its
+// namespace and the buffers of a small call (a few KiB).
+//
+// Where netlink cannot destroy (a kernel built without
+// CONFIG_INET_DIAG_DESTROY answers EOPNOTSUPP), full sockets are destroyed
+// by one walk of the namespace with the bpf_sock_destroy() kfunc (Linux >=
+// 6.5; see iterKiller), loaded on first need.
 type Destroyer struct {
-	mu     sync.Mutex
-	fd     int // -1 once closed
-	portid uint32
-	seq    uint32
-	batch  int // destroy requests per sendmsg
-	cbatch int // lookups per sendmsg
-	wbuf   []byte
-	rd     *reader
+	mu    sync.Mutex
+	ns    *netns.NS // the namespace; owned
+	inode uint32    // its inode
+	sock  *nlSock   // nil once closed
 
-	netns    uint32 // inode of the namespace of New's thread
-	iterMin  int    // see Options.IterMin
+	workers   int // most sockets (and threads) one call uses
+	perWorker int // fewest requests a further socket is used for
+
 	iter     *iterKiller
 	iterErr  error // why the iterator is not used
 	iterUsed bool  // the iterator was loaded, or failed to
+
+	// noDiagDestroy makes the Destroyer behave as on a kernel built
+	// without CONFIG_INET_DIAG_DESTROY: every SOCK_DESTROY is answered
+	// EOPNOTSUPP without being sent (lookups still go out). Tests set it
+	// to drive the kfunc fallback.
+	noDiagDestroy bool
+	// opened, when set, is called with each socket a call opens besides
+	// the Destroyer's own, before it is used (tests).
+	opened func(fd int)
 }
 
-// New opens the netlink socket in the calling thread's network namespace,
-// with default Options. To work on another namespace, call it from a thread
-// locked to (and setns'ed into) that namespace.
-func New() (*Destroyer, error) { return NewWithOptions(Options{}) }
-
-// NewWithOptions is New with options.
-func NewWithOptions(opts Options) (*Destroyer, error) {
-	self, err := netns.CurrentInode()
+// New opens a Destroyer for the network namespace of the calling thread,
+// its socket opened on that thread (no move, no CAP_SYS_ADMIN needed).
+func New() (*Destroyer, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ns, err := netns.Current()
 	if err != nil {
 		return nil, err
 	}
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("open sock_diag socket: %w", err)
-	}
-	d := &Destroyer{fd: fd, rd: newReader(), netns: self, iterMin: opts.IterMin}
-	if err := d.setup(); err != nil {
-		unix.Close(fd)
+	d := newDestroyer(ns)
+	if d.sock, err = openSock(ns); err != nil {
+		ns.Close()
 		return nil, err
 	}
 	return d, nil
 }
+
+// NewAt opens a Destroyer for the network namespace ns, from any thread:
+// the calling thread does not move. The Destroyer keeps its own handle;
+// the caller keeps ns. Entering a namespace other than the calling
+// thread's needs CAP_SYS_ADMIN.
+func NewAt(ns *netns.NS) (*Destroyer, error) {
+	own, err := ns.Dup()
+	if err != nil {
+		return nil, err
+	}
+	d := newDestroyer(own)
+	netns.OnThread(func() { d.sock, err = openSock(own) })
+	if err != nil {
+		own.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// newDestroyer is a Destroyer for namespace ns (owned), without its socket.
+func newDestroyer(ns *netns.NS) *Destroyer {
+	return &Destroyer{
+		ns:        ns,
+		inode:     ns.Inode(),
+		workers:   min(maxWorkers, runtime.GOMAXPROCS(0)),
+		perWorker: parMin,
+	}
+}
+
+// Netns is the inode of the Destroyer's network namespace.
+func (d *Destroyer) Netns() uint32 { return d.inode }
 
 // IterErr says why the kfunc iterator could not be used (nil when it was,
 // or has not been needed yet).
@@ -224,60 +241,12 @@ func (d *Destroyer) IterErr() error {
 	return d.iterErr
 }
 
-func (d *Destroyer) setup() error {
-	if err := unix.SetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf); err != nil {
-		if err := unix.SetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf); err != nil {
-			return fmt.Errorf("set sock_diag receive buffer: %w", err)
-		}
-	}
-	tv := unix.NsecToTimeval(recvTimeout.Nanoseconds())
-	if err := unix.SetsockoptTimeval(d.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return fmt.Errorf("set sock_diag receive timeout: %w", err)
-	}
-	// Without NETLINK_CAP_ACK an error ACK echoes the whole request; with it
-	// every ACK is 36 bytes. Only an optimisation: the parser takes both.
-	_ = unix.SetsockoptInt(d.fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
-
-	if err := unix.Bind(d.fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("bind sock_diag socket: %w", err)
-	}
-	sa, err := unix.Getsockname(d.fd)
-	if err != nil {
-		return fmt.Errorf("read sock_diag port id: %w", err)
-	}
-	nl, ok := sa.(*unix.SockaddrNetlink)
-	if !ok {
-		return fmt.Errorf("read sock_diag port id: unexpected address %T", sa)
-	}
-	d.portid = nl.Pid
-	// Connected to the kernel (port 0), the socket refuses datagrams from
-	// any other netlink socket: only the kernel can answer.
-	if err := unix.Connect(d.fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("connect sock_diag socket: %w", err)
-	}
-
-	rcv, err := unix.GetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
-	if err != nil {
-		return fmt.Errorf("read sock_diag receive buffer: %w", err)
-	}
-	snd, err := unix.GetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
-	if err != nil {
-		return fmt.Errorf("read sock_diag send buffer: %w", err)
-	}
-	// netlink_sendmsg refuses datagrams longer than sk_sndbuf-32 (EMSGSIZE).
-	d.batch = min(maxBatchBytes, snd-32) / reqLen
-	d.cbatch = max(1, min(d.batch, rcv/checkCost))
-	d.batch = max(1, min(d.batch, rcv/ackCost))
-	d.wbuf = make([]byte, 0, d.batch*reqLen)
-	return nil
-}
-
-// Close closes the netlink socket. Later calls to Destroy fail with
-// ErrClosed.
+// Close closes the netlink socket and the namespace handle. Later calls to
+// Destroy fail with ErrClosed.
 func (d *Destroyer) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.fd < 0 {
+	if d.sock == nil {
 		return nil
 	}
 	var errs []error
@@ -285,10 +254,11 @@ func (d *Destroyer) Close() error {
 		errs = append(errs, d.iter.close())
 		d.iter = nil
 	}
-	if err := unix.Close(d.fd); err != nil {
-		errs = append(errs, fmt.Errorf("close sock_diag socket: %w", err))
+	d.sock.close()
+	d.sock = nil
+	if err := d.ns.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close network namespace handle: %w", err))
 	}
-	d.fd = -1
 	return errors.Join(errs...)
 }
 
@@ -303,18 +273,24 @@ func (d *Destroyer) DestroyOne(c *conn.Conn) Result {
 // has no such socket. It is what Destroy does first, and what a dry run
 // needs to say exactly what a live run would do.
 func (d *Destroyer) Check(conns []*conn.Conn) []Result {
-	res, _ := d.check(conns)
-	return res
+	return d.run(conns, false)
 }
 
-// check looks every connection up and returns the results, with the
-// requests for SOCK_DESTROY of the confirmed ones and their indexes into
-// conns.
-func (d *Destroyer) check(conns []*conn.Conn) ([]Result, pending) {
+// Destroy destroys every connection in conns, each by its cookie, and
+// returns one Result per connection, in order. Only a socket the kernel
+// has, at the moment it is asked, in the state c.State names is destroyed
+// (see Check); a connection without a cookie or a state, or with unusable
+// addresses, fails without anything being sent. Lookups and destroys go
+// out many per sendmsg, in turns: each batch of lookups is followed by the
+// destroys of the sockets it confirmed.
+func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
+	return d.run(conns, true)
+}
+
+func (d *Destroyer) run(conns []*conn.Conn, kill bool) []Result {
 	res := make([]Result, len(conns))
-	var p pending
-	p.reqs = make([][reqLen]byte, 0, len(conns))
-	p.idx = make([]int, 0, len(conns))
+	reqs := make([][reqLen]byte, 0, len(conns))
+	idx := make([]int, 0, len(conns))
 	for i, c := range conns {
 		if c == nil {
 			res[i] = Result{Outcome: Failed, Err: errors.New("destroy: nil connection")}
@@ -325,79 +301,25 @@ func (d *Destroyer) check(conns []*conn.Conn) ([]Result, pending) {
 			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, err)}
 			continue
 		}
-		p.reqs = append(p.reqs, req)
-		p.idx = append(p.idx, i)
+		reqs = append(reqs, req)
+		idx = append(idx, i)
 	}
-	looks := make([][reqLen]byte, len(p.reqs))
-	for j := range p.reqs {
-		looks[j] = lookupOf(p.reqs[j])
+	if len(reqs) == 0 {
+		return res
 	}
-	n := 0
-	for j, a := range d.exchangeLookups(looks) {
-		i := p.idx[j]
-		c := conns[i]
-		switch {
-		case a.err != nil:
-			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("look up %s: %w", c, a.err)}
-		case a.errno == unix.ENOENT || a.errno == unix.ESTALE:
-			res[i] = Result{Outcome: Gone}
-		case a.errno != 0:
-			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("look up %s: %w", c, a.errno)}
-		case !a.found:
-			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("look up %s: %w", c, ErrNoAnswer)}
-		case a.state != c.State:
-			res[i] = Result{Outcome: Changed, State: a.state}
-		default:
-			res[i] = Result{Outcome: Confirmed, State: a.state}
-			p.reqs[n], p.idx[n] = p.reqs[j], i
-			n++
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sock == nil {
+		for _, i := range idx {
+			res[i] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", conns[i], ErrClosed)}
 		}
+		return res
 	}
-	p.reqs, p.idx = p.reqs[:n], p.idx[:n]
-	return res, p
-}
-
-// pending are SOCK_DESTROY requests: reqs[j] destroys conns[idx[j]].
-type pending struct {
-	reqs [][reqLen]byte
-	idx  []int
-}
-
-// Destroy destroys every connection in conns, each by its cookie, and
-// returns one Result per connection, in order. Only a socket the kernel
-// has, at the moment it is asked, in the state c.State names is destroyed
-// (see Check); a connection without a cookie or a state, or with unusable
-// addresses, fails without anything being sent. Requests go out many per
-// sendmsg; see Options.IterMin for when full sockets are destroyed by the
-// kfunc iterator instead.
-func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
-	res, p := d.check(conns)
-	reqs, idx := d.destroyIter(conns, p.reqs, p.idx, res)
-	var refused []int // full sockets netlink cannot destroy on this kernel
-	for j, a := range d.exchange(reqs) {
-		c := conns[idx[j]]
-		st := res[idx[j]].State
-		switch {
-		case a.err != nil:
-			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.err), State: st}
-		case a.errno == 0:
-			res[idx[j]] = Result{Outcome: Destroyed, State: st}
-		// ENOENT: no socket on the tuple carries our cookie. The tuple may
-		// be free, or name another socket: a new connection on the same
-		// ports, or — for the accepted end of a dead connection — the
-		// listener it came from (the lookup falls back to listeners). The
-		// kernel (6.18) answers ENOENT to a cookie mismatch; the ESTALE of
-		// sock_diag_check_cookie() is what older kernels leaked for it.
-		case a.errno == unix.ENOENT || a.errno == unix.ESTALE:
-			res[idx[j]] = Result{Outcome: Gone}
-		default:
-			res[idx[j]] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.errno), State: st}
-			if a.errno == unix.EOPNOTSUPP && !c.Timewait {
-				refused = append(refused, idx[j])
-			}
-		}
-	}
-	if len(refused) > 0 && d.iterMin >= 0 && d.loadIter() {
+	refused := d.fanOut(len(reqs), func(k *nlSock, lo, hi int) []int {
+		return d.work(k, conns, reqs[lo:hi], idx[lo:hi], res, kill)
+	})
+	d.sock.trim()
+	if len(refused) > 0 && d.loadIter() {
 		// A socket the walk does not destroy keeps netlink's answer.
 		for k, r := range d.walk(conns, refused) {
 			if kept, ok := r.result(conns[refused[k]]); ok {
@@ -406,6 +328,75 @@ func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 		}
 	}
 	return res
+}
+
+// work looks up reqs (conns[idx[j]]) on socket k, in batches, fills in
+// their results, and when kill destroys the confirmed ones of each batch
+// right after its lookups. It returns the indexes of the full sockets
+// netlink refused to destroy with EOPNOTSUPP.
+func (d *Destroyer) work(k *nlSock, conns []*conn.Conn, reqs [][reqLen]byte, idx []int, res []Result, kill bool) []int {
+	var refused []int
+	var confirmed [][reqLen]byte
+	var which []int // confirmed[m] is conns[which[m]]
+	k.lookups(reqs, func(lo int, ans []answer) {
+		confirmed, which = confirmed[:0], which[:0]
+		for j, a := range ans {
+			i := idx[lo+j]
+			c := conns[i]
+			switch {
+			case a.err != nil:
+				res[i] = Result{Outcome: Failed, Err: fmt.Errorf("look up %s: %w", c, a.err)}
+			case a.errno == unix.ENOENT || a.errno == unix.ESTALE:
+				res[i] = Result{Outcome: Gone}
+			case a.errno != 0:
+				res[i] = Result{Outcome: Failed, Err: fmt.Errorf("look up %s: %w", c, a.errno)}
+			case !a.found:
+				res[i] = Result{Outcome: Failed, Err: fmt.Errorf("look up %s: %w", c, ErrNoAnswer)}
+			case a.state != c.State:
+				res[i] = Result{Outcome: Changed, State: a.state}
+			default:
+				res[i] = Result{Outcome: Confirmed, State: a.state}
+				confirmed, which = append(confirmed, reqs[lo+j]), append(which, i)
+			}
+		}
+		if !kill || len(confirmed) == 0 {
+			return
+		}
+		var dans []answer
+		if d.noDiagDestroy {
+			dans = make([]answer, len(confirmed))
+			for m := range dans {
+				dans[m] = answer{errno: unix.EOPNOTSUPP, done: true}
+			}
+		} else {
+			dans = k.destroys(confirmed)
+		}
+		for m, a := range dans {
+			i := which[m]
+			c := conns[i]
+			st := res[i].State
+			switch {
+			case a.err != nil:
+				res[i] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.err), State: st}
+			case a.errno == 0:
+				res[i] = Result{Outcome: Destroyed, State: st}
+			// ENOENT: no socket on the tuple carries our cookie. The tuple may
+			// be free, or name another socket: a new connection on the same
+			// ports, or — for the accepted end of a dead connection — the
+			// listener it came from (the lookup falls back to listeners). The
+			// kernel (6.18) answers ENOENT to a cookie mismatch; the ESTALE of
+			// sock_diag_check_cookie() is what older kernels leaked for it.
+			case a.errno == unix.ENOENT || a.errno == unix.ESTALE:
+				res[i] = Result{Outcome: Gone}
+			default:
+				res[i] = Result{Outcome: Failed, Err: fmt.Errorf("destroy %s: %w", c, a.errno), State: st}
+				if a.errno == unix.EOPNOTSUPP && !c.Timewait {
+					refused = append(refused, i)
+				}
+			}
+		}
+	})
+	return refused
 }
 
 // result is the Result of the walk's r for c: ok is false when the walk did
@@ -420,48 +411,10 @@ func (r iterResult) result(c *conn.Conn) (Result, bool) {
 	return Result{}, false
 }
 
-// destroyIter destroys the full sockets among reqs with the kfunc iterator
-// when Options.IterMin asks for it, fills in their results, and returns
-// the requests left for netlink: timewait sockets, and whatever the walk
-// did not destroy (not found: gone or changed; or the kfunc failed).
-// Netlink then answers for those exactly.
-func (d *Destroyer) destroyIter(conns []*conn.Conn, reqs [][reqLen]byte, idx []int, res []Result) ([][reqLen]byte, []int) {
-	if d.iterMin <= 0 {
-		return reqs, idx
-	}
-	var full []int // indexes into reqs
-	for j, i := range idx {
-		if !conns[i].Timewait {
-			full = append(full, j)
-		}
-	}
-	if len(full) < d.iterMin || !d.loadIter() {
-		return reqs, idx
-	}
-	sel := make([]int, len(full))
-	for k, j := range full {
-		sel[k] = idx[j]
-	}
-	done := make([]bool, len(reqs))
-	for k, r := range d.walk(conns, sel) {
-		if kept, ok := r.result(conns[sel[k]]); ok {
-			res[sel[k]] = kept
-			done[full[k]] = true
-		}
-	}
-	n := 0
-	for j := range reqs {
-		if !done[j] {
-			reqs[n], idx[n] = reqs[j], idx[j]
-			n++
-		}
-	}
-	return reqs[:n], idx[:n]
-}
-
 // walk destroys the full sockets conns[sel[k]] with the kfunc iterator, in
 // as many walks as the kill map needs, and reports what it did with each.
 // A socket listed twice is destroyed once; its copy reports nothing done.
+// d.mu is held.
 func (d *Destroyer) walk(conns []*conn.Conn, sel []int) []iterResult {
 	out := make([]iterResult, len(sel))
 	var cookies []uint64
@@ -478,15 +431,13 @@ func (d *Destroyer) walk(conns []*conn.Conn, sel []int) []iterResult {
 		states = append(states, conns[i].State)
 		which = append(which, k)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.iter == nil {
 		return out
 	}
 	step := d.iter.cap
 	for lo := 0; lo < len(cookies) && d.iter != nil; lo += step {
 		hi := min(len(cookies), lo+step)
-		err := d.iter.destroy(cookies[lo:hi], states[lo:hi], func(k int, r iterResult) {
+		err := d.iter.destroy(cookies[lo:hi], states[lo:hi], d.inNetns, func(k int, r iterResult) {
 			out[which[lo+k]] = r
 		})
 		if err != nil {
@@ -500,13 +451,11 @@ func (d *Destroyer) walk(conns []*conn.Conn, sel []int) []iterResult {
 }
 
 // loadIter loads the kfunc iterator on first use; it reports whether it is
-// available.
+// available. d.mu is held.
 func (d *Destroyer) loadIter() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.iterUsed && d.fd >= 0 {
+	if !d.iterUsed && d.sock != nil {
 		d.iterUsed = true
-		d.iter, d.iterErr = newIterKiller(d.netns)
+		d.iter, d.iterErr = newIterKiller(d.inode)
 	}
 	return d.iter != nil
 }
@@ -584,197 +533,4 @@ type answer struct {
 	done  bool
 	found bool
 	state conn.State
-}
-
-// exchange sends SOCK_DESTROY reqs in batches, each request with its own
-// sequence number, and collects one answer per request.
-func (d *Destroyer) exchange(reqs [][reqLen]byte) []answer {
-	return d.exchangeAs(reqs, d.batch, d.roundTrip)
-}
-
-// exchangeLookups is exchange for lookups (see lookupOf).
-func (d *Destroyer) exchangeLookups(reqs [][reqLen]byte) []answer {
-	return d.exchangeAs(reqs, d.cbatch, d.lookupTrip)
-}
-
-func (d *Destroyer) exchangeAs(reqs [][reqLen]byte, batch int, trip func([][reqLen]byte, []answer) error) []answer {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ans := make([]answer, len(reqs))
-	batch = max(1, batch)
-	for lo := 0; lo < len(reqs); lo += batch {
-		hi := min(len(reqs), lo+batch)
-		if err := trip(reqs[lo:hi], ans[lo:hi]); err != nil {
-			for i := lo; i < hi; i++ {
-				if !ans[i].done {
-					ans[i] = answer{err: err, done: true}
-				}
-			}
-		}
-	}
-	return ans
-}
-
-// roundTrip sends one datagram of requests and reads answers until every
-// request has one. It returns the reason when some did not get one.
-//
-// Only the last request asks for an acknowledgement (NLM_F_ACK): the
-// kernel answers a failed request whether asked or not, and handles the
-// datagram's requests in order inside sendmsg, queueing each answer as it
-// goes. So once the last request's answer is read, every earlier request
-// without an answer succeeded: 10,000 successes cost one answer instead
-// of 10,000 (an skb each, read one recvmsg at a time). An answer the
-// kernel could not queue is reported as ENOBUFS; then silence proves
-// nothing, and unanswered requests fail with ErrNoAnswer.
-func (d *Destroyer) roundTrip(reqs [][reqLen]byte, ans []answer) error {
-	first, err := d.send(reqs, true)
-	if err != nil {
-		return err
-	}
-	last := len(reqs) - 1
-	overrun, err := d.receive(first, ans, func() bool { return ans[last].done })
-	if err != nil {
-		return err
-	}
-	if overrun {
-		// Some answer was lost; unanswered requests may have failed.
-		return fmt.Errorf("%w: %w", ErrNoAnswer, unix.ENOBUFS)
-	}
-	for i := range ans {
-		if !ans[i].done {
-			ans[i] = answer{done: true} // no error answer: it succeeded
-		}
-	}
-	return nil
-}
-
-// lookupTrip sends one datagram of lookups and reads until each has its
-// answer: the socket, or an error. A lookup whose answer was lost stays
-// unanswered: nothing is known of its socket.
-func (d *Destroyer) lookupTrip(reqs [][reqLen]byte, ans []answer) error {
-	first, err := d.send(reqs, false)
-	if err != nil {
-		return err
-	}
-	left := len(reqs)
-	overrun, err := d.receive(first, ans, func() bool {
-		left = 0
-		for i := range ans {
-			if !ans[i].done {
-				left++
-			}
-		}
-		return left == 0
-	})
-	if err != nil {
-		return err
-	}
-	if overrun && left > 0 {
-		return fmt.Errorf("%w: %w", ErrNoAnswer, unix.ENOBUFS)
-	}
-	return nil
-}
-
-// send writes reqs as one datagram, numbered from the returned sequence
-// number. ackLast: only the last request asks for an acknowledgement (see
-// roundTrip); otherwise the flags are left as encoded.
-func (d *Destroyer) send(reqs [][reqLen]byte, ackLast bool) (uint32, error) {
-	if d.fd < 0 {
-		return 0, ErrClosed
-	}
-	first := d.seq + 1
-	d.seq += uint32(len(reqs))
-	d.wbuf = d.wbuf[:0]
-	for i := range reqs {
-		d.wbuf = append(d.wbuf, reqs[i][:]...)
-		h := d.wbuf[i*reqLen:]
-		binary.NativeEndian.PutUint32(h[8:], first+uint32(i))
-		if ackLast && i < len(reqs)-1 {
-			binary.NativeEndian.PutUint16(h[6:], unix.NLM_F_REQUEST)
-		}
-	}
-	for {
-		_, err := unix.Write(d.fd, d.wbuf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("send sock_diag requests: %w", err)
-		}
-		return first, nil
-	}
-}
-
-// receive reads answers to the requests numbered from first into ans until
-// finished says so. overrun reports that the kernel dropped answers on a
-// full receive queue; receive then returns once the queue is drained.
-func (d *Destroyer) receive(first uint32, ans []answer, finished func() bool) (overrun bool, err error) {
-	for !finished() {
-		var n int
-		if overrun {
-			n, err = d.rd.recv(d.fd, unix.MSG_DONTWAIT)
-		} else {
-			n, err = d.rd.recv(d.fd, msgWaitForOne)
-		}
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.ENOBUFS:
-			// Answers were dropped on a full receive queue. The kernel
-			// queues every answer before sendmsg returns, so once the
-			// queue is drained the missing ones are lost, not late.
-			overrun = true
-			continue
-		case err == unix.EAGAIN && overrun:
-			return true, nil
-		case err == unix.EAGAIN:
-			return overrun, fmt.Errorf("%w within %s", ErrNoAnswer, recvTimeout)
-		case err != nil:
-			return overrun, fmt.Errorf("receive sock_diag answer: %w", err)
-		}
-		for m := range n {
-			parseAnswers(d.rd.datagram(m), d.portid, func(seq uint32, a answer) {
-				i := seq - first // wraps past len(ans) for foreign sequences
-				if i < uint32(len(ans)) && !ans[i].done {
-					a.done = true
-					ans[i] = a
-				}
-			})
-		}
-	}
-	return overrun, nil
-}
-
-// parseAnswers walks one datagram of netlink messages addressed to portid
-// and calls fn with the sequence number and the answer of each: the errno
-// of an NLMSG_ERROR, or the state of the socket a lookup found (struct
-// inet_diag_msg: family, state, timer, retrans, ...). Other messages, and
-// anything truncated, are skipped; it never reads past b.
-func parseAnswers(b []byte, portid uint32, fn func(seq uint32, a answer)) {
-	ne := binary.NativeEndian
-	for len(b) >= nlmsgHdrLen {
-		l := ne.Uint32(b[0:])
-		if l < nlmsgHdrLen || l > uint32(len(b)) {
-			return
-		}
-		msg := b[:l]
-		if ne.Uint32(msg[12:]) == portid {
-			switch typ := ne.Uint16(msg[4:]); {
-			case typ == unix.NLMSG_ERROR && len(msg) >= nlmsgHdrLen+4:
-				code := int64(int32(ne.Uint32(msg[16:])))
-				if code < 0 {
-					code = -code
-				}
-				fn(ne.Uint32(msg[8:]), answer{errno: unix.Errno(code)})
-			case typ == sockDiagByFamily && len(msg) >= nlmsgHdrLen+4:
-				fn(ne.Uint32(msg[8:]), answer{found: true, state: conn.State(msg[nlmsgHdrLen+1])})
-			}
-		}
-		// Messages are 4-byte aligned; the last one may lack its padding.
-		next := (uint64(l) + 3) &^ 3
-		if next >= uint64(len(b)) {
-			return
-		}
-		b = b[next:]
-	}
 }

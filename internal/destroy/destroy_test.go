@@ -6,13 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
@@ -71,7 +76,7 @@ func TestEncode(t *testing.T) {
 }
 
 func TestRefusedWithoutSending(t *testing.T) {
-	d := &Destroyer{fd: -1} // any request that got as far as sending would fail with ErrClosed
+	d := &Destroyer{} // closed: any request that got as far as sending would fail with ErrClosed
 	good := netip.MustParseAddrPort("127.0.0.1:80")
 	peer := netip.MustParseAddrPort("127.0.0.1:40000")
 	for _, tc := range []struct {
@@ -133,27 +138,40 @@ func TestParseAnswers(t *testing.T) {
 		state conn.State
 	}
 	var all []got
-	parseAnswers(msgs, 42, func(seq uint32, a answer) { all = append(all, got{seq, a.errno, a.found, a.state}) })
+	parseAnswers(msgs, false, 42, func(seq uint32, a answer) { all = append(all, got{seq, a.errno, a.found, a.state}) })
 	if want := []got{{7, 0, false, 0}, {9, unix.ESTALE, false, 0}, {10, 0, true, conn.TimeWait}}; fmt.Sprint(all) != fmt.Sprint(want) {
 		t.Errorf("got %v, want %v", all, want)
 	}
 	// A zero length must not loop forever, a long one must not read past.
 	bad := ack(1, 42, 0)
 	binary.NativeEndian.PutUint32(bad, 0)
-	parseAnswers(bad, 42, func(uint32, answer) { t.Error("answer from a zero-length message") })
+	parseAnswers(bad, false, 42, func(uint32, answer) { t.Error("answer from a zero-length message") })
 	binary.NativeEndian.PutUint32(bad, 1000)
-	parseAnswers(bad, 42, func(uint32, answer) { t.Error("answer from an overlong message") })
-	parseAnswers(ack(1, 42, 0)[:19], 42, func(uint32, answer) { t.Error("answer from a truncated message") })
-	parseAnswers(found(1, 42, conn.CloseWait)[:19], 42, func(uint32, answer) { t.Error("answer from a truncated lookup") })
+	parseAnswers(bad, false, 42, func(uint32, answer) { t.Error("answer from an overlong message") })
+	parseAnswers(ack(1, 42, 0)[:19], false, 42, func(uint32, answer) { t.Error("answer from a truncated message") })
+	parseAnswers(found(1, 42, conn.CloseWait)[:17], false, 42, func(uint32, answer) { t.Error("answer from a truncated lookup") })
+	// Cut short by the reader (MSG_TRUNC): the fixed fields are enough.
+	var cut []answer
+	parseAnswers(found(3, 42, conn.LastAck)[:18], true, 42, func(seq uint32, a answer) {
+		if seq == 3 {
+			cut = append(cut, a)
+		}
+	})
+	parseAnswers(ack(4, 42, -int32(unix.ENOENT))[:20], true, 42, func(seq uint32, a answer) { cut = append(cut, a) })
+	if want := []answer{{found: true, state: conn.LastAck}, {errno: unix.ENOENT}}; fmt.Sprint(cut) != fmt.Sprint(want) {
+		t.Errorf("cut answers: %+v, want %+v", cut, want)
+	}
+	parseAnswers(found(1, 42, conn.CloseWait)[:17], true, 42, func(uint32, answer) { t.Error("answer from a lookup cut before its state") })
 }
 
 func FuzzParseAnswers(f *testing.F) {
-	f.Add(ack(1, 42, 0), uint32(42))
-	f.Add(append(ack(1, 42, -2), ack(2, 42, -116)...), uint32(42))
-	f.Add(ack(1, 42, -2)[:17], uint32(42))
-	f.Add(append(found(1, 42, conn.CloseWait), ack(2, 42, -2)...), uint32(42))
-	f.Fuzz(func(t *testing.T, b []byte, portid uint32) {
-		parseAnswers(b, portid, func(uint32, answer) {})
+	f.Add(ack(1, 42, 0), false, uint32(42))
+	f.Add(append(ack(1, 42, -2), ack(2, 42, -116)...), false, uint32(42))
+	f.Add(ack(1, 42, -2)[:17], false, uint32(42))
+	f.Add(append(found(1, 42, conn.CloseWait), ack(2, 42, -2)...), false, uint32(42))
+	f.Add(found(1, 42, conn.CloseWait)[:40], true, uint32(42))
+	f.Fuzz(func(t *testing.T, b []byte, cut bool, portid uint32) {
+		parseAnswers(b, cut, portid, func(uint32, answer) {})
 	})
 }
 
@@ -183,7 +201,7 @@ func closeFD(fd *int) {
 	}
 }
 
-func newDestroyer(t testing.TB) (*Destroyer, error) {
+func openDestroyer(t testing.TB) (*Destroyer, error) {
 	d, err := New()
 	if err != nil {
 		return nil, err
@@ -466,7 +484,7 @@ func TestCloseWait(t *testing.T) {
 			var p *pair
 			ns.MustDo(func() error {
 				var err error
-				if d, err = newDestroyer(t); err != nil {
+				if d, err = openDestroyer(t); err != nil {
 					return err
 				}
 				ln, err := listen(t, tc.listen)
@@ -515,7 +533,7 @@ func TestCookieExact(t *testing.T) {
 		var other uint64
 		ns.MustDo(func() error {
 			var err error
-			if d, err = newDestroyer(t); err != nil {
+			if d, err = openDestroyer(t); err != nil {
 				return err
 			}
 			ln, err := listen(t, lo4)
@@ -533,7 +551,7 @@ func TestCookieExact(t *testing.T) {
 		req, _ := encode(&wrong)
 		// ENOENT on 6.18; kernels before the cookie check moved into
 		// inet_diag_find_one_icsk() said ESTALE.
-		if a := d.exchange([][reqLen]byte{req})[0]; a.err != nil || (a.errno != unix.ENOENT && a.errno != unix.ESTALE) {
+		if a := d.sock.destroys([][reqLen]byte{req})[0]; a.err != nil || (a.errno != unix.ENOENT && a.errno != unix.ESTALE) {
 			t.Errorf("right tuple, wrong cookie: errno %v (%v), want ENOENT", a.errno, a.err)
 		}
 		if r := d.DestroyOne(&wrong); r.Outcome != Gone {
@@ -556,7 +574,7 @@ func TestCookieExact(t *testing.T) {
 		var old, cur *pair
 		ns.MustDo(func() error {
 			var err error
-			if d, err = newDestroyer(t); err != nil {
+			if d, err = openDestroyer(t); err != nil {
 				return err
 			}
 			old, cur, err = reusedTuple(t, netip.AddrPortFrom(lo6, 40404))
@@ -582,7 +600,7 @@ func TestNoCookie(t *testing.T) {
 	var dead *conn.Conn
 	ns.MustDo(func() error {
 		var err error
-		if d, err = newDestroyer(t); err != nil {
+		if d, err = openDestroyer(t); err != nil {
 			return err
 		}
 		if ln, err = listen(t, lo4); err != nil {
@@ -616,11 +634,11 @@ func TestNoCookie(t *testing.T) {
 	// listener.
 	req, _ := encode(dead)
 	binary.NativeEndian.PutUint64(req[64:], 0)
-	if a := d.exchange([][reqLen]byte{req})[0]; a.err != nil || (a.errno != unix.ENOENT && a.errno != unix.ESTALE) {
+	if a := d.sock.destroys([][reqLen]byte{req})[0]; a.err != nil || (a.errno != unix.ENOENT && a.errno != unix.ESTALE) {
 		t.Errorf("raw cookie 0: %v %v, want ENOENT", a.errno, a.err)
 	}
 	binary.NativeEndian.PutUint64(req[64:], ^uint64(0))
-	if a := d.exchange([][reqLen]byte{req})[0]; a.err != nil || a.errno != 0 {
+	if a := d.sock.destroys([][reqLen]byte{req})[0]; a.err != nil || a.errno != 0 {
 		t.Errorf("raw no-cookie request: %v %v, want success", a.errno, a.err)
 	}
 	if got := tcpState(ln.fd); got != conn.Close {
@@ -651,7 +669,7 @@ func TestBatch(t *testing.T) {
 	var pairs []*pair
 	ns.MustDo(func() error {
 		var err error
-		if d, err = newDestroyer(t); err != nil {
+		if d, err = openDestroyer(t); err != nil {
 			return err
 		}
 		for _, ip := range []netip.Addr{lo4, lo6} {
@@ -677,7 +695,7 @@ func TestBatch(t *testing.T) {
 	res := d.Destroy(conns)
 	elapsed := time.Since(start)
 	t.Logf("destroyed %d sockets in %v (%.0f/s), %d per sendmsg",
-		len(conns), elapsed, float64(len(conns))/elapsed.Seconds(), d.batch)
+		len(conns), elapsed, float64(len(conns))/elapsed.Seconds(), d.sock.batch)
 	for i, r := range res {
 		if r.Outcome != Destroyed {
 			t.Errorf("%s: %v %v", conns[i], r.Outcome, r.Err)
@@ -698,7 +716,7 @@ func TestEstablished(t *testing.T) {
 	var p *pair
 	ns.MustDo(func() error {
 		var err error
-		if d, err = newDestroyer(t); err != nil {
+		if d, err = openDestroyer(t); err != nil {
 			return err
 		}
 		ln, err := listen(t, lo6)
@@ -731,7 +749,7 @@ func TestTimewait(t *testing.T) {
 			var cookie uint64
 			ns.MustDo(func() error {
 				var err error
-				if d, err = newDestroyer(t); err != nil {
+				if d, err = openDestroyer(t); err != nil {
 					return err
 				}
 				ln, err := listen(t, lo4)
@@ -789,14 +807,16 @@ func TestTimewait(t *testing.T) {
 // lossy builds n CLOSE_WAIT connections, every other one gone already
 // (reset by its owner), and a destroyer whose receive buffer is squeezed so
 // the kernel drops answers. Call it from the test, not inside ns.Do.
-func lossy(t *testing.T, ns *testnet.NS, n int) (*Destroyer, []*conn.Conn, []*pair) {
+// With split, a call splits the connections in two halves, each on a
+// netlink socket of its own, both squeezed.
+func lossy(t *testing.T, ns *testnet.NS, n int, split bool) (*Destroyer, []*conn.Conn, []*pair) {
 	t.Helper()
 	var d *Destroyer
 	var conns []*conn.Conn
 	var pairs []*pair
 	ns.MustDo(func() error {
 		var err error
-		if d, err = NewWithOptions(Options{IterMin: -1}); err != nil {
+		if d, err = New(); err != nil {
 			return err
 		}
 		t.Cleanup(func() { d.Close() })
@@ -819,9 +839,30 @@ func lossy(t *testing.T, ns *testnet.NS, n int) (*Destroyer, []*conn.Conn, []*pa
 			conns = append(conns, p.conn)
 		}
 		// The smallest buffer the kernel allows holds a handful of answers.
-		return unix.SetsockoptInt(d.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
+		return squeeze(d.sock.fd)
 	})
+	if split {
+		d.workers, d.perWorker = 2, n/2
+		var opened atomic.Int32
+		d.opened = func(fd int) {
+			opened.Add(1)
+			if err := squeeze(fd); err != nil {
+				t.Error(err)
+			}
+		}
+		t.Cleanup(func() {
+			if opened.Load() == 0 {
+				t.Error("no call was split")
+			}
+		})
+	}
 	return d, conns, pairs
+}
+
+// squeeze gives a netlink socket the smallest receive buffer the kernel
+// allows, set after the Destroyer sized its batches for a large one.
+func squeeze(fd int) error {
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
 }
 
 // TestLostAnswers: the kernel drops answers on a full receive queue. The
@@ -831,7 +872,7 @@ func lossy(t *testing.T, ns *testnet.NS, n int) (*Destroyer, []*conn.Conn, []*pa
 // last request are answered.
 func TestLostAnswers(t *testing.T) {
 	ns := testnet.New(t)
-	d, conns, pairs := lossy(t, ns, 200)
+	d, conns, pairs := lossy(t, ns, 200, false)
 	reqs := make([][reqLen]byte, len(conns))
 	for i, c := range conns {
 		var err error
@@ -840,7 +881,7 @@ func TestLostAnswers(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	ans := d.exchange(reqs)
+	ans := d.sock.destroys(reqs)
 	if el := time.Since(start); el >= recvTimeout {
 		t.Errorf("took %v: waited for answers the kernel had dropped", el)
 	}
@@ -876,128 +917,165 @@ func TestLostAnswers(t *testing.T) {
 // state, and is never destroyed: Destroy reports it as failed (no answer)
 // and it lives on.
 func TestLostLookups(t *testing.T) {
-	ns := testnet.New(t)
-	d, conns, pairs := lossy(t, ns, 200)
-	start := time.Now()
-	res := d.Destroy(conns)
-	if el := time.Since(start); el >= recvTimeout {
-		t.Errorf("took %v: waited for answers the kernel had dropped", el)
-	}
-	var destroyed, gone, lost int
-	for i, r := range res {
-		alive := i%2 == 0
-		switch {
-		case r.Outcome == Destroyed && alive:
-			destroyed++
-			if got := tcpState(pairs[i].server); got != conn.Close {
-				t.Errorf("%s destroyed, kernel has it in %s", conns[i], got)
+	for _, split := range []bool{false, true} {
+		t.Run(fmt.Sprintf("split=%v", split), func(t *testing.T) {
+			ns := testnet.New(t)
+			const n = 200
+			d, conns, pairs := lossy(t, ns, n, split)
+			start := time.Now()
+			res := d.Destroy(conns)
+			if el := time.Since(start); el >= recvTimeout {
+				t.Errorf("took %v: waited for answers the kernel had dropped", el)
 			}
-		case r.Outcome == Gone && !alive:
-			gone++
-		case r.Outcome == Failed && errors.Is(r.Err, ErrNoAnswer):
-			lost++
-			if alive && strings.HasPrefix(r.Err.Error(), "look up") {
-				if got := tcpState(pairs[i].server); got != conn.CloseWait {
-					t.Errorf("%s: lookup unanswered, yet the kernel has it in %s", conns[i], got)
+			var destroyed, gone int
+			var lost [2]int // in each half
+			for i, r := range res {
+				alive := i%2 == 0
+				switch {
+				case r.Outcome == Destroyed && alive:
+					destroyed++
+					if got := tcpState(pairs[i].server); got != conn.Close {
+						t.Errorf("%s destroyed, kernel has it in %s", conns[i], got)
+					}
+				case r.Outcome == Gone && !alive:
+					gone++
+				case r.Outcome == Failed && errors.Is(r.Err, ErrNoAnswer):
+					lost[i*2/n]++
+					if alive && strings.HasPrefix(r.Err.Error(), "look up") {
+						if got := tcpState(pairs[i].server); got != conn.CloseWait {
+							t.Errorf("%s: lookup unanswered, yet the kernel has it in %s", conns[i], got)
+						}
+					}
+				default:
+					t.Errorf("%s (alive %v): %v %v", conns[i], alive, r.Outcome, r.Err)
 				}
 			}
-		default:
-			t.Errorf("%s (alive %v): %v %v", conns[i], alive, r.Outcome, r.Err)
-		}
-	}
-	t.Logf("%d destroyed, %d gone, %d lost", destroyed, gone, lost)
-	if lost == 0 {
-		t.Error("no lookup answer lost: the test squeezed nothing")
+			t.Logf("%d destroyed, %d gone, %v lost", destroyed, gone, lost)
+			if lost[0]+lost[1] == 0 {
+				t.Error("no lookup answer lost: the test squeezed nothing")
+			}
+			if split && (lost[0] == 0 || lost[1] == 0) {
+				t.Errorf("lost %v: want losses on both sockets", lost)
+			}
+		})
 	}
 }
 
+// benchSizes are the sizes the benchmarks run: one socket (never split),
+// and a batch of 2,000 on one netlink socket (serial) and split as
+// Destroy splits it by default.
+var benchSizes = []struct {
+	name    string
+	n       int
+	workers int // 0: the default
+}{{"n=1", 1, 0}, {"n=2000/serial", 2000, 1}, {"n=2000", 2000, 0}}
+
+// BenchmarkDestroy looks up and destroys CLOSE_WAIT sockets, built
+// (untimed) before each Destroy call.
 func BenchmarkDestroy(b *testing.B) {
-	const round = 2000 // sockets built (untimed) and destroyed per Destroy call
-	ns := testnet.New(b)
-	var d *Destroyer
-	var ln *listener
-	ns.MustDo(func() error {
-		var err error
-		if d, err = newDestroyer(b); err != nil {
-			return err
-		}
-		ln, err = listen(b, lo4)
-		return err
-	})
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		n := min(round, b.N-done)
-		b.StopTimer()
-		pairs := make([]*pair, n)
-		conns := make([]*conn.Conn, n)
-		ns.MustDo(func() error {
-			for i := range n {
-				p, err := closeWait(b, ln, ln.addr)
+	for _, bs := range benchSizes {
+		b.Run(bs.name, func(b *testing.B) {
+			ns := testnet.New(b)
+			var d *Destroyer
+			var ln *listener
+			ns.MustDo(func() error {
+				var err error
+				if d, err = openDestroyer(b); err != nil {
+					return err
+				}
+				ln, err = listen(b, lo4)
+				return err
+			})
+			if bs.workers > 0 {
+				d.workers = bs.workers
+			}
+			b.ResetTimer()
+			for done := 0; done < b.N; {
+				n := min(bs.n, b.N-done)
+				b.StopTimer()
+				pairs := make([]*pair, n)
+				conns := make([]*conn.Conn, n)
+				ns.MustDo(func() error {
+					for i := range n {
+						p, err := closeWait(b, ln, ln.addr)
+						if err != nil {
+							return err
+						}
+						pairs[i], conns[i] = p, p.conn
+					}
+					return nil
+				})
+				b.StartTimer()
+				res := d.Destroy(conns)
+				b.StopTimer()
+				for i, r := range res {
+					if r.Outcome != Destroyed {
+						b.Fatalf("%s: %v %v", conns[i], r.Outcome, r.Err)
+					}
+				}
+				for _, p := range pairs {
+					closeFD(&p.client)
+					closeFD(&p.server)
+				}
+				done += n
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "destroys/s")
+		})
+	}
+}
+
+// BenchmarkCheck: the lookups Destroy makes before any SOCK_DESTROY, alone,
+// over CLOSE_WAIT sockets.
+func BenchmarkCheck(b *testing.B) {
+	for _, bs := range benchSizes {
+		b.Run(bs.name, func(b *testing.B) {
+			ns := testnet.New(b)
+			var d *Destroyer
+			var conns []*conn.Conn
+			ns.MustDo(func() error {
+				var err error
+				if d, err = openDestroyer(b); err != nil {
+					return err
+				}
+				ln, err := listen(b, lo4)
 				if err != nil {
 					return err
 				}
-				pairs[i], conns[i] = p, p.conn
+				for range bs.n {
+					p, err := closeWait(b, ln, ln.addr)
+					if err != nil {
+						return err
+					}
+					conns = append(conns, p.conn)
+				}
+				return nil
+			})
+			if bs.workers > 0 {
+				d.workers = bs.workers
 			}
-			return nil
+			b.ResetTimer()
+			for range b.N {
+				for i, r := range d.Check(conns) {
+					if r.Outcome != Confirmed {
+						b.Fatalf("%s: %v %v", conns[i], r.Outcome, r.Err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.N*len(conns))/b.Elapsed().Seconds(), "checks/s")
 		})
-		b.StartTimer()
-		res := d.Destroy(conns)
-		b.StopTimer()
-		for i, r := range res {
-			if r.Outcome != Destroyed {
-				b.Fatalf("%s: %v %v", conns[i], r.Outcome, r.Err)
-			}
-		}
-		for _, p := range pairs {
-			closeFD(&p.client)
-			closeFD(&p.server)
-		}
-		done += n
-		b.StartTimer()
 	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "destroys/s")
 }
 
 // TestMixedBatch: in one batch, only failed requests and the last one are
 // answered; every other request succeeded. Alive and gone sockets
 // alternate, the last one gone, then alive.
-// BenchmarkCheck: the lookups Destroy makes before any SOCK_DESTROY, alone,
-// over 2,000 CLOSE_WAIT sockets.
-func BenchmarkCheck(b *testing.B) {
-	ns := testnet.New(b)
-	var d *Destroyer
-	var conns []*conn.Conn
-	ns.MustDo(func() error {
-		var err error
-		if d, err = newDestroyer(b); err != nil {
-			return err
-		}
-		ln, err := listen(b, lo4)
-		if err != nil {
-			return err
-		}
-		for range 2000 {
-			p, err := closeWait(b, ln, ln.addr)
-			if err != nil {
-				return err
-			}
-			conns = append(conns, p.conn)
-		}
-		return nil
-	})
-	b.ResetTimer()
-	for range b.N {
-		for i, r := range d.Check(conns) {
-			if r.Outcome != Confirmed {
-				b.Fatalf("%s: %v %v", conns[i], r.Outcome, r.Err)
-			}
-		}
-	}
-	b.ReportMetric(float64(b.N*len(conns))/b.Elapsed().Seconds(), "checks/s")
-}
-
+//
+// Split, the call is shared by three netlink sockets, the two besides the
+// Destroyer's opened in its namespace for the call.
 func TestMixedBatch(t *testing.T) {
-	for _, lastAlive := range []bool{false, true} {
+	for _, tc := range []struct{ lastAlive, split bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		lastAlive := tc.lastAlive
 		ns := testnet.New(t)
 		var d *Destroyer
 		var conns []*conn.Conn
@@ -1008,7 +1086,7 @@ func TestMixedBatch(t *testing.T) {
 		}
 		ns.MustDo(func() error {
 			var err error
-			if d, err = NewWithOptions(Options{IterMin: -1}); err != nil {
+			if d, err = New(); err != nil {
 				return err
 			}
 			t.Cleanup(func() { d.Close() })
@@ -1031,6 +1109,17 @@ func TestMixedBatch(t *testing.T) {
 			}
 			return nil
 		})
+		var opened []uint32
+		var mu sync.Mutex
+		if tc.split {
+			d.workers, d.perWorker = 3, 64
+			d.opened = func(fd int) {
+				ino := sockNetns(t, fd)
+				mu.Lock()
+				opened = append(opened, ino)
+				mu.Unlock()
+			}
+		}
 		for i, r := range d.Destroy(conns) {
 			want := Destroyed
 			if i%2 == 0 {
@@ -1041,6 +1130,14 @@ func TestMixedBatch(t *testing.T) {
 			}
 			if want == Destroyed && tcpState(pairs[i].server) != conn.Close {
 				t.Errorf("%s reported destroyed, in %s", conns[i], tcpState(pairs[i].server))
+			}
+		}
+		if want := map[bool]int{false: 0, true: 2}[tc.split]; len(opened) != want {
+			t.Errorf("split %v: %d sockets opened, want %d", tc.split, len(opened), want)
+		}
+		for _, ino := range opened {
+			if ino != ns.Inode() {
+				t.Errorf("a socket opened in namespace %d, want %d", ino, ns.Inode())
 			}
 		}
 	}
@@ -1061,7 +1158,7 @@ func TestStateChecked(t *testing.T) {
 			var p *pair
 			ns.MustDo(func() error {
 				var err error
-				if d, err = newDestroyer(t); err != nil {
+				if d, err = openDestroyer(t); err != nil {
 					return err
 				}
 				ln, err := listen(t, ip)
@@ -1099,4 +1196,205 @@ func TestStateChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sockNetns is the inode of the network namespace socket fd belongs to.
+func sockNetns(t testing.TB, fd int) uint32 {
+	t.Helper()
+	nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+	if err != nil {
+		t.Errorf("SIOCGSKNS: %v", err)
+		return 0
+	}
+	defer unix.Close(nsfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(nsfd, &st); err != nil {
+		t.Errorf("stat socket's namespace: %v", err)
+		return 0
+	}
+	return uint32(st.Ino)
+}
+
+// TestShares: how a call is split over sockets.
+func TestShares(t *testing.T) {
+	for _, tc := range []struct {
+		n, workers, per int
+		want            int
+	}{
+		{1, 8, parMin, 1},
+		{2*parMin - 1, 8, parMin, 1},
+		{2 * parMin, 8, parMin, 2},
+		{10000, 8, parMin, 8},
+		{10000, 2, parMin, 2},
+		{10000, 1, parMin, 1},
+		{0, 8, parMin, 1},
+	} {
+		sh := shares(tc.n, tc.workers, tc.per)
+		if len(sh) != tc.want {
+			t.Errorf("shares(%d, %d, %d): %d shares, want %d", tc.n, tc.workers, tc.per, len(sh), tc.want)
+		}
+		next := 0
+		for _, s := range sh {
+			if s.lo != next || s.hi < s.lo || len(sh) > 1 && s.hi-s.lo < tc.per {
+				t.Errorf("shares(%d, %d, %d): %v", tc.n, tc.workers, tc.per, sh)
+				break
+			}
+			next = s.hi
+		}
+		if next != tc.n {
+			t.Errorf("shares(%d, %d, %d) cover %d", tc.n, tc.workers, tc.per, next)
+		}
+	}
+}
+
+// TestSmallBatchSerial: below the threshold a call opens no socket and
+// starts no thread, however many CPUs there are; at it, it does. After a
+// large call the Destroyer keeps only a small call's buffers.
+func TestSmallBatchSerial(t *testing.T) {
+	ns := testnet.New(t)
+	var d *Destroyer
+	var conns []*conn.Conn
+	ns.MustDo(func() error {
+		var err error
+		if d, err = openDestroyer(t); err != nil {
+			return err
+		}
+		ln, err := listen(t, lo4)
+		if err != nil {
+			return err
+		}
+		for range 2 * parMin {
+			p, err := closeWait(t, ln, ln.addr)
+			if err != nil {
+				return err
+			}
+			conns = append(conns, p.conn)
+		}
+		return nil
+	})
+	d.workers = maxWorkers
+	opened := 0
+	d.opened = func(int) { opened++ }
+	for _, n := range []int{1, 2*parMin - 1} {
+		opened = 0
+		for i, r := range d.Check(conns[:n]) {
+			if r.Outcome != Confirmed {
+				t.Fatalf("%s: %v %v", conns[i], r.Outcome, r.Err)
+			}
+		}
+		if opened != 0 {
+			t.Errorf("%d sockets: %d more netlink sockets opened, want none", n, opened)
+		}
+	}
+	opened = 0
+	d.Check(conns)
+	if opened != 1 {
+		t.Errorf("%d sockets: %d more netlink sockets opened, want 1", len(conns), opened)
+	}
+	// What the Destroyer keeps between calls is what a small call needs.
+	d.workers = 1
+	for _, kill := range []bool{false, true} {
+		res := d.run(conns, kill)
+		for i, r := range res {
+			if want := map[bool]Outcome{false: Confirmed, true: Destroyed}[kill]; r.Outcome != want {
+				t.Fatalf("%s: %v %v, want %v", conns[i], r.Outcome, r.Err, want)
+			}
+		}
+		k := d.sock
+		if cap(k.wbuf) > keepBytes || k.rd != nil && len(k.rd.hdrs) > keepSlots {
+			t.Errorf("kept after a call of %d sockets: %d bytes of requests, %d answer slots", len(conns), cap(k.wbuf), len(k.rd.hdrs))
+		}
+	}
+}
+
+// TestNewAt: a Destroyer opened for another namespace, from a thread that
+// stays where it is, destroys that namespace's sockets, also split over
+// sockets it opens there for the call; no thread is left in the
+// namespace, and the caller's handle is the caller's to close.
+func TestNewAt(t *testing.T) {
+	ns := testnet.New(t)
+	h, err := netns.FromPath(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	home, err := netns.CurrentInode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	h.Close()
+	if now, err := netns.CurrentInode(); err != nil || now != home {
+		t.Fatalf("calling thread in namespace %d (%v), was in %d", now, err, home)
+	}
+	if d.Netns() != ns.Inode() || sockNetns(t, d.sock.fd) != ns.Inode() {
+		t.Fatalf("destroyer for namespace %d, its socket in %d; want %d", d.Netns(), sockNetns(t, d.sock.fd), ns.Inode())
+	}
+
+	var pairs []*pair
+	var conns []*conn.Conn
+	ns.MustDo(func() error {
+		ln, err := listen(t, lo4)
+		if err != nil {
+			return err
+		}
+		for range 100 {
+			p, err := closeWait(t, ln, ln.addr)
+			if err != nil {
+				return err
+			}
+			pairs, conns = append(pairs, p), append(conns, p.conn)
+		}
+		return nil
+	})
+	d.workers, d.perWorker = 2, 50
+	var opened []uint32
+	d.opened = func(fd int) { opened = append(opened, sockNetns(t, fd)) }
+	for i, r := range d.Destroy(conns) {
+		if r.Outcome != Destroyed {
+			t.Errorf("%s: %v %v", conns[i], r.Outcome, r.Err)
+		}
+		if got := tcpState(pairs[i].server); got != conn.Close {
+			t.Errorf("%s in %s after destroy", conns[i], got)
+		}
+	}
+	if len(opened) != 1 || opened[0] != ns.Inode() {
+		t.Errorf("sockets opened for the call in namespaces %v, want one in %d", opened, ns.Inode())
+	}
+	if now, err := netns.CurrentInode(); err != nil || now != home {
+		t.Errorf("calling thread in namespace %d (%v), was in %d", now, err, home)
+	}
+	// Threads that moved die with their goroutines, which may take a
+	// moment; testnet's own threads (ns.Do) die the same way.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		in := threadsIn(t, ns.Inode())
+		if in == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d threads left in the namespace", in)
+		}
+	}
+}
+
+// threadsIn counts the process's threads in network namespace ino.
+func threadsIn(t *testing.T, ino uint32) int {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, task := range tasks {
+		var st unix.Stat_t
+		if unix.Stat("/proc/self/task/"+task.Name()+"/ns/net", &st) == nil && uint32(st.Ino) == ino {
+			n++
+		}
+	}
+	return n
 }

@@ -20,10 +20,12 @@ import (
 // was probed.
 var errNoNetns = errors.New("create a private network namespace")
 
-// destroyProbe is what SOCK_DESTROY did to the probe's sockets.
+// destroyProbe is what the destroyer did to the probe's sockets.
 type destroyProbe struct {
-	closeWait error // nil: a CLOSE_WAIT socket was destroyed by cookie
-	timeWait  error // nil: a TIME_WAIT (timewait) socket was destroyed by cookie
+	closeWait error        // nil: a CLOSE_WAIT socket was destroyed by cookie
+	via       destroy.Path // how it was destroyed
+	iterErr   error        // why the kfunc fallback could not load, if it was needed
+	timeWait  error        // nil: a TIME_WAIT (timewait) socket was destroyed by cookie
 }
 
 func checkSockDestroy(opts Options) (Status, string) {
@@ -37,10 +39,31 @@ func checkSockDestroy(opts Options) (Status, string) {
 	if err != nil {
 		return failf("%v", permHint(err, destroyCaps))
 	}
+	return sockDestroyVerdict(p, rules)
+}
+
+// noDiagDestroy says what SOCK_DESTROY's EOPNOTSUPP means.
+const noDiagDestroy = "SOCK_DESTROY answered EOPNOTSUPP: kernel built without CONFIG_INET_DIAG_DESTROY"
+
+// sockDestroyVerdict judges the probe: whether sockets can be destroyed,
+// and by which path this kernel destroys them.
+func sockDestroyVerdict(p destroyProbe, rules kernel.Rules) (Status, string) {
 	if p.closeWait != nil {
+		if errors.Is(p.closeWait, unix.EOPNOTSUPP) {
+			return failf("in a private netns: CLOSE_WAIT: %s, and the bpf_sock_destroy kfunc fallback (Linux 6.5+) is unavailable: %v",
+				noDiagDestroy, p.iterErr)
+		}
 		return failf("in a private netns: CLOSE_WAIT: %v", permHint(p.closeWait, destroyCaps))
 	}
-	const done = "in a private netns: CLOSE_WAIT destroyed by cookie"
+	if p.via == destroy.Kfunc {
+		// The kfunc destroys full sockets only.
+		const done = "in a private netns: CLOSE_WAIT destroyed by cookie, path: the bpf_sock_destroy kfunc fallback (" + noDiagDestroy + ")"
+		if p.timeWait == nil {
+			return OK, done + "; TIME_WAIT destroyed by cookie"
+		}
+		return Warn, done + fmt.Sprintf("; TIME_WAIT and FIN_WAIT2 timewait sockets cannot be destroyed this way: %v", p.timeWait)
+	}
+	const done = "in a private netns: CLOSE_WAIT destroyed by cookie, path: netlink SOCK_DESTROY"
 	switch {
 	case p.timeWait == nil && rules.DestroyTimewait:
 		return OK, done + "; TIME_WAIT destroyed by cookie"
@@ -93,35 +116,38 @@ func probeDestroy(timeout time.Duration) (destroyProbe, error) {
 	if err != nil {
 		return destroyProbe{}, err
 	}
-	return destroyProbe{
-		closeWait: probeCloseWait(d, s, ln),
-		timeWait:  probeTimeWait(d, s, ln),
-	}, nil
+	var p destroyProbe
+	p.via, p.closeWait = probeCloseWait(d, s, ln)
+	p.iterErr = d.IterErr()
+	p.timeWait = probeTimeWait(d, s, ln)
+	return p, nil
 }
 
 // probeCloseWait: the client half-closes, the server sits in CLOSE_WAIT
 // with its file open, as a hung server does; destroying it must close it.
-func probeCloseWait(d *destroy.Destroyer, s *sockets, ln int) error {
+// It reports the path that destroyed it.
+func probeCloseWait(d *destroy.Destroyer, s *sockets, ln int) (destroy.Path, error) {
 	client, server, err := s.pair(ln)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := unix.Shutdown(client, unix.SHUT_WR); err != nil {
-		return fmt.Errorf("shutdown client: %w", err)
+		return 0, fmt.Errorf("shutdown client: %w", err)
 	}
 	if err := s.await(server, conn.CloseWait); err != nil {
-		return err
+		return 0, err
 	}
 	c, err := loopsock.Conn(server, conn.CloseWait)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if res := d.DestroyOne(&c); res.Outcome != destroy.Destroyed {
-		return outcomeError(res)
+	res := d.DestroyOne(&c)
+	if res.Outcome != destroy.Destroyed {
+		return res.Via, outcomeError(res)
 	}
 	// Destroyed means the kernel aborted it: the file now holds a closed
 	// socket.
-	return s.await(server, conn.Close)
+	return res.Via, s.await(server, conn.Close)
 }
 
 // probeTimeWait: the client closes first, so once the server closes too

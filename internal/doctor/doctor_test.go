@@ -81,6 +81,11 @@ func TestRun(t *testing.T) {
 		if c.Status != want {
 			t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, want)
 		}
+		// This kernel has CONFIG_INET_DIAG_DESTROY: the doctor says the
+		// kill path is netlink.
+		if c.Name == CheckSockDestroy && !strings.Contains(c.Detail, "path: netlink SOCK_DESTROY") {
+			t.Errorf("%s: %q does not name the path netlink SOCK_DESTROY", c.Name, c.Detail)
+		}
 	}
 	wantNames := []string{CheckKernel, CheckBTF, CheckCapabilities, CheckBPFFS, CheckTpBTF, CheckIterTask, CheckIterTCP, CheckSockDestroy, CheckTrackerMap}
 	if !slices.Equal(names, wantNames) {

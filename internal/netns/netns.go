@@ -19,6 +19,7 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -115,6 +116,16 @@ func (ns *NS) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		if cur, err := CurrentInode(); err == nil && cur == ns.inode {
+			// There already: no move, so no CAP_SYS_ADMIN needed. fn may
+			// still move the thread: hand it back only if it is home.
+			ferr := fn()
+			if after, err := CurrentInode(); err == nil && after == ns.inode {
+				runtime.UnlockOSThread()
+			}
+			errc <- ferr
+			return
+		}
 		orig, err := vns.Get()
 		if err != nil {
 			runtime.UnlockOSThread() // it has not moved
@@ -152,6 +163,68 @@ func (ns *NS) Do(fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Dup returns a second handle on the namespace, which the caller closes.
+func (ns *NS) Dup() (*NS, error) {
+	fd, err := unix.FcntlInt(uintptr(ns.h), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("copy the handle of network namespace %s: %w", ns, err)
+	}
+	return &NS{h: vns.NsHandle(fd), inode: ns.inode, path: ns.path}, nil
+}
+
+// NetlinkSocket opens a netlink socket of protocol proto inside the
+// namespace (vishvananda/netlink's nl.GetNetlinkSocketAt) and returns its
+// descriptor: blocking, close-on-exec, owned by the caller. Call it on a
+// locked thread (see OnThread): nl moves the thread into the namespace
+// and back, unless it is there already (then no move, and no
+// CAP_SYS_ADMIN, is needed), and unlocks it when done.
+func (ns *NS) NetlinkSocket(proto int) (int, error) {
+	target := ns.h
+	if cur, err := CurrentInode(); err == nil && cur == ns.inode {
+		target = vns.None()
+	}
+	s, err := nl.GetNetlinkSocketAt(target, vns.None(), proto)
+	if err != nil {
+		return -1, fmt.Errorf("open netlink socket in network namespace %s: %w", ns, err)
+	}
+	// nl's socket is non-blocking and registered with Go's poller (epoll):
+	// every message the kernel queues would also run epoll's wake-up
+	// callback. Keep a copy of the descriptor and close nl's, which takes
+	// it out of epoll.
+	fd, err := unix.FcntlInt(uintptr(s.GetFd()), unix.F_DUPFD_CLOEXEC, 0)
+	s.Close()
+	if err != nil {
+		return -1, fmt.Errorf("copy netlink socket: %w", err)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("make netlink socket blocking: %w", err)
+	}
+	return fd, nil
+}
+
+// OnThread runs fn on a new goroutine locked to its OS thread, and waits
+// for it. fn may move the thread to another namespace if it moves it back:
+// the thread is handed back to the Go scheduler only if it ends in the
+// namespace it started in (or that could not be read); otherwise it stays
+// locked and ends with its goroutine.
+func OnThread(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		here, err := CurrentInode()
+		fn()
+		if err != nil {
+			return
+		}
+		if after, err := CurrentInode(); err == nil && after == here {
+			runtime.UnlockOSThread()
+		}
+	}()
+	<-done
 }
 
 // New makes a new, empty network namespace (loopback down) and returns a
