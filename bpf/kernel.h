@@ -34,6 +34,10 @@ enum {
 	BPF_F_NO_PREALLOC = 1,
 };
 
+/* include/uapi/asm-generic/errno-base.h: helpers return them negated. */
+#define E2BIG 7
+#define EEXIST 17
+
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6

@@ -9,10 +9,25 @@
 #include <bpf/bpf_core_read.h>
 #include "hck.h"
 #include "states.h"
+#include "sock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#include "maps.h"
+/* The tracked sockets: cookie -> entry. Sized from userspace (--map-size;
+ * the size here is the default). No preallocation: memory follows the
+ * sockets really tracked, and a full map fails the update (counted, and
+ * announced once to a listening service) instead of evicting a socket whose
+ * age we know. Pinned by name: every hck-bpf process, and bpftool, opens the
+ * same map. Only this program writes entries; userspace walks them, seeds
+ * them from the sockets iterator and removes them (reconcile, sweeps). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct hck_conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_conns SEC(".maps");
 
 /* The network namespaces whose sockets are tracked; key 0 means every
  * namespace. Each hck-bpf adds the namespace it works on, so a host's
@@ -69,24 +84,16 @@ static __always_inline bool watched(__u32 netns)
 	return bpf_map_lookup_elem(&hck_netns, &netns) || bpf_map_lookup_elem(&hck_netns, &all);
 }
 
+/* A new entry's tuple and holder. */
 static __always_inline void fill(struct hck_conn *c, const struct sock *sk)
 {
-	const struct sock_common *skc = &sk->__sk_common;
-
-	c->family = skc->skc_family;
-	if (c->family == AF_INET6) {
-		bpf_probe_read_kernel(c->saddr, 16, &skc->skc_v6_rcv_saddr);
-		bpf_probe_read_kernel(c->daddr, 16, &skc->skc_v6_daddr);
-	} else {
-		*(__be32 *)c->saddr = skc->skc_rcv_saddr;
-		*(__be32 *)c->daddr = skc->skc_daddr;
-	}
-	/* The BTF pointer is typed struct sock: inet_sock fields beyond it
-	 * need a probe read. */
-	c->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	c->dport = __builtin_bswap16(skc->skc_dport);
-	c->netns = skc->skc_net.net->ns.inum;
-	c->ifindex = skc->skc_bound_dev_if;
+	conn_common(c, &sk->__sk_common);
+	/* skc_num is already 0 when the tracepoint reports X -> CLOSE (see
+	 * kernel.h); inet_sport is not. The BTF pointer is typed struct sock:
+	 * inet_sock fields beyond it need a probe read, so only then. */
+	if (!c->sport)
+		c->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	conn_holder(c, sk);
 }
 
 static __always_inline void notify(__u64 cookie, const struct hck_conn *c)
@@ -127,26 +134,13 @@ static __always_inline void notify_overflow(void)
 	bpf_ringbuf_submit(ev, 0);
 }
 
-/* Who may hold the socket: its open file while it has one (kept once the
- * socket loses it, so a closed socket's stale address stays: the owners
- * iterator checks every match), and whether the process closed it. */
-static __always_inline void holder(const struct sock *sk, struct hck_conn *c)
-{
-	struct socket *so = sk->sk_socket;
-
-	if (so)
-		c->file = (__u64)so->file;
-	if (sk->__sk_common.skc_flags & (1UL << SOCK_DEAD))
-		c->flags |= HCK_F_ORPHAN;
-}
-
 /* cur: the socket's entry, NULL when it has none (the caller looked it up,
  * or knows there is none to look up). */
 static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 state,
 				  __u8 flags, __u64 now, struct hck_conn *cur)
 {
 	struct hck_conn c = {};
-	long err;
+	int err; /* an int: map helpers return one before Linux 6.4 */
 
 	/* A socket moving on between closing states keeps its entry: update
 	 * it in place. A map update would allocate a new element and free the
@@ -155,7 +149,7 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 		cur->entered_ns = now;
 		cur->state = state;
 		cur->flags = flags | (cur->flags & (HCK_F_TIMEWAIT | HCK_F_ORPHAN));
-		holder(sk, cur);
+		conn_holder(cur, sk);
 		count(HCK_CNT_TRACKED);
 		notify(cookie, cur);
 		return;
@@ -163,13 +157,12 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 	fill(&c, sk);
 	c.entered_ns = now;
 	c.state = state;
-	c.flags = flags;
-	holder(sk, &c);
+	c.flags |= flags;
 	err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_NOEXIST);
-	if (err == -17 /* EEXIST: seeded by userspace meanwhile */)
+	if (err == -EEXIST) /* seeded by userspace meanwhile */
 		err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_ANY);
 	if (err) {
-		if (err == -7 /* E2BIG */) {
+		if (err == -E2BIG) { /* full */
 			count(HCK_CNT_OVERFLOW);
 			notify_overflow();
 		} else {
