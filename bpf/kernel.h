@@ -32,6 +32,7 @@ enum {
 	BPF_NOEXIST = 1,
 	BPF_EXIST = 2,
 	BPF_F_NO_PREALLOC = 1,
+	BPF_F_MMAPABLE = 1 << 10,
 };
 
 /* include/uapi/asm-generic/errno-base.h: helpers return them negated. */

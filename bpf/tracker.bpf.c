@@ -50,6 +50,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hck_counters SEC(".maps");
 
+/* struct hck_wake records for a listening service. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 512 * 1024);
@@ -64,10 +65,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hck_config SEC(".maps");
 
+/* The listening service's timer, CLOCK_BOOTTIME ns: it walks the map by
+ * then (U64_MAX: no timer armed, a sweep is running). A socket due earlier
+ * is announced, and lowers it, so a burst of sockets costs one event.
+ * Mapped into the service's memory: both sides read and write it with
+ * single 8-byte loads and stores, no syscall, and no update of hck_config
+ * ever overwrites it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_armed SEC(".maps");
+
 /* Keep the enums in BTF so bpf2go can generate them. */
 const enum hck_flag *_hck_flag __attribute__((unused));
 const enum hck_counter *_hck_counter __attribute__((unused));
 const struct hck_event *_hck_event __attribute__((unused));
+const struct hck_wake *_hck_wake __attribute__((unused));
 
 static __always_inline void count(enum hck_counter idx)
 {
@@ -96,42 +113,76 @@ static __always_inline void fill(struct hck_conn *c, const struct sock *sk)
 	conn_holder(c, sk);
 }
 
-static __always_inline void notify(__u64 cookie, const struct hck_conn *c)
+static __always_inline bool send(__u64 cookie, __u64 due)
+{
+	struct hck_wake *ev = bpf_ringbuf_reserve(&hck_events, sizeof(*ev), 0);
+
+	if (!ev) {
+		count(HCK_CNT_EVENT_LOST);
+		return false;
+	}
+	ev->cookie = cookie;
+	ev->due_ns = due;
+	bpf_ringbuf_submit(ev, 0);
+	count(HCK_CNT_EVENT_SENT);
+	return true;
+}
+
+/* Tell a listening service that the socket cookie of namespace netns may
+ * need a sweep at from + the wake time of state, if that is before the
+ * service's timer: that is the only socket it could miss, since its next
+ * sweep walks the map anyway.
+ *
+ * The entry is written before armed is read. A sweep sets armed to U64_MAX
+ * before it walks the map: an entry that still read the earlier timer was
+ * written before that store, a syscall or more before the walk reads it.
+ *
+ * Lowering armed is a plain store, not a compare-and-swap: two CPUs racing
+ * may leave the later of their deadlines there, but both announced theirs,
+ * and the service arms for the earliest it hears of. armed only ever holds
+ * a deadline the service will look by, so a socket due at or after it
+ * needs no event. */
+static __always_inline void announce(__u64 cookie, __u32 netns, __u8 state, __u64 from)
 {
 	__u32 zero = 0;
 	struct hck_cfg *cfg = bpf_map_lookup_elem(&hck_config, &zero);
-	struct hck_event *ev;
+	__u64 *armed, wake, due;
 
 	if (!cfg || !cfg->notify)
 		return;
-	ev = bpf_ringbuf_reserve(&hck_events, sizeof(*ev), 0);
-	if (!ev) {
-		count(HCK_CNT_EVENT_LOST);
+	if (cfg->netns && cfg->netns != netns)
+		return; /* another namespace's socket: not the service's to sweep */
+	wake = cfg->wake_ns[state & (HCK_NSTATES - 1)];
+	if (!wake)
 		return;
-	}
-	ev->cookie = cookie;
-	ev->conn = *c;
-	bpf_ringbuf_submit(ev, 0);
+	armed = bpf_map_lookup_elem(&hck_armed, &zero);
+	if (!armed)
+		return;
+	due = from + wake;
+	if (due >= *(volatile __u64 *)armed)
+		return;
+	/* A lost event leaves armed as it was: the next socket tries again. */
+	if (send(cookie, due))
+		*(volatile __u64 *)armed = due;
+}
+
+/* The entry c, just written: due its state's wake time after its entry. */
+static __always_inline void announce_entry(__u64 cookie, const struct hck_conn *c)
+{
+	announce(cookie, c->netns, c->state, c->entered_ns);
 }
 
 /* A socket the full map refused: tell a listening service once, so it
  * says so and walks (which drops dead entries) now, not at its backstop. */
-static __always_inline void notify_overflow(void)
+static __always_inline void announce_overflow(void)
 {
 	__u32 zero = 0;
 	struct hck_cfg *cfg = bpf_map_lookup_elem(&hck_config, &zero);
-	struct hck_event *ev;
 
 	if (!cfg || !cfg->notify || !cfg->notify_overflow)
 		return;
 	cfg->notify_overflow = 0;
-	ev = bpf_ringbuf_reserve(&hck_events, sizeof(*ev), 0);
-	if (!ev) {
-		count(HCK_CNT_EVENT_LOST);
-		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	bpf_ringbuf_submit(ev, 0);
+	send(0, 0);
 }
 
 /* cur: the socket's entry, NULL when it has none (the caller looked it up,
@@ -151,7 +202,7 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 		cur->flags = flags | (cur->flags & (HCK_F_TIMEWAIT | HCK_F_ORPHAN));
 		conn_holder(cur, sk);
 		count(HCK_CNT_TRACKED);
-		notify(cookie, cur);
+		announce_entry(cookie, cur);
 		return;
 	}
 	fill(&c, sk);
@@ -164,14 +215,14 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 	if (err) {
 		if (err == -E2BIG) { /* full */
 			count(HCK_CNT_OVERFLOW);
-			notify_overflow();
+			announce_overflow();
 		} else {
 			count(HCK_CNT_UPDATE_ERROR);
 		}
 		return;
 	}
 	count(HCK_CNT_TRACKED);
-	notify(cookie, &c);
+	announce_entry(cookie, &c);
 }
 
 /* The cookie of a socket that has one already, 0 otherwise: read without
