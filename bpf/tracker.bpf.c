@@ -327,7 +327,14 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 			if (oldstate == newstate)
 				return 0;
 			if (orphan_fin_wait2) {
+				/* Same state, same entry time; but from now on
+				 * the peer's FIN may take it to TIME_WAIT with no
+				 * event: it may be hung as that from now + the
+				 * TIME_WAIT threshold. (Announcing FIN_WAIT2
+				 * entries at TIME_WAIT's threshold covers only
+				 * sockets closed by then.) */
 				c->flags |= HCK_F_TIMEWAIT;
+				announce(cookie, c->netns, TCP_TIME_WAIT, bpf_ktime_get_boot_ns());
 				return 0;
 			}
 			track(sk, cookie, state, flags, bpf_ktime_get_boot_ns(), c);

@@ -258,6 +258,51 @@ func TestTimeWaitWithoutEvent(t *testing.T) {
 	}
 }
 
+// TestHeldFinWait2ThenTimeWait: a FIN_WAIT2 socket its process held past
+// the moment it could have been hung as TIME_WAIT, and a sweep since then
+// (the service's timer an hour away again), is closed: it goes on as a
+// timewait orphan, then to TIME_WAIT on the peer's FIN, and no transition
+// reports that. The close is the last thing the tracker sees: it must wake
+// the service for TIME_WAIT's threshold from then, not leave the socket to
+// the backstop.
+func TestHeldFinWait2ThenTimeWait(t *testing.T) {
+	const twThreshold = 2 * time.Second
+	ns := testnet.New(t)
+	pol := thresholds(time.Hour)
+	pol.Thresholds.TimeWait = twThreshold
+	s := start(t, ns, pol, 0, time.Hour)
+	for _, fam := range testnet.Families {
+		client, server := ns.FinWait2(t, fam)
+		c, ok := entry(t, s.tr, ns, client.Cookie)
+		if !ok {
+			t.Fatalf("%s: FIN_WAIT2 socket %s not tracked", fam, client)
+		}
+		// The sweep for TIME_WAIT's threshold from its entry comes and goes.
+		if !waitFor(twThreshold+8*time.Second, func() bool { return s.sweptSince(c.Entered + uint64(twThreshold)) }) {
+			t.Fatalf("%s: no sweep after %s's wake", fam, client)
+		}
+		if a := s.armed(t); a < conn.Now()+uint64(30*time.Minute) {
+			t.Fatalf("%s: timer armed %v from now, want about an hour: nothing to test", fam, time.Duration(a-conn.Now()))
+		}
+		client.Close() // a timewait orphan in FIN_WAIT2
+		ns.Await(t, client.InTimewait(conn.FinWait2))
+		server.Close() // its FIN: TIME_WAIT, with no event
+		entered := conn.Now()
+		ns.Await(t, client.InTimewait(conn.TimeWait))
+		if !waitFor(twThreshold+8*time.Second, func() bool { return !client.Alive() }) {
+			t.Fatalf("%s: TIME_WAIT socket %s alive %v after it entered TIME_WAIT with a %v threshold",
+				fam, client, time.Duration(conn.Now()-entered), twThreshold)
+		}
+		it := s.destroyed(client.Cookie)
+		if it == nil {
+			t.Fatalf("%s: %s is gone, but not destroyed by the service", fam, client)
+		}
+		if it.Conn.State != conn.TimeWait || it.Verdict.Age < twThreshold {
+			t.Errorf("%s: destroyed as %s aged %v, want TIME_WAIT aged %v or more", fam, it.Conn.State, it.Verdict.Age, twThreshold)
+		}
+	}
+}
+
 // TestOverflowReported: a socket refused by a full map is reported when it
 // happens, and the service walks the namespace at once (a walk drops the
 // entries of dead sockets and seeds what fits), not at its backstop.
