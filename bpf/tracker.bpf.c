@@ -129,9 +129,9 @@ static __always_inline bool send(__u64 cookie, __u64 due)
 }
 
 /* Tell a listening service that the socket cookie of namespace netns may
- * need a sweep at from + the wake time of state, if that is before the
- * service's timer: that is the only socket it could miss, since its next
- * sweep walks the map anyway.
+ * need a sweep at from (0: now) + the wake time of state, if that is before
+ * the service's timer: that is the only socket it could miss, since its
+ * next sweep walks the map anyway.
  *
  * The entry is written before armed is read. A sweep sets armed to U64_MAX
  * before it walks the map: an entry that still read the earlier timer was
@@ -158,6 +158,8 @@ static __always_inline void announce(__u64 cookie, __u32 netns, __u8 state, __u6
 	armed = bpf_map_lookup_elem(&hck_armed, &zero);
 	if (!armed)
 		return;
+	if (!from)
+		from = bpf_ktime_get_boot_ns(); /* only with a service listening */
 	due = from + wake;
 	if (due >= *(volatile __u64 *)armed)
 		return;
@@ -334,7 +336,7 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 				 * entries at TIME_WAIT's threshold covers only
 				 * sockets closed by then.) */
 				c->flags |= HCK_F_TIMEWAIT;
-				announce(cookie, c->netns, TCP_TIME_WAIT, bpf_ktime_get_boot_ns());
+				announce(cookie, c->netns, TCP_TIME_WAIT, 0);
 				return 0;
 			}
 			track(sk, cookie, state, flags, bpf_ktime_get_boot_ns(), c);
