@@ -69,8 +69,8 @@ struct {
  * then (U64_MAX: no timer armed, a sweep is running). A socket due earlier
  * is announced, and lowers it, so a burst of sockets costs one event.
  * Mapped into the service's memory: both sides read and write it with
- * single 8-byte loads and stores, no syscall, and no update of hck_config
- * ever overwrites it. */
+ * single 8-byte accesses (the service's are atomic), no syscall, and no
+ * update of hck_config ever overwrites it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
