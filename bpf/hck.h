@@ -36,12 +36,21 @@ struct hck_conn {
 	__u64 file;
 };
 
-/* Sent on hck_events each time a socket enters a closing state, so the
- * service can re-arm its timer without polling the map. Cookie 0 (no socket
- * has it) says instead that hck_conns was full: a socket went untracked. */
+/* A tracked socket as the sockets iterator reports it (cookie and entry;
+ * entered_ns 0 when no kernel timer tells the entry time). */
 struct hck_event {
 	__u64 cookie;
 	struct hck_conn conn;
+};
+
+/* One record of hck_events, the ring buffer a listening service reads: a
+ * socket that entered a closing state and is due before the service's
+ * armed timer (hck_armed), which the tracker lowered to due_ns. Cookie 0
+ * (no socket has it) says instead that hck_conns was full: a socket went
+ * untracked; due_ns is 0 then. */
+struct hck_wake {
+	__u64 cookie;
+	__u64 due_ns; /* CLOCK_BOOTTIME by which a sweep must look at it */
 };
 
 /* Indexes of the per-CPU hck_counters array. Nothing is dropped silently. */
@@ -51,16 +60,29 @@ enum hck_counter {
 	HCK_CNT_OVERFLOW,     /* hck_conns full: the socket is not tracked */
 	HCK_CNT_UPDATE_ERROR, /* any other map update failure */
 	HCK_CNT_EVENT_LOST,   /* hck_events full while a service listens */
+	HCK_CNT_EVENT_SENT,   /* records written to hck_events */
 	HCK_CNT_MAX,
 };
 
-/* The single entry of the hck_config map, written by userspace. */
+/* hck_cfg.wake_ns is indexed by TCP state (1 to 12, kernel numbering). */
+#define HCK_NSTATES 16
+
+/* The single entry of the hck_config map, written by a service. */
 struct hck_cfg {
+	/* Per TCP state, how long after a socket enters it a sweep may have to
+	 * act on it: the state's smallest threshold (for FIN_WAIT2, TIME_WAIT's
+	 * too when smaller: such a socket may go on to TIME_WAIT as a timewait
+	 * orphan, which no transition reports). 0: never, no event. */
+	__u64 wake_ns[HCK_NSTATES];
 	__u32 notify; /* a service consumes hck_events */
 	/* The service wants to hear of the next socket refused by a full
 	 * hck_conns: the tracker sends one event (cookie 0) and clears this;
 	 * the service sets it again once it has dealt with it. */
 	__u32 notify_overflow;
+	/* The service's scope: only sockets of this network namespace (inode)
+	 * can be due before its timer; 0: every watched namespace. */
+	__u32 netns;
+	__u32 _pad;
 };
 
 /* hck_owned: a tracked socket seen open in a process's file table. The

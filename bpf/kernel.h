@@ -32,7 +32,12 @@ enum {
 	BPF_NOEXIST = 1,
 	BPF_EXIST = 2,
 	BPF_F_NO_PREALLOC = 1,
+	BPF_F_MMAPABLE = 1 << 10,
 };
+
+/* include/uapi/asm-generic/errno-base.h: helpers return them negated. */
+#define E2BIG 7
+#define EEXIST 17
 
 #define AF_INET 2
 #define AF_INET6 10

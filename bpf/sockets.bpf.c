@@ -12,6 +12,7 @@
 #include <bpf/bpf_core_read.h>
 #include "hck.h"
 #include "states.h"
+#include "sock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -41,31 +42,17 @@ int hck_sockets(struct bpf_iter__tcp *ctx)
 		return 0;
 
 	rec.cookie = bpf_get_socket_cookie(skc);
-	rec.conn.family = skc->skc_family;
-	if (rec.conn.family == AF_INET6) {
-		__builtin_memcpy(rec.conn.saddr, &skc->skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(rec.conn.daddr, &skc->skc_v6_daddr, 16);
-	} else {
-		*(__be32 *)rec.conn.saddr = skc->skc_rcv_saddr;
-		*(__be32 *)rec.conn.daddr = skc->skc_daddr;
-	}
-	rec.conn.sport = skc->skc_num;
-	rec.conn.dport = __builtin_bswap16(skc->skc_dport);
-	rec.conn.netns = skc->skc_net.net->ns.inum;
-	rec.conn.ifindex = skc->skc_bound_dev_if;
+	conn_common(&rec.conn, skc);
 	rec.conn.state = state;
 	/* entered_ns 0: unknown, the socket is as old as its first sighting. */
 
 	if (state != TCP_TIME_WAIT) {
-		/* A full socket: its open file, if a process holds it, and
-		 * whether the process closed it (see the tracker's holder()). */
-		struct sock *sk = (struct sock *)skc;
-		struct socket *so = BPF_CORE_READ(sk, sk_socket);
+		/* A full socket (request sockets are never in a closing state):
+		 * as a tcp_sock, its struct sock fields are direct loads. */
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 
-		if (so)
-			rec.conn.file = (__u64)BPF_CORE_READ(so, file);
-		if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
-			rec.conn.flags |= HCK_F_ORPHAN;
+		if (tp)
+			conn_holder(&rec.conn, (const struct sock *)tp);
 	} else {
 		/* A timewait socket: skc_state says TIME_WAIT, tw_substate says
 		 * whether it is TIME_WAIT or an orphan still in FIN_WAIT2. */

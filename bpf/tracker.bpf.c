@@ -9,10 +9,25 @@
 #include <bpf/bpf_core_read.h>
 #include "hck.h"
 #include "states.h"
+#include "sock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#include "maps.h"
+/* The tracked sockets: cookie -> entry. Sized from userspace (--map-size;
+ * the size here is the default). No preallocation: memory follows the
+ * sockets really tracked, and a full map fails the update (counted, and
+ * announced once to a listening service) instead of evicting a socket whose
+ * age we know. Pinned by name: every hck-bpf process, and bpftool, opens the
+ * same map. Only this program writes entries; userspace walks them, seeds
+ * them from the sockets iterator and removes them (reconcile, sweeps). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct hck_conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_conns SEC(".maps");
 
 /* The network namespaces whose sockets are tracked; key 0 means every
  * namespace. Each hck-bpf adds the namespace it works on, so a host's
@@ -35,6 +50,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hck_counters SEC(".maps");
 
+/* struct hck_wake records for a listening service. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 512 * 1024);
@@ -49,10 +65,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hck_config SEC(".maps");
 
+/* The listening service's timer, CLOCK_BOOTTIME ns: it walks the map by
+ * then (U64_MAX: no timer armed, a sweep is running). A socket due earlier
+ * is announced, and lowers it, so a burst of sockets costs one event.
+ * Mapped into the service's memory: both sides read and write it with
+ * single 8-byte accesses (the service's are atomic), no syscall, and no
+ * update of hck_config ever overwrites it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_armed SEC(".maps");
+
 /* Keep the enums in BTF so bpf2go can generate them. */
 const enum hck_flag *_hck_flag __attribute__((unused));
 const enum hck_counter *_hck_counter __attribute__((unused));
 const struct hck_event *_hck_event __attribute__((unused));
+const struct hck_wake *_hck_wake __attribute__((unused));
 
 static __always_inline void count(enum hck_counter idx)
 {
@@ -69,75 +101,90 @@ static __always_inline bool watched(__u32 netns)
 	return bpf_map_lookup_elem(&hck_netns, &netns) || bpf_map_lookup_elem(&hck_netns, &all);
 }
 
+/* A new entry's tuple and holder. */
 static __always_inline void fill(struct hck_conn *c, const struct sock *sk)
 {
-	const struct sock_common *skc = &sk->__sk_common;
-
-	c->family = skc->skc_family;
-	if (c->family == AF_INET6) {
-		bpf_probe_read_kernel(c->saddr, 16, &skc->skc_v6_rcv_saddr);
-		bpf_probe_read_kernel(c->daddr, 16, &skc->skc_v6_daddr);
-	} else {
-		*(__be32 *)c->saddr = skc->skc_rcv_saddr;
-		*(__be32 *)c->daddr = skc->skc_daddr;
-	}
-	/* The BTF pointer is typed struct sock: inet_sock fields beyond it
-	 * need a probe read. */
-	c->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	c->dport = __builtin_bswap16(skc->skc_dport);
-	c->netns = skc->skc_net.net->ns.inum;
-	c->ifindex = skc->skc_bound_dev_if;
+	conn_common(c, &sk->__sk_common);
+	/* skc_num is already 0 when the tracepoint reports X -> CLOSE (see
+	 * kernel.h); inet_sport is not. The BTF pointer is typed struct sock:
+	 * inet_sock fields beyond it need a probe read, so only then. */
+	if (!c->sport)
+		c->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	conn_holder(c, sk);
 }
 
-static __always_inline void notify(__u64 cookie, const struct hck_conn *c)
+static __always_inline bool send(__u64 cookie, __u64 due)
+{
+	struct hck_wake *ev = bpf_ringbuf_reserve(&hck_events, sizeof(*ev), 0);
+
+	if (!ev) {
+		count(HCK_CNT_EVENT_LOST);
+		return false;
+	}
+	ev->cookie = cookie;
+	ev->due_ns = due;
+	bpf_ringbuf_submit(ev, 0);
+	count(HCK_CNT_EVENT_SENT);
+	return true;
+}
+
+/* Tell a listening service that the socket cookie of namespace netns may
+ * need a sweep at from (0: now) + the wake time of state, if that is before
+ * the service's timer: that is the only socket it could miss, since its
+ * next sweep walks the map anyway.
+ *
+ * The entry is written before armed is read. A sweep sets armed to U64_MAX
+ * before it walks the map: an entry that still read the earlier timer was
+ * written before that store, a syscall or more before the walk reads it.
+ *
+ * Lowering armed is a plain store, not a compare-and-swap: two CPUs racing
+ * may leave the later of their deadlines there, but both announced theirs,
+ * and the service arms for the earliest it hears of. armed only ever holds
+ * a deadline the service will look by, so a socket due at or after it
+ * needs no event. */
+static __always_inline void announce(__u64 cookie, __u32 netns, __u8 state, __u64 from)
 {
 	__u32 zero = 0;
 	struct hck_cfg *cfg = bpf_map_lookup_elem(&hck_config, &zero);
-	struct hck_event *ev;
+	__u64 *armed, wake, due;
 
 	if (!cfg || !cfg->notify)
 		return;
-	ev = bpf_ringbuf_reserve(&hck_events, sizeof(*ev), 0);
-	if (!ev) {
-		count(HCK_CNT_EVENT_LOST);
+	if (cfg->netns && cfg->netns != netns)
+		return; /* another namespace's socket: not the service's to sweep */
+	wake = cfg->wake_ns[state & (HCK_NSTATES - 1)];
+	if (!wake)
 		return;
-	}
-	ev->cookie = cookie;
-	ev->conn = *c;
-	bpf_ringbuf_submit(ev, 0);
+	armed = bpf_map_lookup_elem(&hck_armed, &zero);
+	if (!armed)
+		return;
+	if (!from)
+		from = bpf_ktime_get_boot_ns(); /* only with a service listening */
+	due = from + wake;
+	if (due >= *(volatile __u64 *)armed)
+		return;
+	/* A lost event leaves armed as it was: the next socket tries again. */
+	if (send(cookie, due))
+		*(volatile __u64 *)armed = due;
+}
+
+/* The entry c, just written: due its state's wake time after its entry. */
+static __always_inline void announce_entry(__u64 cookie, const struct hck_conn *c)
+{
+	announce(cookie, c->netns, c->state, c->entered_ns);
 }
 
 /* A socket the full map refused: tell a listening service once, so it
  * says so and walks (which drops dead entries) now, not at its backstop. */
-static __always_inline void notify_overflow(void)
+static __always_inline void announce_overflow(void)
 {
 	__u32 zero = 0;
 	struct hck_cfg *cfg = bpf_map_lookup_elem(&hck_config, &zero);
-	struct hck_event *ev;
 
 	if (!cfg || !cfg->notify || !cfg->notify_overflow)
 		return;
 	cfg->notify_overflow = 0;
-	ev = bpf_ringbuf_reserve(&hck_events, sizeof(*ev), 0);
-	if (!ev) {
-		count(HCK_CNT_EVENT_LOST);
-		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	bpf_ringbuf_submit(ev, 0);
-}
-
-/* Who may hold the socket: its open file while it has one (kept once the
- * socket loses it, so a closed socket's stale address stays: the owners
- * iterator checks every match), and whether the process closed it. */
-static __always_inline void holder(const struct sock *sk, struct hck_conn *c)
-{
-	struct socket *so = sk->sk_socket;
-
-	if (so)
-		c->file = (__u64)so->file;
-	if (sk->__sk_common.skc_flags & (1UL << SOCK_DEAD))
-		c->flags |= HCK_F_ORPHAN;
+	send(0, 0);
 }
 
 /* cur: the socket's entry, NULL when it has none (the caller looked it up,
@@ -146,7 +193,7 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 				  __u8 flags, __u64 now, struct hck_conn *cur)
 {
 	struct hck_conn c = {};
-	long err;
+	int err; /* an int: map helpers return one before Linux 6.4 */
 
 	/* A socket moving on between closing states keeps its entry: update
 	 * it in place. A map update would allocate a new element and free the
@@ -155,30 +202,29 @@ static __always_inline void track(const struct sock *sk, __u64 cookie, __u8 stat
 		cur->entered_ns = now;
 		cur->state = state;
 		cur->flags = flags | (cur->flags & (HCK_F_TIMEWAIT | HCK_F_ORPHAN));
-		holder(sk, cur);
+		conn_holder(cur, sk);
 		count(HCK_CNT_TRACKED);
-		notify(cookie, cur);
+		announce_entry(cookie, cur);
 		return;
 	}
 	fill(&c, sk);
 	c.entered_ns = now;
 	c.state = state;
-	c.flags = flags;
-	holder(sk, &c);
+	c.flags |= flags;
 	err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_NOEXIST);
-	if (err == -17 /* EEXIST: seeded by userspace meanwhile */)
+	if (err == -EEXIST) /* seeded by userspace meanwhile */
 		err = bpf_map_update_elem(&hck_conns, &cookie, &c, BPF_ANY);
 	if (err) {
-		if (err == -7 /* E2BIG */) {
+		if (err == -E2BIG) { /* full */
 			count(HCK_CNT_OVERFLOW);
-			notify_overflow();
+			announce_overflow();
 		} else {
 			count(HCK_CNT_UPDATE_ERROR);
 		}
 		return;
 	}
 	count(HCK_CNT_TRACKED);
-	notify(cookie, &c);
+	announce_entry(cookie, &c);
 }
 
 /* The cookie of a socket that has one already, 0 otherwise: read without
@@ -283,7 +329,14 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 			if (oldstate == newstate)
 				return 0;
 			if (orphan_fin_wait2) {
+				/* Same state, same entry time; but from now on
+				 * the peer's FIN may take it to TIME_WAIT with no
+				 * event: it may be hung as that from now + the
+				 * TIME_WAIT threshold. (Announcing FIN_WAIT2
+				 * entries at TIME_WAIT's threshold covers only
+				 * sockets closed by then.) */
 				c->flags |= HCK_F_TIMEWAIT;
+				announce(cookie, c->netns, TCP_TIME_WAIT, 0);
 				return 0;
 			}
 			track(sk, cookie, state, flags, bpf_ktime_get_boot_ns(), c);

@@ -15,8 +15,11 @@ import (
 
 type TrackerHckCfg struct {
 	_              structs.HostLayout
+	WakeNs         [16]uint64
 	Notify         uint32
 	NotifyOverflow uint32
+	Netns          uint32
+	Pad            uint32
 }
 
 type TrackerHckConn struct {
@@ -42,7 +45,8 @@ const (
 	TrackerHckCounterHCK_CNT_OVERFLOW     TrackerHckCounter = 2
 	TrackerHckCounterHCK_CNT_UPDATE_ERROR TrackerHckCounter = 3
 	TrackerHckCounterHCK_CNT_EVENT_LOST   TrackerHckCounter = 4
-	TrackerHckCounterHCK_CNT_MAX          TrackerHckCounter = 5
+	TrackerHckCounterHCK_CNT_EVENT_SENT   TrackerHckCounter = 5
+	TrackerHckCounterHCK_CNT_MAX          TrackerHckCounter = 6
 )
 
 type TrackerHckEvent struct {
@@ -59,10 +63,17 @@ const (
 	TrackerHckFlagHCK_F_ORPHAN      TrackerHckFlag = 4
 )
 
+type TrackerHckWake struct {
+	_      structs.HostLayout
+	Cookie uint64
+	DueNs  uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TrackerMapHckArmed     = "hck_armed"
 	TrackerMapHckConfig    = "hck_config"
 	TrackerMapHckConns     = "hck_conns"
 	TrackerMapHckCounters  = "hck_counters"
@@ -72,6 +83,7 @@ const (
 	TrackerVarHckCounter   = "_hck_counter"
 	TrackerVarHckEvent     = "_hck_event"
 	TrackerVarHckFlag      = "_hck_flag"
+	TrackerVarHckWake      = "_hck_wake"
 )
 
 // LoadTracker returns the embedded CollectionSpec for Tracker.
@@ -123,6 +135,7 @@ type TrackerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TrackerMapSpecs struct {
+	HckArmed    *ebpf.MapSpec `ebpf:"hck_armed"`
 	HckConfig   *ebpf.MapSpec `ebpf:"hck_config"`
 	HckConns    *ebpf.MapSpec `ebpf:"hck_conns"`
 	HckCounters *ebpf.MapSpec `ebpf:"hck_counters"`
@@ -137,6 +150,7 @@ type TrackerVariableSpecs struct {
 	HckCounter *ebpf.VariableSpec `ebpf:"_hck_counter"`
 	HckEvent   *ebpf.VariableSpec `ebpf:"_hck_event"`
 	HckFlag    *ebpf.VariableSpec `ebpf:"_hck_flag"`
+	HckWake    *ebpf.VariableSpec `ebpf:"_hck_wake"`
 }
 
 // TrackerObjects contains all objects after they have been loaded into the kernel.
@@ -159,6 +173,7 @@ func (o *TrackerObjects) Close() error {
 //
 // It can be passed to LoadTrackerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TrackerMaps struct {
+	HckArmed    *ebpf.Map `ebpf:"hck_armed"`
 	HckConfig   *ebpf.Map `ebpf:"hck_config"`
 	HckConns    *ebpf.Map `ebpf:"hck_conns"`
 	HckCounters *ebpf.Map `ebpf:"hck_counters"`
@@ -168,6 +183,7 @@ type TrackerMaps struct {
 
 func (m *TrackerMaps) Close() error {
 	return _TrackerClose(
+		m.HckArmed,
 		m.HckConfig,
 		m.HckConns,
 		m.HckCounters,
@@ -183,6 +199,7 @@ type TrackerVariables struct {
 	HckCounter *ebpf.Variable `ebpf:"_hck_counter"`
 	HckEvent   *ebpf.Variable `ebpf:"_hck_event"`
 	HckFlag    *ebpf.Variable `ebpf:"_hck_flag"`
+	HckWake    *ebpf.Variable `ebpf:"_hck_wake"`
 }
 
 // TrackerPrograms contains all programs after they have been loaded into the kernel.

@@ -5,6 +5,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -43,8 +44,13 @@ type Config struct {
 // Run sweeps whenever a tracked socket is due, or may be due without an
 // event telling, and at least every Backstop, until ctx ends, doing act
 // with the hung sockets. The tracker stays pinned afterwards.
+//
+// The tracker knows when the timer fires: it announces only a socket due
+// before that, and lowers the timer itself. A sweep walks the map, so the
+// sockets due later need no event: the next timer is armed for the
+// earliest of them.
 func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) error {
-	events, err := tr.Events()
+	events, err := tr.Events(Wakes(cfg.Sweep))
 	if err != nil {
 		return err
 	}
@@ -69,7 +75,7 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 			}
 			if ev.Overflow {
 				overflowed.Store(true)
-			} else if !keepEarliest(&pending, cfg.Sweep, &ev.Conn) {
+			} else if !keepEarliest(&pending, ev.Due) {
 				continue
 			}
 			select {
@@ -87,6 +93,7 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 			return
 		}
 		armed = at
+		events.Arm(at)
 		timer.Reset(time.Duration(max(int64(at)-int64(conn.Now()), 0)))
 	}
 	ready := false
@@ -113,6 +120,7 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 			}
 		case <-timer.C:
 			armed = 0
+			events.Fired() // before the sweep walks the map
 			now := conn.Now()
 			opts := cfg.Sweep
 			// A full walk on the first sweep, on the backstop, and when
@@ -159,25 +167,32 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 	}
 }
 
-// keepEarliest keeps in pending the deadline of the socket c announced, if
-// it is in scope and earlier than the one kept; it reports whether it was.
-func keepEarliest(pending *atomic.Uint64, opts sweep.Options, c *conn.Conn) bool {
-	if opts.NetNS != 0 && c.NetNS != opts.NetNS {
-		return false
-	}
-	deadline := sweep.Wake(opts.Policy, c)
-	if deadline == 0 {
-		return false
-	}
+// keepEarliest keeps in pending the deadline due if it is earlier than the
+// one kept; it reports whether it was.
+func keepEarliest(pending *atomic.Uint64, due uint64) bool {
 	for {
 		old := pending.Load()
-		if old != 0 && old <= deadline {
+		if old != 0 && old <= due {
 			return false
 		}
-		if pending.CompareAndSwap(old, deadline) {
+		if pending.CompareAndSwap(old, due) {
 			return true
 		}
 	}
+}
+
+// Wakes tells the tracker which sockets the service must hear of: those of
+// its scope, from the earliest moment a sweep may have to look at one
+// after it entered its state (sweep.Wake of a socket that entered at 0).
+func Wakes(opts sweep.Options) tracking.Wakes {
+	w := tracking.Wakes{NetNS: opts.NetNS, After: map[conn.State]time.Duration{}}
+	for _, s := range conn.ClosingStates {
+		c := conn.Conn{State: s}
+		if at := sweep.Wake(opts.Policy, &c); at != 0 {
+			w.After[s] = time.Duration(min(at, math.MaxInt64))
+		}
+	}
+	return w
 }
 
 // logOverflow says that the map was full: sockets went untracked, and will

@@ -311,6 +311,8 @@ func (t *Tracker) Forget(cookie uint64) error {
 // Counters are the tracker's totals since it was first attached.
 type Counters struct {
 	Tracked, Untracked, Overflow, UpdateErrors, EventsLost uint64
+	// EventsSent counts the records written for a listening service.
+	EventsSent uint64
 	// Missed counts transitions the kernel did not run the tracker for:
 	// a tracepoint that fires while the program is already running on the
 	// same CPU (a softirq interrupting it) is skipped, and counted in the
@@ -338,7 +340,7 @@ func (t *Tracker) Counters() (Counters, error) {
 
 func readCounters(m *ebpf.Map) (Counters, error) {
 	var c Counters
-	dst := []*uint64{&c.Tracked, &c.Untracked, &c.Overflow, &c.UpdateErrors, &c.EventsLost}
+	dst := []*uint64{&c.Tracked, &c.Untracked, &c.Overflow, &c.UpdateErrors, &c.EventsLost, &c.EventsSent}
 	for i, p := range dst {
 		var perCPU []uint64
 		if err := m.Lookup(uint32(i), &perCPU); err != nil {

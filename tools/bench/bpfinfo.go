@@ -10,6 +10,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/bpf"
 )
 
 // What the kernel says about the tracker: run time and run count of its
@@ -19,6 +21,7 @@ const (
 	trackerProg = "hck_set_state"
 	trackerLink = "hck_set_state_link"
 	connsMap    = "hck_conns"
+	countersMap = "hck_counters"
 )
 
 // enableStats turns on the kernel's BPF run-time statistics, the switch
@@ -114,4 +117,27 @@ func attachedTrackers() int {
 		}
 		p.Close()
 	}
+}
+
+// eventsSent sums the tracker's count of ring-buffer records sent to a
+// service (hck_counters, HCK_CNT_EVENT_SENT); ok is false when the
+// tracker pinned in pinDir does not count them (a build before it did).
+func eventsSent(pinDir string) (n uint64, ok bool) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, countersMap), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return 0, false
+	}
+	defer m.Close()
+	idx := uint32(bpf.TrackerHckCounterHCK_CNT_EVENT_SENT)
+	if idx >= m.MaxEntries() {
+		return 0, false
+	}
+	var perCPU []uint64
+	if err := m.Lookup(idx, &perCPU); err != nil {
+		return 0, false
+	}
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, true
 }

@@ -2,8 +2,8 @@
 // (`ss -tanpo` plus parsing), the kernel-filtered `ss -tan state ...` dump
 // and `ss -K`, in a throwaway network namespace, and prints one table:
 // sweep time at 1k, 10k and 60k sockets, the service's own sweep time, the
-// kernel cost per state transition and connection-churn throughput with and
-// without the tracker, kill lag, destroy throughput, memory at 100k
+// kernel cost per state transition and connection-churn throughput with no
+// tracker, with the tracker alone and with the service running, kill lag, destroy throughput, memory at 100k
 // tracked sockets and owner lookup. Each target of issue 4 is checked and
 // reported PASS or MISS.
 //
