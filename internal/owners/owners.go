@@ -40,7 +40,7 @@ func New(pinDir string, size uint32) *Finder { return &Finder{pinDir: pinDir, si
 // no process may hold (conn.Conn.MayHaveOwner) or whose file is unknown
 // (Conn.File 0: not yet accepted, or never seen with one).
 func (f *Finder) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
-	out := make(map[uint64][]conn.Owner)
+	out := make(map[uint64][]conn.Owner, len(cs))
 	keys := make([]uint64, 0, len(cs))
 	vals := make([]uint64, 0, len(cs))
 	asked := make(map[uint64]bool, len(cs))
@@ -77,16 +77,23 @@ func (f *Finder) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
 	if len(raw) > 0 {
 		return nil, fmt.Errorf("owners iterator: %s is full: owners of %d processes not recorded", bpf.OwnersMapHckOwned, len(raw)/4)
 	}
+	comms := map[[16]int8]string{} // a few processes own many sockets: one string each
 	return out, f.eachOwned(func(k *bpf.OwnersHckOwnerKey, v *bpf.OwnersHckOwner) {
-		if asked[k.Cookie] && v.SeenNs >= began && !containsPID(out[k.Cookie], int(k.Pid)) {
-			out[k.Cookie] = append(out[k.Cookie], conn.Owner{PID: int(k.Pid), Comm: commString(v.Comm[:])})
+		if !asked[k.Cookie] || v.SeenNs < began || containsPID(out[k.Cookie], int(k.Pid)) {
+			return
 		}
+		comm, ok := comms[v.Comm]
+		if !ok {
+			comm = commString(v.Comm[:])
+			comms[v.Comm] = comm
+		}
+		out[k.Cookie] = append(out[k.Cookie], conn.Owner{PID: int(k.Pid), Comm: comm})
 	})
 }
 
 // eachOwned reads hck_owned in batches.
 func (f *Finder) eachOwned(fn func(*bpf.OwnersHckOwnerKey, *bpf.OwnersHckOwner)) error {
-	err := bpf.BatchEach(f.owned, make([]bpf.OwnersHckOwnerKey, 1024), make([]bpf.OwnersHckOwner, 1024), fn)
+	err := bpf.BatchEach(f.owned, make([]bpf.OwnersHckOwnerKey, 4096), make([]bpf.OwnersHckOwner, 4096), fn)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", bpf.OwnersMapHckOwned, err)
 	}

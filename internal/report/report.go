@@ -182,7 +182,9 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool, logLost uint64)
 	ev := log.Info().Bool(logging.Machine, true).Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
 		Int("skipped", skipped).Int("terminated", terminated).Int("gone", rep.Gone).
 		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Int("changed", rep.Changed).
-		Bool("dry_run", dryRun).Float64("took_s", rep.Took.Seconds()).Uint64("log_lines_lost", logLost)
+		Bool("dry_run", dryRun).Float64("took_s", rep.Took.Seconds()).
+		Float64("took_walk_s", rep.Steps.Walk.Seconds()).Float64("took_read_s", rep.Steps.Read.Seconds()).
+		Float64("took_owners_s", rep.Steps.Owners.Seconds()).Float64("took_act_s", rep.Steps.Act.Seconds()).Uint64("log_lines_lost", logLost)
 	for _, r := range policy.SkipReasons {
 		ev = ev.Int("skipped_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Skipped[r])
 	}

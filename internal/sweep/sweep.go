@@ -183,6 +183,15 @@ type Report struct {
 	// and process rules cannot protect anything, so nothing is destroyed.
 	OwnerErr error
 	Took     time.Duration
+	// Steps says where Took went.
+	Steps Steps
+}
+
+// Steps are the parts of a sweep's time: walking the namespace (Walk),
+// reading the tracked sockets (Read), finding the owners of the hung ones
+// (Owners), and looking them up or destroying them (Act).
+type Steps struct {
+	Walk, Read, Owners, Act time.Duration
 }
 
 // RetryAfter is how long a sweep waits before trying a failed destroy again.
@@ -196,12 +205,19 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 	}
 	start := time.Now()
 	rep := Report{Skipped: map[policy.SkipReason]int{}}
+	step := start
+	lap := func(d *time.Duration) {
+		t := time.Now()
+		*d += t.Sub(step)
+		step = t
+	}
 	walk := func() {
 		rep.Walked = now // the walk begins at now or later: never too late a mark
 		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
 		if rep.ReconcileErr == nil {
 			opts.Walked = rep.Walked
 		}
+		lap(&rep.Steps.Walk)
 	}
 	walked := !opts.WalkOnDemand
 	if walked {
@@ -211,11 +227,13 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
+	lap(&rep.Steps.Read)
 	if !walked && found.stale {
 		walk()
 		if found, err = collect(src, opts, now); err != nil {
 			return rep, err
 		}
+		lap(&rep.Steps.Read)
 	}
 	rep.Scanned, rep.Next = found.scanned, found.next
 
@@ -232,6 +250,7 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 		if len(ask) > 0 {
 			owners, rep.OwnerErr = src.Owners(ask)
 		}
+		lap(&rep.Steps.Owners)
 		rep.Items = make([]Item, 0, len(found.hung))
 		for _, c := range found.hung {
 			item := decideOwned(opts.Policy, c, owners[c.Cookie], now)
@@ -289,6 +308,7 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 				_ = src.Forget(it.Conn.Cookie)
 			}
 		}
+		lap(&rep.Steps.Act)
 	}
 	if changed {
 		// The map was wrong about a socket: a walk of the namespace gives
@@ -297,6 +317,7 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 		var st WalkStats
 		st, rep.ReconcileErr = src.Reconcile()
 		rep.Reconciled.Add(st)
+		lap(&rep.Steps.Walk)
 	}
 	for _, it := range rep.Items {
 		switch it.Outcome {

@@ -369,3 +369,21 @@ func TestDryRunCannotDestroy(t *testing.T) {
 		t.Error("a sweep with no act ran")
 	}
 }
+
+// TestStepsWithinTook: the parts of a sweep's time are measured where they
+// happen and never add up to more than the whole.
+func TestStepsWithinTook(t *testing.T) {
+	pol := policy.Default()
+	src := &fakeSource{conns: []conn.Conn{hung(1, conn.CloseWait, false), hung(2, conn.FinWait1, false)}}
+	rep, err := Run(src, Live(&fakeKiller{}), Options{Policy: &pol}, 1000*sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := rep.Steps
+	if s.Walk <= 0 || s.Read <= 0 || s.Owners <= 0 || s.Act <= 0 {
+		t.Errorf("steps %+v: a full sweep that walked, read, asked for owners and destroyed has all four", s)
+	}
+	if sum := s.Walk + s.Read + s.Owners + s.Act; sum > rep.Took {
+		t.Errorf("steps add up to %v, more than took %v", sum, rep.Took)
+	}
+}
