@@ -33,6 +33,7 @@ func (b *bench) destroyPhase(ctx context.Context, p plan) error {
 	scanArgs = append(scanArgs, "--close-wait-timeout", "0.001")
 
 	var hckT, hckTook, ssT, libT, serialT []time.Duration
+	var lastSteps string
 	var hckN, ssN, hckLeft, ssLeft, hckFailed, libN, libLeft, libFailed, workers int
 	for r := range p.destroyReps {
 		b.progress("destroy throughput, round %d: %s CLOSE_WAIT sockets, hck-bpf scan --live", r+1, fmtCount(p.destroyN))
@@ -48,6 +49,7 @@ func (b *bench) destroyPhase(ctx context.Context, p plan) error {
 			}
 			// Exit 1 (some failed) is reported, not fatal.
 			hckTook = append(hckTook, time.Duration(sum.TookS*float64(time.Second)))
+			lastSteps = sum.steps()
 			hckFailed += sum.Failed
 			return d, nil
 		})
@@ -106,8 +108,8 @@ func (b *bench) destroyPhase(ctx context.Context, p plan) error {
 		fmt.Sprintf("%s (%s)", fmtRate(libRate), fmtDur(lib)), fmt.Sprintf("%s (%s)", fmtRate(ssRate), fmtDur(ss)), fmtRatio(libRate/ssRate))
 	t.info(fmt.Sprintf("destroy %s CLOSE_WAIT: the destroyer alone, one netlink socket, vs ss -K", fmtCount(p.destroyN)),
 		fmt.Sprintf("%s (%s)", fmtRate(serialRate), fmtDur(serial)), fmt.Sprintf("%s (%s)", fmtRate(ssRate), fmtDur(ss)), fmtRatio(serialRate/ssRate))
-	t.note("destroy: `hck-bpf scan --live --close-wait-timeout 0.001` vs `ss -K state close-wait` on identical fresh sets, tracker attached for both; " +
-		"took = reconcile, owners, decide, SOCK_DESTROY, without process start and logging")
+	t.note("destroy: `hck-bpf scan --live --close-wait-timeout 0.001` vs `ss -K state close-wait` on identical fresh sets, tracker attached for both; "+
+		"took = reconcile, owners, decide, SOCK_DESTROY, without process start and logging (last run: %s)", lastSteps)
 	t.note("destroy: the destroyer alone = destroy.New() and Destroy() of the set (lookup by tuple and cookie, then SOCK_DESTROY), in the bench process, "+
 		"the set's cookies from a sock_diag dump (vishvananda/netlink) beforehand; split over %d netlink sockets, each on a thread of its own (GOMAXPROCS %d), "+
 		"or one (a Destroyer opened under GOMAXPROCS 1)", workers, runtime.GOMAXPROCS(0))

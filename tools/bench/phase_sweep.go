@@ -210,7 +210,7 @@ func (b *bench) measureSize(ctx context.Context, p plan, pin string, svc *servic
 	lo, hi := minmax(took)
 	t.note("scripts' method: `ss -tanpo` dumped, then parsed in Go as the scripts do (parse alone: %s; Python would be slower); kernel-filtered: `ss %s`",
 		fmtDur(median(parseT)), strings.Join(ssStateArgs, " "))
-	t.note("scan --dry-run: the process includes its start, opening the pinned maps and iterators, and printing; the sweep inside it (took): %s", fmtDur(median(scanTook)))
+	t.note("scan --dry-run: the process includes its start, opening the pinned maps and iterators, and printing; the sweep inside it (took): %s (last run: %s)", fmtDur(median(scanTook)), sum.steps())
 	t.note("medians of %d runs each (interleaved); service sweep: median of %d sweeps (%s–%s), each over %s tracked sockets",
 		p.reps, len(took), fmtDur(lo), fmtDur(hi), fmtCount(scanned))
 	t.note("scan found %s hung of %s tracked (sockets in closing states but TIME_WAIT: %s); the scripts' parse read %s lines and found %s",

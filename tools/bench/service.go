@@ -261,6 +261,17 @@ type summaryLine struct {
 	Gone       int     `json:"gone"`
 	Failed     int     `json:"failed"`
 	TookS      float64 `json:"took_s"`
+	// Where took went (see sweep.Steps).
+	WalkS   float64 `json:"took_walk_s"`
+	ReadS   float64 `json:"took_read_s"`
+	OwnersS float64 `json:"took_owners_s"`
+	ActS    float64 `json:"took_act_s"`
+}
+
+// steps renders where a scan's sweep went.
+func (s summaryLine) steps() string {
+	d := func(f float64) string { return fmtDur(time.Duration(f * float64(time.Second))) }
+	return fmt.Sprintf("walk %s, read %s, owners %s, look up or destroy %s", d(s.WalkS), d(s.ReadS), d(s.OwnersS), d(s.ActS))
 }
 
 func scanSummary(out []byte) (summaryLine, error) {
