@@ -126,6 +126,9 @@ func (s *service) line(l []byte) {
 		s.mu.Lock()
 		s.kills = append(s.kills, killLine{Cookie: ev.Cookie, Local: ev.Local, AgeS: ev.AgeS, ThresholdS: ev.ThresholdS})
 		s.mu.Unlock()
+	case ev.Action != "":
+		// A socket's own line ("Hung connection detected" is a warning):
+		// what the service is for, not a problem.
 	case ev.Level == "warn" || ev.Level == "error":
 		s.mu.Lock()
 		if len(s.problems) < 20 {
