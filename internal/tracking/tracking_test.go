@@ -30,16 +30,7 @@ func open(t *testing.T, pinDir string, size uint32) *Tracker {
 func entry(t *testing.T, tr *Tracker, ns *testnet.NS, cookie uint64) (conn.Conn, bool) {
 	t.Helper()
 	ns.MustDo(func() error { _, err := tr.Reconcile(); return err })
-	cs, err := tr.Conns(ns.Inode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cs {
-		if c.Cookie == cookie {
-			return c, true
-		}
-	}
-	return conn.Conn{}, false
+	return mapEntry(t, tr, ns, cookie)
 }
 
 func TestTracksClosingStatesWithExactTimes(t *testing.T) {
