@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -78,6 +80,84 @@ func FromInode(ino uint32) (*NS, error) {
 		return nil, fmt.Errorf("open network namespace %d: %w", ino, ErrGone)
 	}
 	return ns, err
+}
+
+// Found is a network namespace Discover found: its inode, and the path
+// that names it best (a bind mount's, else a process's /proc/PID/ns/net).
+type Found struct {
+	Inode uint32
+	Path  string
+	// Name is the bind mount's file name (an `ip netns` name, a Docker
+	// sandbox, a CNI cni-… name), empty for a namespace only processes
+	// are in.
+	Name string
+	// PID is a process in the namespace, 0 when none was seen (a
+	// namespace kept only by a bind mount).
+	PID int
+}
+
+// Discover lists every network namespace of the host that can be entered,
+// each once: the bind mounts of MountDirs first (they name it), then the
+// namespaces of every process's threads. Reading another user's
+// /proc/PID/ns/net needs CAP_SYS_PTRACE: without it those are missed.
+func Discover() []Found {
+	var out []Found
+	at := map[uint32]int{}
+	walk(func(path string, ino uint32) bool {
+		pid := pidOf(path)
+		if i, ok := at[ino]; ok {
+			if out[i].PID == 0 {
+				out[i].PID = pid
+			}
+			return true
+		}
+		f := Found{Inode: ino, Path: path, PID: pid}
+		if pid == 0 {
+			f.Name = filepath.Base(path)
+		}
+		at[ino] = len(out)
+		out = append(out, f)
+		return true
+	})
+	return out
+}
+
+// pidOf is the pid in /proc/PID/task/TID/ns/net, 0 for another path.
+func pidOf(path string) int {
+	rest, ok := strings.CutPrefix(path, "/proc/")
+	if !ok {
+		return 0
+	}
+	pid, err := strconv.Atoi(rest[:max(strings.IndexByte(rest, '/'), 0)])
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
+// Resolve opens the namespace a user named with --netns: a name in
+// MountDirs (`ip netns` names, Docker sandboxes), a path (a bind mount,
+// /proc/PID/ns/net), or a pid.
+func Resolve(spec string) (*NS, error) {
+	switch {
+	case spec == "":
+		return nil, errors.New("open network namespace: empty name")
+	case strings.ContainsRune(spec, '/'):
+		return FromPath(spec)
+	}
+	if pid, err := strconv.Atoi(spec); err == nil && pid > 0 {
+		return FromPID(pid)
+	}
+	for _, pattern := range MountDirs {
+		dirs, _ := filepath.Glob(pattern)
+		for _, dir := range dirs {
+			p := filepath.Join(dir, spec)
+			if _, err := os.Stat(p); err == nil {
+				return FromPath(p)
+			}
+		}
+	}
+	return nil, fmt.Errorf("open network namespace %q: no such name under %s, and not a path or a pid", spec, strings.Join(MountDirs, ", "))
 }
 
 // ErrGone: no process is in the namespace and nothing names it.
@@ -352,8 +432,13 @@ func Live() map[uint32]bool {
 	return live
 }
 
-// walk calls fn with every named namespace and every thread's namespace,
-// until fn returns false.
+// MountDirs are where namespaces are bind-mounted by name: ip netns (and
+// CNI plugins, containerd's CRI, podman) under /run/netns, Docker under
+// /run/docker/netns, rootless podman under /run/user/UID/netns.
+var MountDirs = []string{NamedDir, "/var/run/netns", "/run/docker/netns", "/var/run/docker/netns", "/run/user/*/netns"}
+
+// walk calls fn with every namespace bind-mounted in MountDirs, then every
+// thread's namespace, until fn returns false.
 func walk(fn func(path string, ino uint32) bool) {
 	visit := func(path string) bool {
 		var st unix.Stat_t
@@ -362,11 +447,17 @@ func walk(fn func(path string, ino uint32) bool) {
 		}
 		return fn(path, uint32(st.Ino))
 	}
-	for _, dir := range []string{NamedDir, "/var/run/netns"} {
-		names, _ := os.ReadDir(dir)
-		for _, n := range names {
-			if !visit(filepath.Join(dir, n.Name())) {
-				return
+	for _, pattern := range MountDirs {
+		dirs, _ := filepath.Glob(pattern)
+		for _, dir := range dirs {
+			names, _ := os.ReadDir(dir)
+			for _, n := range names {
+				if !n.Type().IsRegular() && n.Type()&os.ModeType != 0 {
+					continue // a namespace mount is a file
+				}
+				if !visit(filepath.Join(dir, n.Name())) {
+					return
+				}
 			}
 		}
 	}

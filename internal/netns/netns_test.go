@@ -5,9 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -189,5 +192,80 @@ func TestNamed(t *testing.T) {
 	}
 	if _, err := FromInode(ns.Inode()); !errors.Is(err, ErrGone) {
 		t.Errorf("FromInode of an unnamed, empty namespace = %v, want ErrGone", err)
+	}
+}
+
+// TestDiscoverAndResolve: a namespace bind-mounted by name and one only a
+// process is in are both discovered, once each, by inode; --netns's forms
+// (a name, a path, a pid) open the same namespaces.
+func TestDiscoverAndResolve(t *testing.T) {
+	requireRoot(t)
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "hcknetns-" + hex.EncodeToString(b)
+	named, err := NewNamed(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { named.Close(); _ = DeleteNamed(name) }()
+	// A process alone in a namespace of its own, with no name.
+	anon, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	cmd := exec.Command("nsenter", "--net=/proc/self/fd/3", "--", "sleep", "60")
+	f := os.NewFile(uintptr(anon.Handle()), "netns")
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	// Give nsenter a moment to enter and exec.
+	var found map[uint32][]Found
+	for range 100 {
+		found = map[uint32][]Found{}
+		for _, f := range Discover() {
+			found[f.Inode] = append(found[f.Inode], f)
+		}
+		if len(found[anon.Inode()]) > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for ino, fs := range found {
+		if len(fs) != 1 {
+			t.Errorf("namespace %d discovered %d times: %+v", ino, len(fs), fs)
+		}
+	}
+	if fs := found[named.Inode()]; len(fs) != 1 || fs[0].Name != name || fs[0].Path != NamedDir+"/"+name {
+		t.Errorf("named namespace %d: discovered as %+v, want name %s", named.Inode(), fs, name)
+	}
+	if fs := found[anon.Inode()]; len(fs) != 1 || fs[0].PID != cmd.Process.Pid || fs[0].Name != "" {
+		t.Errorf("unnamed namespace %d: discovered as %+v, want pid %d", anon.Inode(), fs, cmd.Process.Pid)
+	}
+	mine, _ := CurrentInode()
+	for spec, want := range map[string]uint32{
+		name:                          named.Inode(),
+		NamedDir + "/" + name:         named.Inode(),
+		strconv.Itoa(cmd.Process.Pid): anon.Inode(),
+		strconv.Itoa(os.Getpid()):     mine,
+		"/proc/self/ns/net":           mine,
+	} {
+		ns, err := Resolve(spec)
+		if err != nil {
+			t.Errorf("Resolve(%q): %v", spec, err)
+			continue
+		}
+		if ns.Inode() != want {
+			t.Errorf("Resolve(%q) = %d, want %d", spec, ns.Inode(), want)
+		}
+		ns.Close()
+	}
+	for _, bad := range []string{"", "hcknetns-no-such-name", "/no/such/path", "-1"} {
+		if ns, err := Resolve(bad); err == nil {
+			ns.Close()
+			t.Errorf("Resolve(%q): no error", bad)
+		}
 	}
 }
