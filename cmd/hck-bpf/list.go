@@ -57,6 +57,10 @@ type listEntry struct {
 	Timewait  bool    `json:"timewait"`
 	PID       int     `json:"pid,omitempty"`
 	Process   string  `json:"process,omitempty"`
+	// The owner's cgroup, and what its path shows (see internal/cgroup).
+	Cgroup      string `json:"cgroup,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+	PodUID      string `json:"pod_uid,omitempty"`
 
 	age time.Duration
 }
@@ -126,6 +130,7 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 			AgeS: c.Age(now).Seconds(), AgeExact: c.Exact, EnteredNs: c.Entered, NetNS: c.NetNS, Timewait: c.Timewait, age: c.Age(now)}
 		if o := owners[c.Cookie]; len(o) > 0 {
 			e.PID, e.Process = o[0].PID, o[0].Comm
+			e.Cgroup, e.ContainerID, e.PodUID = o[0].Cgroup, o[0].ContainerID, o[0].PodUID
 		}
 		entries = append(entries, e)
 	}

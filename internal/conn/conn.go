@@ -80,6 +80,15 @@ func ParseState(s string) (State, error) {
 type Owner struct {
 	PID  int
 	Comm string
+	// Cgroup is the process's control group path, as /proc/PID/cgroup
+	// shows it (see internal/cgroup); empty when it could not be read
+	// (the process exited in between).
+	Cgroup string
+	// ContainerID and PodUID are what the cgroup path shows of the
+	// container the process runs in and of its Kubernetes pod; empty
+	// when it shows none.
+	ContainerID string
+	PodUID      string
 }
 
 // Conn is one tracked TCP socket.

@@ -1,7 +1,9 @@
 // Package owners finds the processes holding sockets, by their open files:
 // one pass of the owners iterator (iter/task, bpf/owners.bpf.c) over every
 // process's file table, comparing table slots with the files asked about
-// and reading nothing else. No /proc text is parsed.
+// and reading nothing else. No /proc text is parsed to find them; the
+// processes found then have their cgroup read, once each, from
+// /proc/PID/cgroup (internal/cgroup).
 //
 // Its maps are pinned in the pin dir beside the tracker's: hck_want (file
 // address -> cookie, the sockets asked about) and hck_owned ((cookie, pid)
@@ -18,6 +20,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/hck-bpf/hck-bpf/bpf"
+	"github.com/hck-bpf/hck-bpf/internal/cgroup"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 )
 
@@ -78,7 +81,7 @@ func (f *Finder) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
 		return nil, fmt.Errorf("owners iterator: %s is full: owners of %d processes not recorded", bpf.OwnersMapHckOwned, len(raw)/4)
 	}
 	comms := map[[16]int8]string{} // a few processes own many sockets: one string each
-	return out, f.eachOwned(func(k *bpf.OwnersHckOwnerKey, v *bpf.OwnersHckOwner) {
+	err = f.eachOwned(func(k *bpf.OwnersHckOwnerKey, v *bpf.OwnersHckOwner) {
 		if !asked[k.Cookie] || v.SeenNs < began || containsPID(out[k.Cookie], int(k.Pid)) {
 			return
 		}
@@ -89,6 +92,29 @@ func (f *Finder) Owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
 		}
 		out[k.Cookie] = append(out[k.Cookie], conn.Owner{PID: int(k.Pid), Comm: comm})
 	})
+	if err != nil {
+		return nil, err
+	}
+	addCgroups(out)
+	return out, nil
+}
+
+// addCgroups gives every owner its cgroup, read once per process (a few
+// processes own many sockets). A process that exited since the walk keeps
+// an empty cgroup.
+func addCgroups(out map[uint64][]conn.Owner) {
+	groups := map[int]cgroup.Info{}
+	for _, os := range out {
+		for i := range os {
+			o := &os[i]
+			info, ok := groups[o.PID]
+			if !ok {
+				info, _ = cgroup.Read(o.PID)
+				groups[o.PID] = info
+			}
+			o.Cgroup, o.ContainerID, o.PodUID = info.Path, info.ContainerID, info.PodUID
+		}
+	}
 }
 
 // eachOwned reads hck_owned in batches.

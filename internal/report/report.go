@@ -64,8 +64,24 @@ func connEvent(e *zerolog.Event, c *conn.Conn, t *connText, v *policy.Verdict) *
 		Float64("age_s", v.Age.Seconds()).
 		Bool("age_exact", c.Exact).
 		Float64("threshold_s", v.Threshold.Seconds())
-	if c.Owner != nil {
-		e = e.Int("pid", c.Owner.PID).Str("process", c.Owner.Comm)
+	return ownerFields(e, c.Owner)
+}
+
+// ownerFields adds the owner's fields to an event, when c has one: pid,
+// process, and where known cgroup, container_id and pod_uid.
+func ownerFields(e *zerolog.Event, o *conn.Owner) *zerolog.Event {
+	if o == nil {
+		return e
+	}
+	e = e.Int("pid", o.PID).Str("process", o.Comm)
+	if o.Cgroup != "" {
+		e = e.Str("cgroup", o.Cgroup)
+	}
+	if o.ContainerID != "" {
+		e = e.Str("container_id", o.ContainerID)
+	}
+	if o.PodUID != "" {
+		e = e.Str("pod_uid", o.PodUID)
 	}
 	return e
 }
@@ -101,10 +117,7 @@ func Items(log zerolog.Logger, rep *sweep.Report) {
 func Intent(log zerolog.Logger, c *conn.Conn) {
 	t := textOf(c)
 	e := log.Info().Str("state", c.State.String()).Str("local", t.local).Str("remote", t.remote).Uint64("cookie", c.Cookie)
-	if c.Owner != nil {
-		e = e.Int("pid", c.Owner.PID).Str("process", c.Owner.Comm)
-	}
-	e.Str("action", "destroying").Msg("Terminating: " + t.conn + " (socket cookie " + strconv.FormatUint(c.Cookie, 10) + ")")
+	ownerFields(e, c.Owner).Str("action", "destroying").Msg("Terminating: " + t.conn + " (socket cookie " + strconv.FormatUint(c.Cookie, 10) + ")")
 }
 
 func fate(log zerolog.Logger, it *sweep.Item, t *connText) {

@@ -143,3 +143,52 @@ func TestSummaryLogLost(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerCgroupFields: an owner's cgroup, container id and pod uid are
+// fields of every JSON line about its socket (those unknown are left
+// out); the text lines keep the scripts' format.
+func TestOwnerCgroupFields(t *testing.T) {
+	c := testConns()[0]
+	c.Owner = &conn.Owner{PID: 4242, Comm: "nginx", Cgroup: "/kubepods/besteffort/podx/abc", ContainerID: "abc", PodUID: "0f"}
+	bare := testConns()[1] // an owner whose cgroup is unknown
+	rep := sweep.Report{Items: []sweep.Item{
+		{Conn: c, Outcome: sweep.Destroyed, Verdict: policy.Verdict{Reason: "r"}},
+		{Conn: bare, Outcome: sweep.Destroyed, Verdict: policy.Verdict{Reason: "r"}},
+	}}
+	var b bytes.Buffer
+	log, _, err := logging.New(&b, logging.Options{Format: logging.JSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	Items(log, &rep)
+	Intent(log, &c)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	seen := 0
+	for _, l := range lines {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev["cookie"] == nil {
+			continue // the human Reason line
+		}
+		seen++
+		if ev["cookie"] == float64(bare.Cookie) {
+			for _, k := range []string{"cgroup", "container_id", "pod_uid"} {
+				if _, ok := ev[k]; ok {
+					t.Errorf("owner without a known cgroup: line has %s: %s", k, l)
+				}
+			}
+			continue
+		}
+		if ev["cgroup"] != c.Owner.Cgroup || ev["container_id"] != "abc" || ev["pod_uid"] != "0f" || ev["pid"] != float64(4242) {
+			t.Errorf("line without the owner's cgroup fields: %s", l)
+		}
+		if msg := ev["message"].(string); !strings.HasSuffix(msg, c.String()) && !strings.Contains(msg, c.String()+" ") {
+			t.Errorf("text %q does not keep the scripts' rendering %q", msg, c.String())
+		}
+	}
+	if seen != 5 { // detect + terminated, twice, and the intent
+		t.Errorf("%d lines about sockets, want 5:\n%s", seen, b.String())
+	}
+}

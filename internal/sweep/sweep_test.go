@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hck-bpf/hck-bpf/internal/cgroup"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
@@ -895,8 +896,14 @@ func TestOwners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(owners[held.Cookie], conn.Owner{PID: os.Getpid(), Comm: comm}) {
-		t.Errorf("owners of %s: %v, want pid %d comm %q", held, owners[held.Cookie], os.Getpid(), comm)
+	// Its cgroup too, read from /proc: this process's.
+	self, err := cgroup.Read(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := conn.Owner{PID: os.Getpid(), Comm: comm, Cgroup: self.Path, ContainerID: self.ContainerID, PodUID: self.PodUID}
+	if self.Path == "" || !slices.Contains(owners[held.Cookie], want) {
+		t.Errorf("owners of %s: %+v, want %+v", held, owners[held.Cookie], want)
 	}
 	if o := owners[orphan.Cookie]; len(o) != 0 {
 		t.Errorf("orphan %s has owners %v", orphan, o)
@@ -913,9 +920,9 @@ func TestOwners(t *testing.T) {
 	if it.Outcome != sweep.Skipped || it.Verdict.Skip != policy.SkipExcludedProcess {
 		t.Errorf("%s: %s (%s), want skipped: excluded process", it.Conn.String(), it.Outcome, it.Verdict.Skip)
 	}
-	want := fmt.Sprintf("process %s (pid %d) is excluded", comm, os.Getpid())
-	if it.Verdict.SkipDetail != want {
-		t.Errorf("skip detail %q, want %q", it.Verdict.SkipDetail, want)
+	detail := fmt.Sprintf("process %s (pid %d) is excluded", comm, os.Getpid())
+	if it.Verdict.SkipDetail != detail {
+		t.Errorf("skip detail %q, want %q", it.Verdict.SkipDetail, detail)
 	}
 	if it := mustItem(t, &rep, orphan.Cookie); it.Outcome != sweep.Destroyed || it.Conn.Owner != nil {
 		t.Errorf("orphan %s: %s owner %+v, want destroyed without owner", it.Conn.String(), it.Outcome, it.Conn.Owner)
