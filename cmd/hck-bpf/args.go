@@ -14,6 +14,8 @@ var listFlags = map[string]bool{
 	"--exclude-ports":     true,
 	"--include-ports":     true,
 	"--exclude-processes": true,
+	"--exclude-cgroups":   true,
+	"--include-cgroups":   true,
 }
 
 // sweepCommands accept the scripts' flags and no positional arguments.

@@ -25,6 +25,8 @@ func TestNormalizeArgs(t *testing.T) {
 		{"--live --exclude-ports 22 3306 5432 6379", "scan --live --exclude-ports 22 --exclude-ports 3306 --exclude-ports 5432 --exclude-ports 6379"},
 		{"scan -n --include-ports 80 443 8080 -v", "scan -n --include-ports 80 --include-ports 443 --include-ports 8080 -v"},
 		{"--live --exclude-processes nginx postgres", "scan --live --exclude-processes nginx --exclude-processes postgres"},
+		{"run --exclude-cgroups /a /b/* -v", "run --exclude-cgroups /a --exclude-cgroups /b/* -v"},
+		{"-n --include-cgroups /kubepods.slice /c", "scan -n --include-cgroups /kubepods.slice --include-cgroups /c"},
 		// Bash form and repeated flags pass through untouched.
 		{"--live --exclude-ports 22_3306", "scan --live --exclude-ports 22_3306"},
 		{"run --exclude-ports 22 --exclude-ports 80", "run --exclude-ports 22 --exclude-ports 80"},
@@ -86,6 +88,9 @@ func TestBadInputExits2(t *testing.T) {
 		{"--live", "--exclude-ports", "22", "abc"},
 		{"--live", "--include-ports", ","},
 		{"--live", "--exclude-processes", "/usr/sbin/nginx"},
+		{"--live", "--exclude-cgroups", "docker-*.scope"},
+		{"--live", "--include-cgroups", "/a/["},
+		{"run", "--include-cgroups", ","},
 		{"--live", "--max-kills", "-1"},
 		{"--live", "--map-size", "0"},
 		{"--live", "--bogus"},

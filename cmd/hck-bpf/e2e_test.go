@@ -710,8 +710,9 @@ func TestGlobalFlagsFirst(t *testing.T) {
 
 // holdIn starts a process whose comm is name (a copy of sleep under that
 // name) holding s, and closes the test's own descriptor: name is then the
-// socket's only owner. The process is killed when the test ends.
-func holdIn(t *testing.T, name string, s *testnet.Sock) {
+// socket's only owner. The process is killed when the test ends. It
+// returns the process's pid.
+func holdIn(t *testing.T, name string, s *testnet.Sock) int {
 	t.Helper()
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
@@ -742,6 +743,7 @@ func holdIn(t *testing.T, name string, s *testnet.Sock) {
 	if err != nil || strings.TrimSuffix(string(comm), "\n") != name {
 		t.Fatalf("holder comm %q (%v), want %q", comm, err, name)
 	}
+	return cmd.Process.Pid
 }
 
 // TestExcludeProcessWithSpace: a quoted name keeps its space. The Bash

@@ -17,6 +17,8 @@ type sweepFlags struct {
 	excludePorts []string
 	includePorts []string
 	excludeProcs []string
+	excludeCgrps []string
+	includeCgrps []string
 	maxKills     int
 	mapSize      uint32
 	mapSizeSet   bool // --map-size given: it must match a pinned map's
@@ -53,6 +55,8 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.excludePorts, "exclude-ports", []string{"22"}, "ports never destroyed, local or remote: 22 3306, \"22 3306\" or 22,3306")
 	fs.StringArrayVar(&f.includePorts, "include-ports", nil, "only connections on these ports, local or remote (default all)")
 	fs.StringArrayVar(&f.excludeProcs, "exclude-processes", nil, "process names (comm) never touched, on top of the protected ones: nginx postgres, \"nginx postgres\" or nginx,postgres;\na name with a space or comma in quotes inside the value: \"'my proc' nginx\"")
+	fs.StringArrayVar(&f.excludeCgrps, "exclude-cgroups", nil, "never destroy a connection whose owner's cgroup, or a cgroup above it, matches one of these globs\n(path.Match against the whole path: /system.slice/docker-*.scope, /kubepods.slice); lists as --exclude-processes")
+	fs.StringArrayVar(&f.includeCgrps, "include-cgroups", nil, "only connections whose owners' cgroups match one of these globs (as --exclude-cgroups);\na connection with no known owner (orphan, TIME_WAIT) is then never destroyed")
 	fs.IntVar(&f.maxKills, "max-kills", 0, "destroy at most this many sockets per sweep; the rest wait (0: no cap)")
 	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold when this attaches it (a pinned map keeps its size); more are counted as overflow")
 }
@@ -80,6 +84,12 @@ func (f *sweepFlags) policy() (*policy.Policy, error) {
 	}
 	if p.ExcludeProcesses, err = policy.ParseNames(f.excludeProcs); err != nil {
 		return nil, usagef("--exclude-processes: %v", err)
+	}
+	if p.ExcludeCgroups, err = policy.ParseCgroupGlobs(f.excludeCgrps); err != nil {
+		return nil, usagef("--exclude-cgroups: %v", err)
+	}
+	if p.IncludeCgroups, err = policy.ParseCgroupGlobs(f.includeCgrps); err != nil {
+		return nil, usagef("--include-cgroups: %v", err)
 	}
 	if f.maxKills < 0 {
 		return nil, usagef("--max-kills: %d is negative", f.maxKills)

@@ -194,7 +194,7 @@ func ParseNames(values []string) ([]string, error) {
 	for _, v := range values {
 		items, err := splitNames(v)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("invalid process list %q: %w", v, err)
 		}
 		if len(items) == 0 && !blank(v) {
 			return nil, fmt.Errorf("invalid process list %q: no names in it", v)
@@ -241,7 +241,7 @@ func splitNames(v string) ([]string, error) {
 		}
 	}
 	if quote != 0 {
-		return nil, fmt.Errorf("invalid process list %q: a %c quote is not closed (a name with a space is quoted whole: 'my proc')", v, quote)
+		return nil, fmt.Errorf("a %c quote is not closed (a name with a space is quoted whole: 'my proc')", quote)
 	}
 	if inName {
 		items = append(items, string(cur))

@@ -27,6 +27,18 @@ type Policy struct {
 	// ExcludeProcesses protects connections of processes with these names
 	// (matched with CommMatches), on top of ProtectedProcesses.
 	ExcludeProcesses []string
+	// ExcludeCgroups protects connections whose owner's cgroup matches one
+	// of these globs (CgroupMatches: the path or one of its ancestors).
+	// A connection without a known owner (an orphan, a timewait socket)
+	// is not excluded by them; an owner whose cgroup is unknown (it could
+	// not be read) is kept, since the rule cannot be checked.
+	ExcludeCgroups []string
+	// IncludeCgroups, when not empty, limits destruction to connections
+	// whose owners' cgroups all match one of these globs: a connection
+	// without a known owner (an orphan, a timewait socket) or with an
+	// owner whose cgroup is unknown is then never destroyed. Exclusion,
+	// and the protected processes, win over inclusion.
+	IncludeCgroups []string
 }
 
 // Default is the scripts' default policy: DefaultThresholds, port 22
@@ -54,6 +66,11 @@ func (p *Policy) Validate() error {
 			return err
 		}
 	}
+	for _, g := range append(slices.Clip(p.ExcludeCgroups), p.IncludeCgroups...) {
+		if err := checkGlob(g); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -64,6 +81,11 @@ func (p *Policy) Warnings() []string {
 	for _, port := range p.IncludePorts {
 		if slices.Contains(p.ExcludePorts, port) {
 			w = append(w, fmt.Sprintf("port %d is both included and excluded: excluded wins, its connections are never destroyed", port))
+		}
+	}
+	for _, g := range p.IncludeCgroups {
+		if slices.Contains(p.ExcludeCgroups, g) {
+			w = append(w, fmt.Sprintf("cgroup glob %s is both included and excluded: excluded wins, its connections are never destroyed", g))
 		}
 	}
 	for _, n := range p.ExcludeProcesses {
@@ -108,11 +130,14 @@ const (
 	SkipNotIncluded
 	SkipProtectedProcess
 	SkipExcludedProcess
+	SkipExcludedCgroup
+	SkipNotIncludedCgroup
 )
 
 // SkipReasons lists every reason a hung connection is kept, in a stable
 // order for summaries.
-var SkipReasons = []SkipReason{SkipExcludedPort, SkipNotIncluded, SkipProtectedProcess, SkipExcludedProcess}
+var SkipReasons = []SkipReason{SkipExcludedPort, SkipNotIncluded, SkipProtectedProcess, SkipExcludedProcess,
+	SkipExcludedCgroup, SkipNotIncludedCgroup}
 
 func (r SkipReason) String() string {
 	switch r {
@@ -126,6 +151,10 @@ func (r SkipReason) String() string {
 		return "protected process"
 	case SkipExcludedProcess:
 		return "excluded process"
+	case SkipExcludedCgroup:
+		return "excluded cgroup"
+	case SkipNotIncludedCgroup:
+		return "not in included cgroups"
 	}
 	return fmt.Sprintf("skip(%d)", uint8(r))
 }
@@ -174,10 +203,12 @@ const lowerBound = "age is a lower bound: the socket predates the tracker"
 // with c. In order: a state that is never destroyed, or not hung yet (age <
 // threshold), is ignored; a hung connection is skipped when its local or
 // remote port is excluded, when included ports are set and neither port is
-// among them, when its owner is protected, or when its owner is excluded;
-// otherwise it is destroyed. An unknown owner (c.Owner nil, or empty comm)
-// is not a reason to skip: unlike the scripts, hck-bpf destroys in the kernel
-// and needs no process. c must not be nil.
+// among them, when its owner is protected, when its owner is excluded by
+// name or by cgroup, or when included cgroups are set and its owner is in
+// none of them; otherwise it is destroyed. An unknown owner (c.Owner nil,
+// or empty comm) is not a reason to skip, unless included cgroups are set:
+// unlike the scripts, hck-bpf destroys in the kernel and needs no process.
+// c must not be nil.
 func (p *Policy) Decide(c *conn.Conn, now uint64) Verdict {
 	v := Verdict{Age: ageAt(c, now)}
 	th, ok := p.Thresholds.For(c.State)
@@ -258,22 +289,57 @@ func (p *Policy) skip(c *conn.Conn) (SkipReason, string) {
 		return SkipNotIncluded, fmt.Sprintf("neither local port %d nor remote port %d is included", lp, rp)
 	}
 	if c.Owner == nil {
+		if len(p.IncludeCgroups) > 0 {
+			return SkipNotIncludedCgroup, "no known process holds it: --include-cgroups destroys only sockets whose owner's cgroup matches"
+		}
 		return NotSkipped, ""
 	}
-	comm := strings.TrimRight(c.Owner.Comm, "\x00")
+	return p.Spares(c.Owner)
+}
+
+// Spares says why the process o must not be touched, by the rules on
+// processes (in Decide's order: protected, excluded by name, excluded by
+// cgroup, not in the included cgroups); NotSkipped when none keeps it.
+// Decide applies it to a hung connection's owner; --kill-process asks it
+// again of the process it is about to signal.
+func (p *Policy) Spares(o *conn.Owner) (SkipReason, string) {
+	comm := strings.TrimRight(o.Comm, "\x00")
 	if name, ok := protectedBy(comm); ok {
-		d := fmt.Sprintf("process %s (pid %d) is protected", showComm(comm), c.Owner.PID)
+		d := fmt.Sprintf("process %s (pid %d) is protected", showComm(comm), o.PID)
 		if name != comm {
 			d += " as " + name
 		}
 		return SkipProtectedProcess, d
 	}
 	if name, ok := excludedBy(p.ExcludeProcesses, comm); ok {
-		d := fmt.Sprintf("process %s (pid %d) is excluded", showComm(comm), c.Owner.PID)
+		d := fmt.Sprintf("process %s (pid %d) is excluded", showComm(comm), o.PID)
 		if name != comm {
 			d += " as " + name
 		}
 		return SkipExcludedProcess, d
+	}
+	return p.sparesCgroup(o, comm)
+}
+
+// sparesCgroup applies the cgroup globs to o, whose comm is comm.
+func (p *Policy) sparesCgroup(o *conn.Owner, comm string) (SkipReason, string) {
+	if len(p.ExcludeCgroups) == 0 && len(p.IncludeCgroups) == 0 {
+		return NotSkipped, ""
+	}
+	who := fmt.Sprintf("process %s (pid %d)", showComm(comm), o.PID)
+	if o.Cgroup == "" {
+		if len(p.ExcludeCgroups) > 0 {
+			return SkipExcludedCgroup, who + ": cgroup unknown, kept: --exclude-cgroups cannot be checked"
+		}
+		return SkipNotIncludedCgroup, who + ": cgroup unknown, so not in --include-cgroups"
+	}
+	if g, ok := cgroupMatchedBy(p.ExcludeCgroups, o.Cgroup); ok {
+		return SkipExcludedCgroup, fmt.Sprintf("%s is in cgroup %s, excluded by %s", who, showComm(o.Cgroup), showComm(g))
+	}
+	if len(p.IncludeCgroups) > 0 {
+		if _, ok := cgroupMatchedBy(p.IncludeCgroups, o.Cgroup); !ok {
+			return SkipNotIncludedCgroup, fmt.Sprintf("%s is in cgroup %s, which no --include-cgroups glob matches", who, showComm(o.Cgroup))
+		}
 	}
 	return NotSkipped, ""
 }

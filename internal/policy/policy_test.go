@@ -448,19 +448,21 @@ func TestStrings(t *testing.T) {
 		}
 	}
 	want := map[SkipReason]string{
-		NotSkipped:           "not skipped",
-		SkipExcludedPort:     "excluded port",
-		SkipNotIncluded:      "not in included ports",
-		SkipProtectedProcess: "protected process",
-		SkipExcludedProcess:  "excluded process",
-		SkipReason(9):        "skip(9)",
+		NotSkipped:            "not skipped",
+		SkipExcludedPort:      "excluded port",
+		SkipNotIncluded:       "not in included ports",
+		SkipProtectedProcess:  "protected process",
+		SkipExcludedProcess:   "excluded process",
+		SkipExcludedCgroup:    "excluded cgroup",
+		SkipNotIncludedCgroup: "not in included cgroups",
+		SkipReason(9):         "skip(9)",
 	}
 	for r, w := range want {
 		if r.String() != w {
 			t.Errorf("SkipReason(%d).String() = %q, want %q", uint8(r), r.String(), w)
 		}
 	}
-	if len(SkipReasons) != 4 {
+	if len(SkipReasons) != 6 {
 		t.Errorf("SkipReasons = %v", SkipReasons)
 	}
 }
