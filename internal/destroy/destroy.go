@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
@@ -109,6 +110,11 @@ var (
 	ErrNoAnswer = errors.New("no answer from the kernel")
 	// ErrClosed: the Destroyer has been closed.
 	ErrClosed = errors.New("destroyer closed")
+	// ErrNoEffect: the kernel answered a destroy with success, and still
+	// has the socket (same tuple, same cookie). Before Linux 6.11,
+	// tcp_abort() on an orphan (SOCK_DEAD: no process holds it) did
+	// nothing and reported success (fixed by bac76cf89816).
+	ErrNoEffect = errors.New("destroy had no effect")
 )
 
 const (
@@ -183,6 +189,17 @@ type Destroyer struct {
 	// opened, when set, is called with each socket a call opens besides
 	// the Destroyer's own, before it is used (tests).
 	opened func(fd int)
+
+	// verify looks up again every socket whose destroy answered success,
+	// and fails one the kernel still has (ErrNoEffect): set where the
+	// kernel rules say a success may be silent (orphans before Linux
+	// 6.11, kernel.Capabilities.DestroyOrphans), or the kernel is unknown.
+	// Tests set it to treat the running kernel as older.
+	verify bool
+	// keep, when set (tests), names confirmed sockets whose SOCK_DESTROY
+	// is not sent but answered with success: what a kernel that silently
+	// keeps a socket does.
+	keep func(c *conn.Conn) bool
 }
 
 // New opens a Destroyer for the network namespace of the calling thread,
@@ -222,11 +239,13 @@ func NewAt(ns *netns.NS) (*Destroyer, error) {
 
 // newDestroyer is a Destroyer for namespace ns (owned), without its socket.
 func newDestroyer(ns *netns.NS) *Destroyer {
+	rules, err := kernel.Running()
 	return &Destroyer{
 		ns:        ns,
 		inode:     ns.Inode(),
 		workers:   min(maxWorkers, runtime.GOMAXPROCS(0)),
 		perWorker: parMin,
+		verify:    err != nil || !rules.DestroyOrphans,
 	}
 }
 
@@ -283,6 +302,12 @@ func (d *Destroyer) Check(conns []*conn.Conn) []Result {
 // addresses, fails without anything being sent. Lookups and destroys go
 // out many per sendmsg, in turns: each batch of lookups is followed by the
 // destroys of the sockets it confirmed.
+//
+// Where the kernel may answer success and keep the socket (orphans before
+// Linux 6.11: see ErrNoEffect), every socket whose destroy answered
+// success is looked up again, and one the kernel still has fails with
+// ErrNoEffect. A process may close its socket between the lookup and the
+// destroy, so on those kernels no success is taken on trust.
 func (d *Destroyer) Destroy(conns []*conn.Conn) []Result {
 	return d.run(conns, true)
 }
@@ -318,7 +343,6 @@ func (d *Destroyer) run(conns []*conn.Conn, kill bool) []Result {
 	refused := d.fanOut(len(reqs), func(k *nlSock, lo, hi int) []int {
 		return d.work(k, conns, reqs[lo:hi], idx[lo:hi], res, kill)
 	})
-	d.sock.trim()
 	if len(refused) > 0 && d.loadIter() {
 		// A socket the walk does not destroy keeps netlink's answer.
 		for k, r := range d.walk(conns, refused) {
@@ -327,7 +351,44 @@ func (d *Destroyer) run(conns []*conn.Conn, kill bool) []Result {
 			}
 		}
 	}
+	if kill && d.verify {
+		d.check(conns, reqs, idx, res)
+	}
+	d.sock.trim()
 	return res
+}
+
+// check looks up again, on the Destroyer's socket, the sockets reqs
+// (conns[idx[j]]) whose destroy answered success, and fails those the
+// kernel still has (ErrNoEffect), or that it could not be asked about.
+// d.mu is held.
+func (d *Destroyer) check(conns []*conn.Conn, reqs [][reqLen]byte, idx []int, res []Result) {
+	var again [][reqLen]byte
+	var which []int // again[m] is conns[which[m]]
+	for j, i := range idx {
+		if res[i].Outcome == Destroyed {
+			again, which = append(again, reqs[j]), append(which, i)
+		}
+	}
+	d.sock.lookups(again, func(lo int, ans []answer) {
+		for m, a := range ans {
+			i := which[lo+m]
+			c, r := conns[i], res[i]
+			switch {
+			case a.err == nil && (a.errno == unix.ENOENT || a.errno == unix.ESTALE):
+				// Gone: the destroy did what it said.
+			case a.err == nil && a.errno == 0 && a.found:
+				res[i] = Result{Outcome: Failed, Via: r.Via, State: r.State,
+					Err: fmt.Errorf("destroy %s: %w: the kernel answered success and still has it in %s", c, ErrNoEffect, a.state)}
+			case a.err != nil:
+				res[i] = Result{Outcome: Failed, Via: r.Via, State: r.State, Err: fmt.Errorf("check destroy of %s: %w", c, a.err)}
+			case a.errno != 0:
+				res[i] = Result{Outcome: Failed, Via: r.Via, State: r.State, Err: fmt.Errorf("check destroy of %s: %w", c, a.errno)}
+			default:
+				res[i] = Result{Outcome: Failed, Via: r.Via, State: r.State, Err: fmt.Errorf("check destroy of %s: %w", c, ErrNoAnswer)}
+			}
+		}
+	})
 }
 
 // work looks up reqs (conns[idx[j]]) on socket k, in batches, fills in
@@ -363,12 +424,15 @@ func (d *Destroyer) work(k *nlSock, conns []*conn.Conn, reqs [][reqLen]byte, idx
 			return
 		}
 		var dans []answer
-		if d.noDiagDestroy {
+		switch {
+		case d.noDiagDestroy:
 			dans = make([]answer, len(confirmed))
 			for m := range dans {
 				dans[m] = answer{errno: unix.EOPNOTSUPP, done: true}
 			}
-		} else {
+		case d.keep != nil:
+			dans = d.keepSome(k, conns, confirmed, which)
+		default:
 			dans = k.destroys(confirmed)
 		}
 		for m, a := range dans {
@@ -397,6 +461,25 @@ func (d *Destroyer) work(k *nlSock, conns []*conn.Conn, reqs [][reqLen]byte, idx
 		}
 	})
 	return refused
+}
+
+// keepSome sends the destroys of confirmed (conns[which[m]]) but for the
+// sockets d.keep names, which it answers with success unsent (tests).
+func (d *Destroyer) keepSome(k *nlSock, conns []*conn.Conn, confirmed [][reqLen]byte, which []int) []answer {
+	dans := make([]answer, len(confirmed))
+	var send [][reqLen]byte
+	var at []int
+	for m := range confirmed {
+		if d.keep(conns[which[m]]) {
+			dans[m] = answer{done: true}
+			continue
+		}
+		send, at = append(send, confirmed[m]), append(at, m)
+	}
+	for n, a := range k.destroys(send) {
+		dans[at[n]] = a
+	}
+	return dans
 }
 
 // result is the Result of the walk's r for c: ok is false when the walk did
