@@ -119,6 +119,10 @@ type Options struct {
 	// timewait socket seen then may have entered TIME_WAIT any time since,
 	// with no event: it is worth a walk once it could be hung as that.
 	Walked uint64
+	// Processes, when set (--kill-process), signals the owners of the
+	// sockets a live sweep failed to destroy (see Processes); the sweep
+	// then waits for them, up to the grace period and a little more.
+	Processes Processes
 }
 
 // Outcome of one hung socket.
@@ -152,6 +156,11 @@ type Item struct {
 	// KernelState is the socket's state as the kernel reported it just
 	// before the destroy (0 when it did not: gone, or no answer).
 	KernelState conn.State
+	// Processes is what --kill-process did with the socket's owners,
+	// when its destroy failed (Options.Processes).
+	Processes []ProcessResult
+
+	owners []conn.Owner // every process holding it
 }
 
 // Report is what one sweep saw and did.
@@ -168,7 +177,11 @@ type Report struct {
 	Unsupported int
 	// Changed counts hung sockets the kernel had in another state.
 	Changed int
-	Items   []Item // the hung sockets, oldest first
+	// ProcessesTerminated and ProcessesKilled count the owners
+	// --kill-process signalled (each process once) that exited after
+	// SIGTERM, and that were sent SIGKILL.
+	ProcessesTerminated, ProcessesKilled int
+	Items                                []Item // the hung sockets, oldest first
 	// Next is the earliest CLOCK_BOOTTIME at which a socket still tracked
 	// becomes hung, should be retried, or may have become hung without an
 	// event (a FIN_WAIT2 timewait socket entering TIME_WAIT); 0 when
@@ -282,6 +295,11 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 	}
 	changed := false
 	if len(kill) > 0 {
+		var held map[int]*hold
+		if opts.Processes != nil && !act.dry {
+			held = holdOwners(opts.Processes, &opts, kill)
+			defer releaseAll(held)
+		}
 		targets := make([]*conn.Conn, len(kill))
 		for i, it := range kill {
 			targets[i] = &it.Conn
@@ -307,6 +325,9 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 			if it.Outcome == Gone || it.Outcome == Destroyed && it.Conn.Timewait {
 				_ = src.Forget(it.Conn.Cookie)
 			}
+		}
+		if held != nil {
+			rep.terminate(opts.Processes, kill, held)
 		}
 		lap(&rep.Steps.Act)
 	}
@@ -444,6 +465,7 @@ func decideOwned(p *policy.Policy, c conn.Conn, owners []conn.Owner, now uint64)
 			first = it
 		}
 	}
+	first.owners = owners
 	return first
 }
 
