@@ -91,6 +91,9 @@ func TestBadInputExits2(t *testing.T) {
 		{"--live", "--exclude-cgroups", "docker-*.scope"},
 		{"--live", "--include-cgroups", "/a/["},
 		{"run", "--include-cgroups", ","},
+		{"--live", "--kill-grace", "2s"}, // without --kill-process
+		{"--live", "--kill-process", "--kill-grace", "0"},
+		{"--live", "--kill-process", "--kill-grace", "1h"},
 		{"--live", "--max-kills", "-1"},
 		{"--live", "--map-size", "0"},
 		{"--live", "--bogus"},

@@ -34,6 +34,7 @@ func newRun(g *globals) *cobra.Command {
 			}
 			f.dryRun = !f.live
 			f.mapSizeSet = cmd.Flags().Changed("map-size")
+			f.killGraceSet = cmd.Flags().Changed("kill-grace")
 			return runService(g, f)
 		},
 	}
@@ -81,7 +82,9 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)
 	err = daemon.Run(ctx, tr, act, daemon.Config{
 		Sweep: sweep.Options{Policy: pol, NetNS: netns, MaxKills: f.maxKills,
-			Kernel: kernelRules(log)},
+			Kernel: kernelRules(log), Processes: f.processes(func(p sweep.Processes) sweep.Processes {
+				return daemon.AuditedProcesses(p, f.killGrace, log, out.Flush)
+			})},
 		Log:   log,
 		Ready: func() { sdNotify("READY=1") },
 		Swept: heapProfiler(os.Getenv(heapProfileEnv)),

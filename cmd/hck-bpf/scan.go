@@ -28,6 +28,7 @@ func newScan(g *globals) *cobra.Command {
 				return usagef("choose one mode: -n/--dry-run or -l/--live")
 			}
 			f.mapSizeSet = cmd.Flags().Changed("map-size")
+			f.killGraceSet = cmd.Flags().Changed("kill-grace")
 			return scan(g, f)
 		},
 	}
@@ -73,7 +74,7 @@ func scan(g *globals, f *sweepFlags) (err error) {
 	// Over a tracker that has been watching this namespace since a full
 	// walk, the map is exact: walk only if a hung socket needs it.
 	rep, err := sweep.Run(tr, act, sweep.Options{Policy: pol, NetNS: netns, MaxKills: f.maxKills,
-		Kernel: kernelRules(log), WalkOnDemand: !tr.Attached && tr.Seeded(netns)}, conn.Now())
+		Kernel: kernelRules(log), WalkOnDemand: !tr.Attached && tr.Seeded(netns), Processes: f.processes(nil)}, conn.Now())
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"time"
+
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/logging"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/procs"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
@@ -20,8 +24,30 @@ type sweepFlags struct {
 	excludeCgrps []string
 	includeCgrps []string
 	maxKills     int
+	killProcess  bool
+	killGraceArg string
+	killGrace    time.Duration // --kill-grace, parsed by policy()
 	mapSize      uint32
 	mapSizeSet   bool // --map-size given: it must match a pinned map's
+	killGraceSet bool // --kill-grace given
+}
+
+// maxKillGrace bounds --kill-grace: a sweep (the service's too) waits
+// for the processes it signalled, up to the grace period.
+const maxKillGrace = 5 * time.Minute
+
+// processes is what a sweep does with the owners of the sockets it could
+// not destroy: nothing without --kill-process (nil), otherwise signal them
+// (audit, when set, wraps it for the service's log).
+func (f *sweepFlags) processes(audit func(sweep.Processes) sweep.Processes) sweep.Processes {
+	if !f.killProcess {
+		return nil
+	}
+	var p sweep.Processes = procs.Sweep{Grace: f.killGrace}
+	if audit != nil {
+		p = audit(p)
+	}
+	return p
 }
 
 // openSize is the map size to open the tracker with: 0 (the pinned map's
@@ -57,6 +83,8 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.excludeProcs, "exclude-processes", nil, "process names (comm) never touched, on top of the protected ones: nginx postgres, \"nginx postgres\" or nginx,postgres;\na name with a space or comma in quotes inside the value: \"'my proc' nginx\"")
 	fs.StringArrayVar(&f.excludeCgrps, "exclude-cgroups", nil, "never destroy a connection whose owner's cgroup, or a cgroup above it, matches one of these globs\n(path.Match against the whole path: /system.slice/docker-*.scope, /kubepods.slice); lists as --exclude-processes")
 	fs.StringArrayVar(&f.includeCgrps, "include-cgroups", nil, "only connections whose owners' cgroups match one of these globs (as --exclude-cgroups);\na connection with no known owner (orphan, TIME_WAIT) is then never destroyed")
+	fs.BoolVar(&f.killProcess, "kill-process", false, "when a destroy fails (not 'already gone'), send the socket's owners SIGTERM, then SIGKILL after --kill-grace\n(never a protected or excluded process, never hck-bpf itself; through a pidfd: a reused pid is never hit)")
+	fs.StringVar(&f.killGraceArg, "kill-grace", "5", "with --kill-process: how long a process has to exit after SIGTERM before SIGKILL (seconds, 1.5, or 5s, 500ms)")
 	fs.IntVar(&f.maxKills, "max-kills", 0, "destroy at most this many sockets per sweep; the rest wait (0: no cap)")
 	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold when this attaches it (a pinned map keeps its size); more are counted as overflow")
 }
@@ -90,6 +118,15 @@ func (f *sweepFlags) policy() (*policy.Policy, error) {
 	}
 	if p.IncludeCgroups, err = policy.ParseCgroupGlobs(f.includeCgrps); err != nil {
 		return nil, usagef("--include-cgroups: %v", err)
+	}
+	if f.killGrace, err = policy.ParseDuration(f.killGraceArg); err != nil {
+		return nil, usagef("--kill-grace: %v", err)
+	}
+	if f.killGrace > maxKillGrace {
+		return nil, usagef("--kill-grace: %s is longer than %s: the sweep waits for it", f.killGrace, maxKillGrace)
+	}
+	if f.killGraceSet && !f.killProcess {
+		return nil, usagef("--kill-grace: only with --kill-process")
 	}
 	if f.maxKills < 0 {
 		return nil, usagef("--max-kills: %d is negative", f.maxKills)

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"time"
+
 	"github.com/rs/zerolog"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
@@ -34,4 +36,28 @@ func (a *audited) Kill(cs []*conn.Conn) []error {
 	}
 	a.flush()
 	return a.k.Kill(cs)
+}
+
+// AuditedProcesses wraps --kill-process the same way as Audited: before it
+// signals, it logs one "Signalling:" line per process and flushes the log,
+// so that a killed service leaves a line for every process it may have
+// signalled.
+func AuditedProcesses(p sweep.Processes, grace time.Duration, log zerolog.Logger, flush func()) sweep.Processes {
+	return &auditedProcs{Processes: p, grace: grace, log: log, flush: flush}
+}
+
+type auditedProcs struct {
+	sweep.Processes
+	grace time.Duration
+	log   zerolog.Logger
+	flush func()
+}
+
+func (a *auditedProcs) Terminate(ps []sweep.Process) []sweep.ProcessResult {
+	for _, p := range ps {
+		o := p.Owner()
+		report.Signalling(a.log, &o, a.grace.String())
+	}
+	a.flush()
+	return a.Processes.Terminate(ps)
 }

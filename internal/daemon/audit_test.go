@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/logging"
@@ -89,5 +90,39 @@ func TestAuditedWritesBeforeDestroying(t *testing.T) {
 	}
 	if !strings.Contains(inner.seen[1], "Terminating: tcp CLOSE_WAIT 127.0.0.1:80 -> 127.0.0.1:5000 (PID: 7, Process: app) (socket cookie 13)") {
 		t.Errorf("second batch's line not written before its destroys:\n%s", inner.seen[1])
+	}
+}
+
+type seenProcs struct {
+	out  *lockedBuffer
+	seen string
+}
+
+type heldProc struct{ o conn.Owner }
+
+func (p heldProc) Owner() conn.Owner { return p.o }
+func (heldProc) Release()            {}
+
+func (s *seenProcs) Hold(o conn.Owner) (sweep.Process, error) { return heldProc{o}, nil }
+func (s *seenProcs) Terminate(ps []sweep.Process) []sweep.ProcessResult {
+	s.seen = s.out.String()
+	return make([]sweep.ProcessResult, len(ps))
+}
+
+// TestAuditedProcessesWritesBeforeSignalling: --kill-process in the
+// service writes a "Signalling:" line per process out before any signal.
+func TestAuditedProcessesWritesBeforeSignalling(t *testing.T) {
+	var dst lockedBuffer
+	log, out, err := logging.New(&dst, logging.Options{Format: logging.Text, Buffered: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	inner := &seenProcs{out: &dst}
+	p := AuditedProcesses(inner, 5*time.Second, log, out.Flush)
+	h, _ := p.Hold(conn.Owner{PID: 42, Comm: "app"})
+	p.Terminate([]sweep.Process{h})
+	if want := "WARN - Signalling: SIGTERM to PID 42 (app), SIGKILL after 5s if it is still running"; !strings.Contains(inner.seen, want) {
+		t.Errorf("not written before the signal: %q\n--- written:\n%s", want, inner.seen)
 	}
 }

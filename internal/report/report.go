@@ -136,6 +136,9 @@ func fate(log zerolog.Logger, it *sweep.Item, t *connText) {
 	case sweep.Failed:
 		connEvent(log.Error(), c, t, v).Str("action", "failed").AnErr("error", it.Err).
 			Msg("Failed to terminate: " + t.conn)
+		for i := range it.Processes {
+			processLine(log, c, &it.Processes[i])
+		}
 	case sweep.Unsupported:
 		connEvent(log.Warn(), c, t, v).Str("action", "unsupported").
 			Msg("Not destroyed, this kernel cannot destroy it reliably: " + t.conn)
@@ -143,6 +146,51 @@ func fate(log zerolog.Logger, it *sweep.Item, t *connText) {
 		connEvent(log.Info(), c, t, v).Str("action", "changed").Str("kernel_state", it.KernelState.String()).
 			Msg("Left alone, no longer " + c.State.String() + " (the kernel has it in " + it.KernelState.String() + "): " + t.conn)
 	}
+}
+
+// processLine logs what --kill-process did with one owner of c, a socket
+// that could not be destroyed.
+func processLine(log zerolog.Logger, c *conn.Conn, r *sweep.ProcessResult) {
+	o := &r.Owner
+	who := "PID " + strconv.Itoa(o.PID) + " (" + o.Comm + ")"
+	ev := func(e *zerolog.Event, action string) *zerolog.Event {
+		return ownerFields(e.Uint64("cookie", c.Cookie).Str("action", action), o)
+	}
+	grace := r.Grace.String()
+	switch r.Outcome {
+	case sweep.ProcessTerminated:
+		ev(log.Warn(), "process_terminated").Str("signal", "SIGTERM").
+			Msg("Terminated process " + who + " with SIGTERM: its socket could not be destroyed")
+	case sweep.ProcessKilled:
+		e := ev(log.Warn(), "process_killed").Str("signal", "SIGKILL").Float64("grace_s", r.Grace.Seconds())
+		msg := "Killed process " + who + " with SIGKILL: still running " + grace + " after SIGTERM"
+		if r.Err != nil {
+			e = e.AnErr("error", r.Err)
+			msg += " (" + r.Err.Error() + ")"
+		}
+		e.Msg(msg)
+	case sweep.ProcessGone:
+		ev(log.Info(), "process_gone").Msg("Process " + who + " had already exited")
+	case sweep.ProcessSpared:
+		ev(log.Warn(), "process_spared").AnErr("error", r.Err).Msg("Not signalling process " + who + ": " + errText(r.Err))
+	case sweep.ProcessFailed:
+		ev(log.Error(), "process_failed").AnErr("error", r.Err).Msg("Failed to signal process " + who + ": " + errText(r.Err))
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "no reason given"
+	}
+	return err.Error()
+}
+
+// Signalling logs, before --kill-process signals it, the process o: with
+// the line of its fate after it, the service's audit trail names every
+// process hck-bpf may have signalled, even if it is killed in between.
+func Signalling(log zerolog.Logger, o *conn.Owner, grace string) {
+	ownerFields(log.Warn(), o).Str("action", "signalling").Str("signal", "SIGTERM").
+		Msg("Signalling: SIGTERM to PID " + strconv.Itoa(o.PID) + " (" + o.Comm + "), SIGKILL after " + grace + " if it is still running")
 }
 
 // Reconciled logs what the walk of the namespace's sockets changed: at
@@ -197,7 +245,8 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool, logLost uint64)
 		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Int("changed", rep.Changed).
 		Bool("dry_run", dryRun).Float64("took_s", rep.Took.Seconds()).
 		Float64("took_walk_s", rep.Steps.Walk.Seconds()).Float64("took_read_s", rep.Steps.Read.Seconds()).
-		Float64("took_owners_s", rep.Steps.Owners.Seconds()).Float64("took_act_s", rep.Steps.Act.Seconds()).Uint64("log_lines_lost", logLost)
+		Float64("took_owners_s", rep.Steps.Owners.Seconds()).Float64("took_act_s", rep.Steps.Act.Seconds()).Uint64("log_lines_lost", logLost).
+		Int("processes_terminated", rep.ProcessesTerminated).Int("processes_killed", rep.ProcessesKilled)
 	for _, r := range policy.SkipReasons {
 		ev = ev.Int("skipped_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Skipped[r])
 	}
@@ -222,6 +271,10 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool, logLost uint64)
 		log.Warn().Bool(logging.Human, true).Msgf("  Reported, not destroyed (kernel too old): %d", rep.Unsupported)
 	}
 	human(log).Msgf("  Failed terminations: %d", rep.Failed)
+	if rep.ProcessesTerminated+rep.ProcessesKilled > 0 {
+		log.Warn().Bool(logging.Human, true).Msgf("  Processes terminated (--kill-process): %d with SIGTERM, %d with SIGKILL",
+			rep.ProcessesTerminated, rep.ProcessesKilled)
+	}
 	if logLost > 0 {
 		log.Warn().Bool(logging.Human, true).Msgf("  Log lines not written: %d (see stderr)", logLost)
 	}

@@ -192,3 +192,38 @@ func TestOwnerCgroupFields(t *testing.T) {
 		t.Errorf("%d lines about sockets, want 5:\n%s", seen, b.String())
 	}
 }
+
+// TestProcessLines: after a failed destroy's line, one line per owner
+// --kill-process dealt with; the summary counts them.
+func TestProcessLines(t *testing.T) {
+	c := testConns()[0]
+	o := conn.Owner{PID: 7, Comm: "app", Cgroup: "/a"}
+	it := sweep.Item{Conn: c, Outcome: sweep.Failed, Err: errors.New("eperm"), Verdict: policy.Verdict{Reason: "r"},
+		Processes: []sweep.ProcessResult{
+			{Owner: o, Outcome: sweep.ProcessTerminated, Grace: 5 * time.Second},
+			{Owner: conn.Owner{PID: 8, Comm: "deaf"}, Outcome: sweep.ProcessKilled, Grace: 5 * time.Second},
+			{Owner: conn.Owner{PID: 9, Comm: "sshd"}, Outcome: sweep.ProcessSpared, Err: errors.New("process sshd (pid 9) is protected")},
+			{Owner: conn.Owner{PID: 10, Comm: "x"}, Outcome: sweep.ProcessGone},
+			{Owner: conn.Owner{PID: 11, Comm: "y"}, Outcome: sweep.ProcessFailed, Err: errors.New("eperm")},
+		}}
+	rep := sweep.Report{Items: []sweep.Item{it}, Failed: 1, ProcessesTerminated: 1, ProcessesKilled: 1}
+	var b bytes.Buffer
+	log, _, err := logging.New(&b, logging.Options{Format: logging.Text})
+	if err != nil {
+		t.Fatal(err)
+	}
+	Items(log, &rep)
+	Summary(log, &rep, false, 0)
+	for _, want := range []string{
+		"WARN - Terminated process PID 7 (app) with SIGTERM: its socket could not be destroyed",
+		"WARN - Killed process PID 8 (deaf) with SIGKILL: still running 5s after SIGTERM",
+		"WARN - Not signalling process PID 9 (sshd): process sshd (pid 9) is protected",
+		"INFO - Process PID 10 (x) had already exited",
+		"ERROR - Failed to signal process PID 11 (y): eperm",
+		"WARN -   Processes terminated (--kill-process): 1 with SIGTERM, 1 with SIGKILL",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("no line %q in:\n%s", want, b.String())
+		}
+	}
+}
