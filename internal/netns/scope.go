@@ -1,0 +1,273 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/cgroup"
+)
+
+// Readable is the namespace's readable name: the Kubernetes pod or the
+// container its first process runs in, read from that process's cgroup
+// path ("pod:<uid>", "container:<id, 12 hex>"), else its bind mount's
+// name (an `ip netns` name), else "".
+func (f Found) Readable() string {
+	if f.PID > 0 {
+		if in, err := cgroup.OfPID(f.PID); err == nil {
+			if name := cgroupName(in); name != "" {
+				return name
+			}
+		}
+	}
+	return f.Name
+}
+
+func cgroupName(in cgroup.Info) string {
+	switch {
+	case in.PodUID != "":
+		return "pod:" + in.PodUID
+	case in.ContainerID != "":
+		return "container:" + in.ContainerID[:12]
+	}
+	return ""
+}
+
+// Scope is the set of network namespaces a command works on, each with a
+// handle held open (so it can be entered) and its readable name: the one
+// the command runs in (OwnScope), the ones --netns names (ResolveScope),
+// or every namespace of the host (AllScope), found again by Refresh.
+//
+// A handle keeps its namespace alive: Refresh closes the handles of the
+// namespaces nothing else holds any more (no process is in them, no bind
+// mount names them), which then go with their sockets.
+type Scope struct {
+	mu       sync.RWMutex
+	all      bool
+	discover func() []Found // all only
+	members  map[uint32]*member
+}
+
+type member struct {
+	ns   *NS
+	name string
+}
+
+// OwnScope is the calling thread's namespace alone: every command's
+// default.
+func OwnScope() (*Scope, error) {
+	ns, err := Current()
+	if err != nil {
+		return nil, err
+	}
+	f := Found{Inode: ns.Inode(), PID: os.Getpid(), Name: mountName(ns.Inode())}
+	return &Scope{members: map[uint32]*member{ns.Inode(): {ns: ns, name: f.Readable()}}}, nil
+}
+
+// ResolveScope opens the namespaces --netns names (Resolve: a name, a
+// path, a pid), each once. One that cannot be opened is an error naming
+// it.
+func ResolveScope(specs []string) (*Scope, error) {
+	if len(specs) == 0 {
+		return nil, errors.New("open network namespaces: none named")
+	}
+	s := &Scope{members: map[uint32]*member{}}
+	for _, spec := range specs {
+		ns, err := Resolve(spec)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		if _, ok := s.members[ns.Inode()]; ok {
+			ns.Close()
+			continue
+		}
+		s.members[ns.Inode()] = &member{ns: ns}
+	}
+	// Name them as discovery would: from a process in each.
+	found := map[uint32]Found{}
+	for _, f := range Discover() {
+		found[f.Inode] = f
+	}
+	for ino, m := range s.members {
+		f, ok := found[ino]
+		if !ok {
+			f = Found{Inode: ino, Name: mountName(ino)}
+		}
+		m.name = f.Readable()
+	}
+	return s, nil
+}
+
+// AllScope is every network namespace of the host that Discover finds.
+func AllScope() (*Scope, error) { return NewAllScope(Discover) }
+
+// NewAllScope is AllScope finding namespaces with discover (tests give
+// one that keeps only their own namespaces).
+func NewAllScope(discover func() []Found) (*Scope, error) {
+	s := &Scope{all: true, discover: discover, members: map[uint32]*member{}}
+	s.Refresh()
+	if len(s.members) == 0 {
+		return nil, errors.New("discover network namespaces: found none that can be opened")
+	}
+	return s, nil
+}
+
+// All reports whether the scope is every namespace of the host.
+func (s *Scope) All() bool { return s.all }
+
+// Len is how many namespaces the scope holds.
+func (s *Scope) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.members)
+}
+
+// Inodes lists the scope's namespaces, sorted.
+func (s *Scope) Inodes() []uint32 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]uint32, 0, len(s.members))
+	for ino := range s.members {
+		out = append(out, ino)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Names maps each namespace of the scope to its readable name ("" when it
+// has none): a copy.
+func (s *Scope) Names() map[uint32]string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[uint32]string, len(s.members))
+	for ino, m := range s.members {
+		out[ino] = m.name
+	}
+	return out
+}
+
+// Name is the readable name of namespace ino ("" when none, or not in the
+// scope).
+func (s *Scope) Name(ino uint32) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if m, ok := s.members[ino]; ok {
+		return m.name
+	}
+	return ""
+}
+
+// Do runs fn inside namespace ino (NS.Do); ErrGone when the scope does
+// not hold it (any more).
+func (s *Scope) Do(ino uint32, fn func() error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m, ok := s.members[ino]
+	if !ok {
+		return fmt.Errorf("enter network namespace %d: %w", ino, ErrGone)
+	}
+	return m.ns.Do(fn)
+}
+
+// Dup returns a handle of its own on namespace ino, which the caller
+// closes; ErrGone when the scope does not hold it (any more).
+func (s *Scope) Dup(ino uint32) (*NS, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m, ok := s.members[ino]
+	if !ok {
+		return nil, fmt.Errorf("open network namespace %d: %w", ino, ErrGone)
+	}
+	return m.ns.Dup()
+}
+
+// Refresh brings the scope up to date and returns the namespaces it
+// added and removed. Every namespace: what Discover finds now is the
+// scope, new ones opened, names read again. Chosen ones: those nothing
+// holds any more (Live) leave it. A namespace leaving the scope has its
+// handle closed.
+func (s *Scope) Refresh() (added, removed []uint32) {
+	var found []Found
+	var live map[uint32]bool
+	if s.all {
+		found = s.discover()
+	} else {
+		live = Live()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.all {
+		for ino, m := range s.members {
+			if !live[ino] {
+				m.ns.Close()
+				delete(s.members, ino)
+				removed = append(removed, ino)
+			}
+		}
+		slices.Sort(removed)
+		return nil, removed
+	}
+	seen := make(map[uint32]bool, len(found))
+	for _, f := range found {
+		m, ok := s.members[f.Inode]
+		if !ok {
+			ns, err := open(f.Path)
+			if err != nil {
+				continue // gone meanwhile, or not ours to enter
+			}
+			if ns.Inode() != f.Inode { // the process or mount moved on
+				ns.Close()
+				continue
+			}
+			m = &member{ns: ns}
+			s.members[f.Inode] = m
+			added = append(added, f.Inode)
+		}
+		seen[f.Inode] = true
+		m.name = f.Readable()
+	}
+	for ino, m := range s.members {
+		if !seen[ino] {
+			m.ns.Close()
+			delete(s.members, ino)
+			removed = append(removed, ino)
+		}
+	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	return added, removed
+}
+
+// Close closes every handle; the scope is empty afterwards.
+func (s *Scope) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ino, m := range s.members {
+		m.ns.Close()
+		delete(s.members, ino)
+	}
+}
+
+// mountName is the name of a bind mount of namespace ino in MountDirs, ""
+// when none.
+func mountName(ino uint32) string {
+	for _, pattern := range MountDirs {
+		dirs, _ := filepath.Glob(pattern)
+		for _, dir := range dirs {
+			names, _ := os.ReadDir(dir)
+			for _, n := range names {
+				var st unix.Stat_t
+				if unix.Stat(filepath.Join(dir, n.Name()), &st) == nil && uint32(st.Ino) == ino {
+					return n.Name()
+				}
+			}
+		}
+	}
+	return ""
+}
