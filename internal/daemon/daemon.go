@@ -185,7 +185,10 @@ func keepEarliest(pending *atomic.Uint64, due uint64) bool {
 // its scope, from the earliest moment a sweep may have to look at one
 // after it entered its state (sweep.Wake of a socket that entered at 0).
 func Wakes(opts sweep.Options) tracking.Wakes {
-	w := tracking.Wakes{NetNS: opts.NetNS, After: map[conn.State]time.Duration{}}
+	w := tracking.Wakes{After: map[conn.State]time.Duration{}}
+	if opts.NetNS != 0 {
+		w.NetNS = []uint32{opts.NetNS}
+	}
 	for _, s := range conn.ClosingStates {
 		c := conn.Conn{State: s}
 		if at := sweep.Wake(opts.Policy, &c); at != 0 {

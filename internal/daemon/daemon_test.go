@@ -363,8 +363,8 @@ func TestWakes(t *testing.T) {
 	pol.Thresholds.CloseWait = 3 * time.Second
 	pol.Thresholds.TimeWait = 2 * time.Second
 	w := daemon.Wakes(sweep.Options{Policy: &pol, NetNS: 42})
-	if w.NetNS != 42 {
-		t.Errorf("NetNS %d, want the sweep's 42", w.NetNS)
+	if len(w.NetNS) != 1 || w.NetNS[0] != 42 {
+		t.Errorf("NetNS %v, want the sweep's [42]", w.NetNS)
 	}
 	want := map[conn.State]time.Duration{conn.CloseWait: 3 * time.Second, conn.FinWait1: time.Hour,
 		conn.FinWait2: 2 * time.Second, conn.Closing: time.Hour, conn.LastAck: time.Hour, conn.TimeWait: 2 * time.Second}
