@@ -91,7 +91,7 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 	now := conn.Now()
 	walked := false
 	if !tr.Seeded(netns) {
-		if _, err := tr.Reconcile(); err != nil {
+		if _, err := tr.Reconcile(nil); err != nil {
 			return err
 		}
 		walked = true
@@ -101,7 +101,7 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 		return err
 	}
 	if !walked && slices.ContainsFunc(conns, func(c conn.Conn) bool { return c.MayBeStale(now) }) {
-		if _, err := tr.Reconcile(); err != nil {
+		if _, err := tr.Reconcile(nil); err != nil {
 			return err
 		}
 		if conns, err = tr.Conns(netns); err != nil {

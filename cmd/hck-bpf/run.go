@@ -75,12 +75,12 @@ func runService(g *globals, f *sweepFlags) (err error) {
 	defer d.Close()
 	act := sweep.DryRun(d)
 	if f.live {
-		act = sweep.Live(daemon.Audited(d, log, out.Flush))
+		act = sweep.Live(daemon.Audited(d, log, out.Flush, false))
 	}
 	log.Info().Str("mode", report.Mode(f.dryRun)).Str("pin_dir", g.pinDir).Bool("attached", tr.Attached).Uint32("netns", netns).
 		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)
 	err = daemon.Run(ctx, tr, act, daemon.Config{
-		Sweep: sweep.Options{Policy: pol, NetNS: netns, MaxKills: f.maxKills,
+		Sweep: sweep.Options{Policy: pol, NetNS: map[uint32]string{netns: ""}, MaxKills: f.maxKills,
 			Kernel: kernelRules(log)},
 		Log:   log,
 		Ready: func() { sdNotify("READY=1") },

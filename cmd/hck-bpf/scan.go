@@ -72,7 +72,7 @@ func scan(g *globals, f *sweepFlags) (err error) {
 	report.Header(log, f.dryRun)
 	// Over a tracker that has been watching this namespace since a full
 	// walk, the map is exact: walk only if a hung socket needs it.
-	rep, err := sweep.Run(tr, act, sweep.Options{Policy: pol, NetNS: netns, MaxKills: f.maxKills,
+	rep, err := sweep.Run(tr, act, sweep.Options{Policy: pol, NetNS: map[uint32]string{netns: ""}, MaxKills: f.maxKills,
 		Kernel: kernelRules(log), WalkOnDemand: !tr.Attached && tr.Seeded(netns)}, conn.Now())
 	if err != nil {
 		return err
