@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hck-bpf/hck-bpf/internal/logging"
-	"github.com/hck-bpf/hck-bpf/internal/netns"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
@@ -67,7 +67,7 @@ func (g *globals) checkPinDir() error {
 // namespaces of scope and walking each from inside it. mapSize is 0
 // unless --map-size was given: a pinned map keeps its size. own makes this
 // the pin dir's one service (run).
-func (g *globals) openTracker(mapSize uint32, own bool, scope *netns.Scope) (*tracking.Tracker, error) {
+func (g *globals) openTracker(mapSize uint32, own bool, scope *scope.Scope) (*tracking.Tracker, error) {
 	return tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: mapSize, Watch: scope.Inodes(), Own: own, Enter: scope.Do})
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
 	"github.com/hck-bpf/hck-bpf/internal/report"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 )
 
 // scopeFlags choose the network namespaces a command works on: the one it
@@ -26,32 +27,32 @@ func (f *scopeFlags) register(fs *pflag.FlagSet) {
 // open checks the flags and opens the namespaces they name: bad input
 // (both flags, a namespace that cannot be opened) is a usage error, found
 // before anything is loaded.
-func (f *scopeFlags) open() (*netns.Scope, error) {
+func (f *scopeFlags) open() (*scope.Scope, error) {
 	switch {
 	case f.all && len(f.netns) > 0:
 		return nil, usagef("--all-netns and --netns: choose one")
 	case f.all:
-		s, err := netns.AllScope()
+		s, err := scope.All()
 		if err != nil {
 			return nil, usagef("--all-netns: %v", err)
 		}
 		return s, nil
 	case len(f.netns) > 0:
-		s, err := netns.ResolveScope(f.netns)
+		s, err := scope.Resolve(f.netns)
 		if err != nil {
 			return nil, usagef("--netns: %v", err)
 		}
 		return s, nil
 	}
-	return netns.OwnScope()
+	return scope.Own()
 }
 
 // several reports whether a scope may hold more than one namespace: then
 // the scripts' lines name each socket's.
-func several(s *netns.Scope) bool { return s.All() || s.Len() > 1 }
+func several(s *scope.Scope) bool { return s.All() || s.Len() > 1 }
 
 // scopeText says which namespaces a scope holds, for the start line.
-func scopeText(s *netns.Scope) string {
+func scopeText(s *scope.Scope) string {
 	ns := s.Inodes()
 	switch {
 	case s.All():
@@ -64,7 +65,7 @@ func scopeText(s *netns.Scope) string {
 
 // canEnter fails when the scope holds a namespace other than the calling
 // thread's and this process cannot enter it (kernel.CanEnter).
-func canEnter(s *netns.Scope) error {
+func canEnter(s *scope.Scope) error {
 	here, err := netns.CurrentInode()
 	if err != nil {
 		return err

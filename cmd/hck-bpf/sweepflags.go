@@ -6,8 +6,8 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/logging"
-	"github.com/hck-bpf/hck-bpf/internal/netns"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
@@ -101,7 +101,7 @@ type prepared struct {
 	pol   *policy.Policy
 	log   zerolog.Logger
 	out   *logging.Output
-	scope *netns.Scope // the caller closes it
+	scope *scope.Scope // the caller closes it
 }
 
 // prepare validates the flags and opens the namespaces they name, then

@@ -1,144 +1,233 @@
-// Package cgroup reads what a process's cgroup path says about where it
-// runs: the container id a runtime put in it, and the Kubernetes pod uid
-// the kubelet put in it. Nothing else: no runtime or API server is asked.
+// Package cgroup says which control group a process is in, from
+// /proc/PID/cgroup, and what the group's path tells of it: the id of the
+// container it runs in and the uid of its Kubernetes pod, where the
+// container runtime put them in the path.
+//
+// The path forms it knows (systemd and cgroupfs drivers):
+//
+//	/system.slice/docker-<id>.scope                      Docker (systemd)
+//	/docker/<id>                                         Docker (cgroupfs)
+//	/system.slice/containerd.service/... cri-containerd-<id>.scope   containerd (CRI)
+//	.../crio-<id>.scope, .../crio-<id>                   CRI-O
+//	/machine.slice/libpod-<id>.scope[/container]         podman (systemd)
+//	/libpod_parent/libpod-<id>                           podman (cgroupfs)
+//	/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope
+//	/kubepods/besteffort/pod<uid>/<id>, /kubepods/pod<uid>/<id>
+//
+// A container id is 64 lowercase hex digits; the monitors the runtimes
+// start beside a container (crio-conmon-<id>.scope, libpod-conmon-<id>.scope)
+// are not the container and carry no id. A pod uid is a UUID (systemd
+// slices write its dashes as underscores; it is given back with dashes) or
+// the 32 hex digits of a static pod's config hash.
+//
+// The package is self-contained: it reads one file and parses text.
 package cgroup
 
 import (
-	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"strings"
 )
 
-// Info is what one process's cgroup tells.
+// Info is what a process's cgroup says of it.
 type Info struct {
-	// Path is the process's cgroup: the unified (v2) hierarchy's path,
-	// else the first v1 path that names a container or a pod, else the
-	// first v1 path.
+	// Path is the process's cgroup: the unified (v2) hierarchy's path, or
+	// where that is the root while a v1 hierarchy shows a deeper one
+	// (hybrid hosts), the v1 name=systemd hierarchy's, else the first
+	// v1 hierarchy's in the file's order. Paths are relative to the
+	// reader's cgroup namespace. Empty when unknown.
 	Path string
-	// ContainerID is the 64-hex id a container runtime (Docker,
-	// containerd, CRI-O, podman) put in the path; "" when none.
+	// ContainerID is the 64-hex-digit id of the container the process
+	// runs in, when a path shows one (the deepest, for nested ones).
 	ContainerID string
-	// PodUID is the Kubernetes pod uid the kubelet put in the path, with
-	// dashes (the systemd driver writes underscores); "" when none.
+	// PodUID is the uid of the Kubernetes pod, when a path shows one.
 	PodUID string
 }
 
-// OfPID reads /proc/PID/cgroup.
-func OfPID(pid int) (Info, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return Info{}, fmt.Errorf("read cgroup of pid %d: %w", pid, err)
-	}
-	return ParseFile(b), nil
+// maxFile bounds what Read takes of /proc/PID/cgroup: a few hundred bytes
+// in practice (one line per hierarchy).
+const maxFile = 64 << 10
+
+// Read reads the cgroup of process pid from /proc/PID/cgroup.
+func Read(pid int) (Info, error) {
+	return ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
 }
 
-// ParseFile reads the contents of a /proc/PID/cgroup file: lines of
-// "hierarchy-id:controllers:path".
-func ParseFile(b []byte) Info {
-	var unified, first, named Info
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
+// ReadFile reads a /proc/PID/cgroup file at path.
+func ReadFile(path string) (Info, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Info{}, fmt.Errorf("read cgroup: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFile))
+	if err != nil {
+		return Info{}, fmt.Errorf("read cgroup %s: %w", path, err)
+	}
+	info, err := Parse(b)
+	if err != nil {
+		return Info{}, fmt.Errorf("read cgroup %s: %w", path, err)
+	}
+	return info, nil
+}
+
+// ErrEmpty: the file names no hierarchy.
+var ErrEmpty = errors.New("no cgroup line")
+
+// line is one line of /proc/PID/cgroup: "ID:controllers:path".
+type line struct {
+	v2          bool // "0::path", the unified hierarchy
+	controllers string
+	path        string
+}
+
+// Parse reads the text of a /proc/PID/cgroup file. Lines it cannot read
+// are skipped; a file with no readable line is an error.
+func Parse(b []byte) (Info, error) {
+	var lines []line
+	for raw := range bytes.SplitSeq(b, []byte{'\n'}) {
+		// The path may hold ':' itself: split at the first two only.
+		parts := strings.SplitN(string(raw), ":", 3)
+		if len(parts) != 3 || !strings.HasPrefix(parts[2], "/") {
 			continue
 		}
-		in := Parse(parts[2])
+		p := strings.TrimSuffix(parts[2], " (deleted)") // a removed v2 cgroup
+		lines = append(lines, line{v2: parts[0] == "0" && parts[1] == "", controllers: parts[1], path: p})
+	}
+	if len(lines) == 0 {
+		return Info{}, ErrEmpty
+	}
+	info := Info{Path: pick(lines)}
+	// The chosen path first, then the others: on a hybrid host the
+	// runtime may have put the container in the v1 hierarchies only.
+	paths := append([]string{info.Path}, pathsOf(lines)...)
+	for _, p := range paths {
+		if info.ContainerID == "" {
+			info.ContainerID = containerID(p)
+		}
+		if info.PodUID == "" {
+			info.PodUID = podUID(p)
+		}
+	}
+	return info, nil
+}
+
+func pathsOf(lines []line) []string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = l.path
+	}
+	return out
+}
+
+// pick chooses the path Info.Path documents.
+func pick(lines []line) string {
+	var v2, systemd, first string
+	for _, l := range lines {
 		switch {
-		case parts[0] == "0" && parts[1] == "":
-			unified = in
-		case first.Path == "":
-			first = in
-		}
-		if named.Path == "" && (in.ContainerID != "" || in.PodUID != "") {
-			named = in
+		case l.v2:
+			if v2 == "" {
+				v2 = l.path
+			}
+		case l.controllers == "name=systemd":
+			if systemd == "" {
+				systemd = l.path
+			}
+		case first == "" && l.path != "/":
+			first = l.path
 		}
 	}
-	switch {
-	case unified.ContainerID != "" || unified.PodUID != "":
-		return unified
-	case named.Path != "":
-		return named
-	case unified.Path != "":
-		return unified
+	for _, p := range []string{v2, systemd, first} {
+		if p != "" && p != "/" {
+			return p
+		}
 	}
-	return first
+	for _, p := range []string{v2, systemd} {
+		if p != "" {
+			return p
+		}
+	}
+	return lines[0].path
 }
 
-// Parse reads one cgroup path. The runtimes and drivers it knows:
-//
-//	/kubepods/burstable/pod<uid>/<id>                              kubelet, cgroupfs driver
-//	/kubepods.slice/kubepods-burstable.slice/
-//	    kubepods-burstable-pod<uid_with_underscores>.slice/
-//	    cri-containerd-<id>.scope (crio-<id>.scope, docker-<id>.scope) kubelet, systemd driver
-//	/system.slice/docker-<id>.scope, /docker/<id>                  Docker
-//	/machine.slice/libpod-<id>.scope                               podman
-//
-// The container id is the last 64-hex run found in a path element; the
-// pod uid is the element after "pod" in a kubepods element.
-func Parse(path string) Info {
-	in := Info{Path: path}
-	for _, el := range strings.Split(path, "/") {
-		if id := containerID(el); id != "" {
-			in.ContainerID = id
-		}
-		if uid := podUID(el); uid != "" {
-			in.PodUID = uid
-		}
-	}
-	return in
+// ParsePath says what one cgroup path shows: a container id and a pod uid,
+// each empty when the path shows none.
+func ParsePath(p string) (container, pod string) {
+	return containerID(p), podUID(p)
 }
 
-// containerID is the 64-hex run in el that is delimited by its start or a
-// '-', and its end or a '.' ("docker-<id>.scope", "<id>"); "" when none.
-func containerID(el string) string {
-	el = strings.TrimSuffix(el, ".scope")
-	if i := strings.LastIndexByte(el, '-'); i >= 0 {
-		el = el[i+1:]
+// containerID is the id of the deepest container p shows.
+func containerID(p string) string {
+	segs := strings.Split(p, "/")
+	for i := len(segs) - 1; i >= 0; i-- {
+		if id := idOf(segs[i]); id != "" {
+			return id
+		}
 	}
-	if len(el) != 64 || !isHex(el) {
+	return ""
+}
+
+// idOf reads one path segment as a container's: "<id>", "<id>.scope", or
+// "<runtime>-<id>[.scope]" (docker-, cri-containerd-, crio-, libpod-, ...),
+// but not a runtime's monitor ("crio-conmon-<id>.scope").
+func idOf(seg string) string {
+	s := strings.TrimSuffix(seg, ".scope")
+	prefix := ""
+	if i := strings.LastIndexByte(s, '-'); i >= 0 {
+		prefix, s = s[:i], s[i+1:]
+	}
+	if !isHex(s, 64) || strings.HasSuffix(prefix, "conmon") {
 		return ""
 	}
-	return el
+	return s
 }
 
-// podUID is the pod uid in a kubepods element: "pod<uid>" (cgroupfs) or
-// "kubepods-<qos>-pod<uid>.slice" / "kubepods-pod<uid>.slice" (systemd,
-// underscores for dashes); "" when el is not one.
-func podUID(el string) string {
-	var rest string
-	switch {
-	case strings.HasPrefix(el, "kubepods") && strings.HasSuffix(el, ".slice"):
-		i := strings.LastIndex(el, "-pod")
-		if i < 0 {
-			return ""
+// podUID is the uid of the pod p shows: a segment "pod<uid>" (cgroupfs) or
+// "...-pod<uid>.slice" (systemd, "_" for "-").
+func podUID(p string) string {
+	for seg := range strings.SplitSeq(p, "/") {
+		var uid string
+		switch {
+		case strings.HasSuffix(seg, ".slice"):
+			s := strings.TrimSuffix(seg, ".slice")
+			i := strings.LastIndex(s, "-pod")
+			if i < 0 {
+				continue
+			}
+			uid = strings.ReplaceAll(s[i+len("-pod"):], "_", "-")
+		case strings.HasPrefix(seg, "pod"):
+			uid = seg[len("pod"):]
+		default:
+			continue
 		}
-		rest = strings.ReplaceAll(strings.TrimSuffix(el[i+len("-pod"):], ".slice"), "_", "-")
-	case strings.HasPrefix(el, "pod"):
-		rest = el[len("pod"):]
-	default:
-		return ""
+		if isUID(uid) {
+			return uid
+		}
 	}
-	if !isUID(rest) {
-		return ""
-	}
-	return rest
+	return ""
 }
 
-// isUID matches a UUID's text form, 8-4-4-4-12 hex digits.
+// isUID: a UUID in its 8-4-4-4-12 form, or 32 hex digits (a static pod's
+// uid is the hash of its manifest), lowercase.
 func isUID(s string) bool {
+	if isHex(s, 32) {
+		return true
+	}
 	if len(s) != 36 {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
+	for i := range len(s) {
 		switch i {
 		case 8, 13, 18, 23:
 			if s[i] != '-' {
 				return false
 			}
 		default:
-			if !isHexByte(s[i]) {
+			if !isHexDigit(s[i]) {
 				return false
 			}
 		}
@@ -146,13 +235,16 @@ func isUID(s string) bool {
 	return true
 }
 
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !isHexByte(s[i]) {
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := range len(s) {
+		if !isHexDigit(s[i]) {
 			return false
 		}
 	}
 	return true
 }
 
-func isHexByte(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }
+func isHexDigit(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }

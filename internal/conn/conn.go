@@ -90,7 +90,7 @@ type Conn struct {
 	Remote netip.AddrPort
 	NetNS  uint32 // network namespace inode number
 	// NetNSName is the namespace's readable name (an `ip netns` name, a
-	// pod or container, netns.Found.Readable), "" when none is known.
+	// pod or container: scope.Name), "" when none is known.
 	NetNSName string
 	Ifindex   uint32 // bound device, needed to find IPv6 link-local sockets
 

@@ -14,8 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
-	"github.com/hck-bpf/hck-bpf/internal/netns"
 	"github.com/hck-bpf/hck-bpf/internal/report"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
@@ -44,11 +44,11 @@ type Config struct {
 	Backstop time.Duration
 	// Scope, when set, is the service's network namespaces: Sweep.NetNS
 	// is taken from it, and before every full walk but the first it is
-	// refreshed (netns.Scope.Refresh: with --all-netns, namespaces made
+	// refreshed (scope.Scope.Refresh: with --all-netns, namespaces made
 	// since join it, gone ones leave it). The tracker watches each new
 	// one; Closed is called with each one gone (the destroyers' pool
 	// closes its destroyer).
-	Scope  *netns.Scope
+	Scope  *scope.Scope
 	Closed func(ns uint32)
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/daemon"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
@@ -73,7 +74,7 @@ func (d *discovery) discover() []netns.Found {
 // first sweep is done.
 func startAll(t *testing.T, home *testnet.NS, d *discovery, pol sweep.Options, backstop time.Duration) *service {
 	t.Helper()
-	scope, err := netns.NewAllScope(d.discover)
+	sc, err := scope.NewAll(d.discover)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,13 +84,13 @@ func startAll(t *testing.T, home *testnet.NS, d *discovery, pol sweep.Options, b
 			t.Error(err)
 		}
 	})
-	tr, err := tracking.Open(tracking.Options{PinDir: pin, Watch: scope.Inodes(), Enter: scope.Do})
+	tr, err := tracking.Open(tracking.Options{PinDir: pin, Watch: sc.Inodes(), Enter: sc.Do})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &service{ns: home, tr: tr, pin: pin}
 	var pool *destroy.Pool
-	home.MustDo(func() error { pool, err = destroy.NewPool(scope.Dup); return err })
+	home.MustDo(func() error { pool, err = destroy.NewPool(sc.Dup); return err })
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -104,7 +105,7 @@ func startAll(t *testing.T, home *testnet.NS, d *discovery, pol sweep.Options, b
 			s.at = append(s.at, conn.Now())
 			s.mu.Unlock()
 		},
-		Scope:  scope,
+		Scope:  sc,
 		Closed: pool.Close,
 	}
 	go func() {
@@ -121,7 +122,7 @@ func startAll(t *testing.T, home *testnet.NS, d *discovery, pol sweep.Options, b
 			}
 			pool.CloseAll()
 			tr.Close()
-			scope.Close()
+			sc.Close()
 		})
 	}
 	t.Cleanup(s.stop)

@@ -26,7 +26,7 @@ type Pool struct {
 
 // NewPool opens the calling thread's namespace's Destroyer; open gives a
 // handle (the caller's to close) on any other namespace a socket names,
-// wrapping netns.ErrGone when it is gone (netns.Scope.Dup).
+// wrapping netns.ErrGone when it is gone (scope.Scope.Dup).
 func NewPool(open func(ns uint32) (*netns.NS, error)) (*Pool, error) {
 	own, err := New()
 	if err != nil {

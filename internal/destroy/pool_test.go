@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
-	"github.com/hck-bpf/hck-bpf/internal/netns"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
@@ -27,11 +27,11 @@ func openFDs(t *testing.T) int {
 // opened is closed by CloseAll.
 func TestPool(t *testing.T) {
 	a, b := testnet.New(t), testnet.New(t)
-	scope, err := netns.ResolveScope([]string{a.Path(), b.Path()})
+	sc, err := scope.Resolve([]string{a.Path(), b.Path()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer scope.Close()
+	defer sc.Close()
 	var pairs []*pair
 	var conns []*conn.Conn
 	for range 3 {
@@ -52,7 +52,7 @@ func TestPool(t *testing.T) {
 		}
 	}
 	before := openFDs(t)
-	pool, err := NewPool(scope.Dup)
+	pool, err := NewPool(sc.Dup)
 	if err != nil {
 		t.Fatal(err)
 	}

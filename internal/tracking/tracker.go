@@ -39,7 +39,7 @@ type Options struct {
 	// for. WatchAll records every namespace.
 	Watch    []uint32
 	WatchAll bool
-	// Enter runs fn inside network namespace ns (netns.Scope.Do), for
+	// Enter runs fn inside network namespace ns (scope.Scope.Do), for
 	// walks of namespaces other than the calling thread's; ErrGone (from
 	// netns) when it is gone. nil: such a namespace is opened by inode.
 	Enter func(ns uint32, fn func() error) error

@@ -14,7 +14,7 @@ import (
 	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
-	"github.com/hck-bpf/hck-bpf/internal/netns"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
@@ -318,12 +318,12 @@ func TestReconcileEveryNamespace(t *testing.T) {
 	// Older than the tracker: only a walk inside each namespace finds them.
 	aSrv, _ := a.CloseWait(t, "tcp4")
 	bSrv, _ := b.CloseWait(t, "tcp6")
-	scope, err := netns.ResolveScope([]string{a.Path(), b.Path()})
+	sc, err := scope.Resolve([]string{a.Path(), b.Path()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer scope.Close()
-	tr, err := Open(Options{PinDir: testnet.PinDir(t), Watch: []uint32{a.Inode(), b.Inode()}, Enter: scope.Do})
+	defer sc.Close()
+	tr, err := Open(Options{PinDir: testnet.PinDir(t), Watch: []uint32{a.Inode(), b.Inode()}, Enter: sc.Do})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hck-bpf/hck-bpf/internal/netns"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 )
 
 // netnsPhase measures --all-netns: p.namespaces namespaces of p.perNS
@@ -146,14 +147,14 @@ func measureDiscovery(n int) (discoveryTimes, discovered, error) {
 		ds = append(ds, time.Since(start))
 		found.namespaces = len(fs)
 	}
-	scope, err := netns.AllScope()
+	sc, err := scope.All()
 	if err != nil {
 		return d, found, err
 	}
-	defer scope.Close()
+	defer sc.Close()
 	for range n {
 		start := time.Now()
-		scope.Refresh()
+		sc.Refresh()
 		rs = append(rs, time.Since(start))
 	}
 	d.discover, d.refresh = median(ds), median(rs)

@@ -1,4 +1,4 @@
-package netns
+package scope
 
 import (
 	"bufio"
@@ -15,7 +15,16 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and cgroups (run: sudo make test)")
+	}
+}
 
 func randHex(n int) string {
 	b := make([]byte, n)
@@ -24,14 +33,14 @@ func randHex(n int) string {
 }
 
 // named makes a bind-mounted namespace, removed when the test ends.
-func named(t *testing.T) (*NS, string) {
+func named(t *testing.T) (*netns.NS, string) {
 	t.Helper()
 	name := "hckscope-" + randHex(4)
-	ns, err := NewNamed(name)
+	ns, err := netns.NewNamed(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ns.Close(); _ = DeleteNamed(name) })
+	t.Cleanup(func() { ns.Close(); _ = netns.DeleteNamed(name) })
 	return ns, name
 }
 
@@ -70,9 +79,9 @@ func cgroupRoot(t *testing.T) string {
 // inNamespace starts a process alone in a new unnamed namespace, in a
 // cgroup whose path ends in cgPath (made for the test; "" keeps the test's
 // own), and returns the namespace and the pid. Both end with the test.
-func inNamespace(t *testing.T, cgPath string) (*NS, int) {
+func inNamespace(t *testing.T, cgPath string) (*netns.NS, int) {
 	t.Helper()
-	ns, err := New()
+	ns, err := netns.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,11 +149,11 @@ func openFDs(t *testing.T) int {
 	return len(fds)
 }
 
-// TestScopeAll: every namespace discovered is in the scope, entered by
+// TestAll: every namespace discovered is in the scope, entered by
 // inode, named by its bind mount or by its process's cgroup (a Kubernetes
 // pod, a container); a new namespace joins on Refresh, a deleted one
 // leaves it with its handle closed.
-func TestScopeAll(t *testing.T) {
+func TestAll(t *testing.T) {
 	requireRoot(t)
 	const (
 		uid = "0f3c7b2e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
@@ -162,16 +171,16 @@ func TestScopeAll(t *testing.T) {
 	ctr, _ := inNamespace(t, "system.slice/docker-"+id+".scope")
 	plain, _ := inNamespace(t, "")
 	mine := map[uint32]bool{a.Inode(): true, b.Inode(): true, pod.Inode(): true, ctr.Inode(): true, plain.Inode(): true}
-	ours := func() []Found {
-		var out []Found
-		for _, f := range Discover() {
+	ours := func() []netns.Found {
+		var out []netns.Found
+		for _, f := range netns.Discover() {
 			if mine[f.Inode] {
 				out = append(out, f)
 			}
 		}
 		return out
 	}
-	s, err := NewAllScope(ours)
+	s, err := NewAll(ours)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +195,7 @@ func TestScopeAll(t *testing.T) {
 	}
 	for ino := range want {
 		var in uint32
-		if err := s.Do(ino, func() (err error) { in, err = CurrentInode(); return err }); err != nil || in != ino {
+		if err := s.Do(ino, func() (err error) { in, err = netns.CurrentInode(); return err }); err != nil || in != ino {
 			t.Errorf("Do(%d) ran in %d (%v)", ino, in, err)
 		}
 	}
@@ -195,7 +204,7 @@ func TestScopeAll(t *testing.T) {
 	c, cName := named(t)
 	mine[c.Inode()] = true
 	b.Close()
-	if err := DeleteNamed(bName); err != nil {
+	if err := netns.DeleteNamed(bName); err != nil {
 		t.Fatal(err)
 	}
 	added, removed := s.Refresh()
@@ -205,10 +214,10 @@ func TestScopeAll(t *testing.T) {
 	if s.Name(c.Inode()) != cName || s.Len() != 5 {
 		t.Errorf("after Refresh: %v", s.Names())
 	}
-	if err := s.Do(b.Inode(), func() error { return nil }); !errors.Is(err, ErrGone) {
+	if err := s.Do(b.Inode(), func() error { return nil }); !errors.Is(err, netns.ErrGone) {
 		t.Errorf("Do in the deleted namespace: %v, want ErrGone", err)
 	}
-	if _, err := s.Dup(b.Inode()); !errors.Is(err, ErrGone) {
+	if _, err := s.Dup(b.Inode()); !errors.Is(err, netns.ErrGone) {
 		t.Errorf("Dup of the deleted namespace: %v, want ErrGone", err)
 	}
 	// The deleted namespace's handle is closed: c's took its place.
@@ -230,15 +239,15 @@ func equalNames(a, b map[uint32]string) bool {
 	return true
 }
 
-// TestResolveScope: --netns's forms open each namespace once, named as
+// TestResolve: --netns's forms open each namespace once, named as
 // discovery names it; a namespace no process or mount holds leaves on
 // Refresh; an unknown name is an error.
-func TestResolveScope(t *testing.T) {
+func TestResolve(t *testing.T) {
 	requireRoot(t)
 	a, aName := named(t)
 	const uid = "11111111-2222-4333-8444-555555555555"
 	pod, pid := inNamespace(t, "kubepods/pod"+uid)
-	s, err := ResolveScope([]string{aName, NamedDir + "/" + aName, strconv.Itoa(pid)})
+	s, err := Resolve([]string{aName, netns.NamedDir + "/" + aName, strconv.Itoa(pid)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +263,7 @@ func TestResolveScope(t *testing.T) {
 	p, _ := os.FindProcess(pid)
 	_ = p.Kill()
 	pod.Close()
-	for i := 0; Live()[pod.Inode()]; i++ {
+	for i := 0; netns.Live()[pod.Inode()]; i++ {
 		if i == 200 {
 			t.Fatal("the namespace stays live after its process died")
 		}
@@ -267,25 +276,25 @@ func TestResolveScope(t *testing.T) {
 		t.Errorf("inodes %v, want [%d]", got, a.Inode())
 	}
 	for _, bad := range [][]string{nil, {"hckscope-no-such-name"}, {aName, "/no/such/path"}} {
-		if s, err := ResolveScope(bad); err == nil {
+		if s, err := Resolve(bad); err == nil {
 			s.Close()
-			t.Errorf("ResolveScope(%q): no error", bad)
+			t.Errorf("Resolve(%q): no error", bad)
 		}
 	}
 }
 
-// TestOwnScope: the calling thread's namespace, one member.
-func TestOwnScope(t *testing.T) {
-	s, err := OwnScope()
+// TestOwn: the calling thread's namespace, one member.
+func TestOwn(t *testing.T) {
+	s, err := Own()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	mine, err := CurrentInode()
+	mine, err := netns.CurrentInode()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Inodes(); !slices.Equal(got, []uint32{mine}) || s.All() {
-		t.Errorf("OwnScope: %v (all %v), want [%d]", got, s.All(), mine)
+		t.Errorf("Own: %v (all %v), want [%d]", got, s.All(), mine)
 	}
 }

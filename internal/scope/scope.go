@@ -1,4 +1,8 @@
-package netns
+// Package scope is the set of network namespaces a command works on: the
+// one it runs in (the default), the ones --netns names, or every one of
+// the host (--all-netns), found again while the service runs. Each is
+// held by a handle, so it can be entered, and has a readable name.
+package scope
 
 import (
 	"errors"
@@ -11,15 +15,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/cgroup"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
-// Readable is the namespace's readable name: the Kubernetes pod or the
+// Name is a namespace's readable name: the Kubernetes pod or the
 // container its first process runs in, read from that process's cgroup
 // path ("pod:<uid>", "container:<id, 12 hex>"), else its bind mount's
 // name (an `ip netns` name), else "".
-func (f Found) Readable() string {
+func Name(f netns.Found) string {
 	if f.PID > 0 {
-		if in, err := cgroup.OfPID(f.PID); err == nil {
+		if in, err := cgroup.Read(f.PID); err == nil {
 			if name := cgroupName(in); name != "" {
 				return name
 			}
@@ -40,8 +45,8 @@ func cgroupName(in cgroup.Info) string {
 
 // Scope is the set of network namespaces a command works on, each with a
 // handle held open (so it can be entered) and its readable name: the one
-// the command runs in (OwnScope), the ones --netns names (ResolveScope),
-// or every namespace of the host (AllScope), found again by Refresh.
+// the command runs in (Own), the ones --netns names (Resolve), or every
+// namespace of the host (All), found again by Refresh.
 //
 // A handle keeps its namespace alive: Refresh closes the handles of the
 // namespaces nothing else holds any more (no process is in them, no bind
@@ -49,36 +54,35 @@ func cgroupName(in cgroup.Info) string {
 type Scope struct {
 	mu       sync.RWMutex
 	all      bool
-	discover func() []Found // all only
+	discover func() []netns.Found // every namespace only
 	members  map[uint32]*member
 }
 
 type member struct {
-	ns   *NS
+	ns   *netns.NS
 	name string
 }
 
-// OwnScope is the calling thread's namespace alone: every command's
-// default.
-func OwnScope() (*Scope, error) {
-	ns, err := Current()
+// Own is the calling thread's namespace alone: every command's default.
+func Own() (*Scope, error) {
+	ns, err := netns.Current()
 	if err != nil {
 		return nil, err
 	}
-	f := Found{Inode: ns.Inode(), PID: os.Getpid(), Name: mountName(ns.Inode())}
-	return &Scope{members: map[uint32]*member{ns.Inode(): {ns: ns, name: f.Readable()}}}, nil
+	f := netns.Found{Inode: ns.Inode(), PID: os.Getpid(), Name: mountName(ns.Inode())}
+	return &Scope{members: map[uint32]*member{ns.Inode(): {ns: ns, name: Name(f)}}}, nil
 }
 
-// ResolveScope opens the namespaces --netns names (Resolve: a name, a
-// path, a pid), each once. One that cannot be opened is an error naming
-// it.
-func ResolveScope(specs []string) (*Scope, error) {
+// Resolve opens the namespaces --netns names (netns.Resolve: a name, a
+// path, a pid), each once, named as discovery names them. One that cannot
+// be opened is an error naming it.
+func Resolve(specs []string) (*Scope, error) {
 	if len(specs) == 0 {
 		return nil, errors.New("open network namespaces: none named")
 	}
 	s := &Scope{members: map[uint32]*member{}}
 	for _, spec := range specs {
-		ns, err := Resolve(spec)
+		ns, err := netns.Resolve(spec)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -89,27 +93,26 @@ func ResolveScope(specs []string) (*Scope, error) {
 		}
 		s.members[ns.Inode()] = &member{ns: ns}
 	}
-	// Name them as discovery would: from a process in each.
-	found := map[uint32]Found{}
-	for _, f := range Discover() {
+	found := map[uint32]netns.Found{}
+	for _, f := range netns.Discover() {
 		found[f.Inode] = f
 	}
 	for ino, m := range s.members {
 		f, ok := found[ino]
 		if !ok {
-			f = Found{Inode: ino, Name: mountName(ino)}
+			f = netns.Found{Inode: ino, Name: mountName(ino)}
 		}
-		m.name = f.Readable()
+		m.name = Name(f)
 	}
 	return s, nil
 }
 
-// AllScope is every network namespace of the host that Discover finds.
-func AllScope() (*Scope, error) { return NewAllScope(Discover) }
+// All is every network namespace of the host that netns.Discover finds.
+func All() (*Scope, error) { return NewAll(netns.Discover) }
 
-// NewAllScope is AllScope finding namespaces with discover (tests give
-// one that keeps only their own namespaces).
-func NewAllScope(discover func() []Found) (*Scope, error) {
+// NewAll is All finding namespaces with discover (tests give one that
+// keeps only their own namespaces).
+func NewAll(discover func() []netns.Found) (*Scope, error) {
 	s := &Scope{all: true, discover: discover, members: map[uint32]*member{}}
 	s.Refresh()
 	if len(s.members) == 0 {
@@ -163,42 +166,42 @@ func (s *Scope) Name(ino uint32) string {
 	return ""
 }
 
-// Do runs fn inside namespace ino (NS.Do); ErrGone when the scope does
-// not hold it (any more).
+// Do runs fn inside namespace ino (netns.NS.Do); netns.ErrGone when the
+// scope does not hold it (any more).
 func (s *Scope) Do(ino uint32, fn func() error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	m, ok := s.members[ino]
 	if !ok {
-		return fmt.Errorf("enter network namespace %d: %w", ino, ErrGone)
+		return fmt.Errorf("enter network namespace %d: %w", ino, netns.ErrGone)
 	}
 	return m.ns.Do(fn)
 }
 
 // Dup returns a handle of its own on namespace ino, which the caller
-// closes; ErrGone when the scope does not hold it (any more).
-func (s *Scope) Dup(ino uint32) (*NS, error) {
+// closes; netns.ErrGone when the scope does not hold it (any more).
+func (s *Scope) Dup(ino uint32) (*netns.NS, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	m, ok := s.members[ino]
 	if !ok {
-		return nil, fmt.Errorf("open network namespace %d: %w", ino, ErrGone)
+		return nil, fmt.Errorf("open network namespace %d: %w", ino, netns.ErrGone)
 	}
 	return m.ns.Dup()
 }
 
 // Refresh brings the scope up to date and returns the namespaces it
-// added and removed. Every namespace: what Discover finds now is the
+// added and removed. Every namespace: what discovery finds now is the
 // scope, new ones opened, names read again. Chosen ones: those nothing
-// holds any more (Live) leave it. A namespace leaving the scope has its
-// handle closed.
+// holds any more (netns.Live) leave it. A namespace leaving the scope has
+// its handle closed.
 func (s *Scope) Refresh() (added, removed []uint32) {
-	var found []Found
+	var found []netns.Found
 	var live map[uint32]bool
 	if s.all {
 		found = s.discover()
 	} else {
-		live = Live()
+		live = netns.Live()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -217,7 +220,7 @@ func (s *Scope) Refresh() (added, removed []uint32) {
 	for _, f := range found {
 		m, ok := s.members[f.Inode]
 		if !ok {
-			ns, err := open(f.Path)
+			ns, err := netns.FromPath(f.Path)
 			if err != nil {
 				continue // gone meanwhile, or not ours to enter
 			}
@@ -230,7 +233,7 @@ func (s *Scope) Refresh() (added, removed []uint32) {
 			added = append(added, f.Inode)
 		}
 		seen[f.Inode] = true
-		m.name = f.Readable()
+		m.name = Name(f)
 	}
 	for ino, m := range s.members {
 		if !seen[ino] {
@@ -254,10 +257,10 @@ func (s *Scope) Close() {
 	}
 }
 
-// mountName is the name of a bind mount of namespace ino in MountDirs, ""
-// when none.
+// mountName is the name of a bind mount of namespace ino in
+// netns.MountDirs, "" when none.
 func mountName(ino uint32) string {
-	for _, pattern := range MountDirs {
+	for _, pattern := range netns.MountDirs {
 		dirs, _ := filepath.Glob(pattern)
 		for _, dir := range dirs {
 			names, _ := os.ReadDir(dir)
