@@ -64,12 +64,24 @@ type member struct {
 }
 
 // Own is the calling thread's namespace alone: every command's default.
-func Own() (*Scope, error) {
+// It is named, as discovery would, after its first process: pid 1 when
+// pid 1 is in it (the host, or a container's own pid namespace), else
+// this process (hck-bpf in a pod of its own). A DaemonSet's hck-bpf on the
+// host's network is not the host's namesake.
+func Own() (*Scope, error) { return own(1) }
+
+// own is Own naming the namespace after process first when first is in
+// it.
+func own(first int) (*Scope, error) {
 	ns, err := netns.Current()
 	if err != nil {
 		return nil, err
 	}
 	f := netns.Found{Inode: ns.Inode(), PID: os.Getpid(), Name: mountName(ns.Inode())}
+	var st unix.Stat_t
+	if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", first), &st) == nil && uint32(st.Ino) == ns.Inode() {
+		f.PID = first
+	}
 	return &Scope{members: map[uint32]*member{ns.Inode(): {ns: ns, name: Name(f)}}}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -297,4 +298,92 @@ func TestOwn(t *testing.T) {
 	if got := s.Inodes(); !slices.Equal(got, []uint32{mine}) || s.All() {
 		t.Errorf("Own: %v (all %v), want [%d]", got, s.All(), mine)
 	}
+}
+
+// TestOwnNamedAfterItsFirstProcess: hck-bpf in a container's cgroup but
+// on the host's network (a DaemonSet with hostNetwork) does not name the
+// host's namespace after its own container: the namespace's first process
+// (pid 1 for Own; here a process of the test's) is in it, and its cgroup
+// names no container. In a namespace that process is not in, hck-bpf's
+// own cgroup names it.
+func TestOwnNamedAfterItsFirstProcess(t *testing.T) {
+	requireRoot(t)
+	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	// The first process: made before this one moves, in its cgroup.
+	first := exec.Command("sleep", "60")
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = first.Process.Kill(); _ = first.Wait() })
+	root := cgroupRoot(t)
+	home := ownCgroup(t, root)
+	top := filepath.Join(root, "hckscope-"+randHex(4))
+	dir := filepath.Join(top, "system.slice", "docker-"+id+".scope")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pid := []byte(strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() {
+		if err := os.WriteFile(filepath.Join(root, home, "cgroup.procs"), pid, 0o644); err != nil {
+			t.Errorf("move the test back to %s: %v", home, err)
+		}
+		for d := dir; len(d) >= len(top); d = filepath.Dir(d) {
+			_ = os.Remove(d)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), pid, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runtime.LockOSThread() // Own names the calling thread's namespace
+	defer runtime.UnlockOSThread()
+	s, err := own(first.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := s.Name(s.Inodes()[0])
+	s.Close()
+	if strings.HasPrefix(name, "container:") {
+		t.Errorf("the namespace of the first process named %q, after this process's container", name)
+	}
+	other, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Do(func() error {
+		s, err := own(first.Process.Pid)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		name = s.Name(other.Inode())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if name != "container:"+id[:12] {
+		t.Errorf("a namespace the first process is not in named %q, want this process's container:%s", name, id[:12])
+	}
+}
+
+// ownCgroup is this process's cgroup in the hierarchy mounted at root.
+func ownCgroup(t *testing.T, root string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := false
+	var st unix.Statfs_t
+	if unix.Statfs(root, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		v2 = true
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) == 3 && (v2 && parts[0] == "0" && parts[1] == "" || !v2 && strings.Contains(parts[1], "name=systemd")) {
+			return parts[2]
+		}
+	}
+	t.Fatalf("no line for %s in /proc/self/cgroup:\n%s", root, b)
+	return ""
 }
