@@ -68,7 +68,7 @@ func (b *bench) netnsPhase(ctx context.Context, p plan) error {
 	t.add(row{What: "service's sweep: --all-netns vs one namespace (took)",
 		Hck: fmtDur(all.took), Cmp: fmtDur(one.took), Ratio: fmtRatio(ratio(all.took, one.took)),
 		Target: "≤ 2×", Result: verdict(all.took > 0 && all.took <= 2*one.took)})
-	t.info("service's first sweep (a full walk; opens each namespace's destroyer): --all-netns vs one namespace",
+	t.info("service's first sweep, a full walk: --all-netns (each namespace) vs one namespace",
 		fmtDur(all.first.Took), fmtDur(one.first.Took), fmtRatio(ratio(all.first.Took, one.first.Took)))
 	t.info(fmt.Sprintf("namespace discovery (netns.Discover: %d namespaces on the host)", found.namespaces),
 		fmtDur(disc.discover), "", "")
@@ -81,6 +81,9 @@ func (b *bench) netnsPhase(ctx context.Context, p plan) error {
 	t.note("each sweep: --all-netns read %s tracked sockets and judged %s hung, one namespace %s and %s; "+
 		"the hung ones' owners found, each looked up (dry run) from inside its namespace: %d destroyers, one",
 		fmtCount(all.scanned), fmtCount(all.hung), fmtCount(one.scanned), fmtCount(one.hung), p.namespaces+1)
+	t.note("the first sweep walks every namespace, each from inside it, and seeds its sockets (ages from then: none hung yet); "+
+		"the kernel's TCP iterator scans the whole established hash table (shared by namespaces unless net.ipv4.tcp_child_ehash_entries "+
+		"gave them their own) for each namespace it walks: %s per namespace here, of the host's all", fmtDur(all.first.Took/time.Duration(max(found.namespaces, 1))))
 	t.note("--all-netns covers every namespace of the host (%d at the discovery: the bench's %d, its own, and the host's others), "+
 		"so sockets of other namespaces may add to its counts", found.namespaces, p.namespaces)
 	t.note("discovery: medians of %d runs in the bench process; netns.Discover walks the bind mounts and every thread's "+
