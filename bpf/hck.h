@@ -66,6 +66,8 @@ enum hck_counter {
 
 /* hck_cfg.wake_ns is indexed by TCP state (1 to 12, kernel numbering). */
 #define HCK_NSTATES 16
+/* The most namespaces hck_cfg.scope names one by one. */
+#define HCK_SCOPE_MAX 16
 
 /* The single entry of the hck_config map, written by a service. */
 struct hck_cfg {
@@ -79,10 +81,14 @@ struct hck_cfg {
 	 * hck_conns: the tracker sends one event (cookie 0) and clears this;
 	 * the service sets it again once it has dealt with it. */
 	__u32 notify_overflow;
-	/* The service's scope: only sockets of this network namespace (inode)
-	 * can be due before its timer; 0: every watched namespace. */
-	__u32 netns;
+	/* The service's scope: only sockets of the network namespaces (inodes)
+	 * scope[0 .. nscope) can be due before its timer; nscope 0: those of
+	 * every watched namespace (a service covering every namespace, or more
+	 * than HCK_SCOPE_MAX: then a socket of a namespace another hck-bpf
+	 * watches may wake it for nothing, never the reverse). */
+	__u32 nscope;
 	__u32 _pad;
+	__u32 scope[HCK_SCOPE_MAX];
 };
 
 /* hck_owned: a tracked socket seen open in a process's file table. The

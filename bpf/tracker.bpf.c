@@ -128,6 +128,22 @@ static __always_inline bool send(__u64 cookie, __u64 due)
 	return true;
 }
 
+/* Whether the listening service sweeps namespace netns (hck_cfg.scope). */
+static __always_inline bool in_scope(const struct hck_cfg *cfg, __u32 netns)
+{
+	__u32 i, n = cfg->nscope;
+
+	if (!n)
+		return true;
+	for (i = 0; i < HCK_SCOPE_MAX; i++) {
+		if (i >= n)
+			break;
+		if (cfg->scope[i] == netns)
+			return true;
+	}
+	return false;
+}
+
 /* Tell a listening service that the socket cookie of namespace netns may
  * need a sweep at from (0: now) + the wake time of state, if that is before
  * the service's timer: that is the only socket it could miss, since its
@@ -150,8 +166,6 @@ static __always_inline void announce(__u64 cookie, __u32 netns, __u8 state, __u6
 
 	if (!cfg || !cfg->notify)
 		return;
-	if (cfg->netns && cfg->netns != netns)
-		return; /* another namespace's socket: not the service's to sweep */
 	wake = cfg->wake_ns[state & (HCK_NSTATES - 1)];
 	if (!wake)
 		return;
@@ -163,6 +177,9 @@ static __always_inline void announce(__u64 cookie, __u32 netns, __u8 state, __u6
 	due = from + wake;
 	if (due >= *(volatile __u64 *)armed)
 		return;
+	/* Only now, for the few sockets due before the timer: */
+	if (!in_scope(cfg, netns))
+		return; /* another namespace's socket: not the service's to sweep */
 	/* A lost event leaves armed as it was: the next socket tries again. */
 	if (send(cookie, due))
 		*(volatile __u64 *)armed = due;

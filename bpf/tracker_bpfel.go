@@ -18,8 +18,9 @@ type TrackerHckCfg struct {
 	WakeNs         [16]uint64
 	Notify         uint32
 	NotifyOverflow uint32
-	Netns          uint32
+	Nscope         uint32
 	Pad            uint32
+	Scope          [16]uint32
 }
 
 type TrackerHckConn struct {

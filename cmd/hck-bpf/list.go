@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
@@ -22,13 +22,14 @@ type listOpts struct {
 	states  []string
 	json    bool
 	mapSize uint32
+	scope   scopeFlags
 }
 
 func newList(g *globals) *cobra.Command {
 	f := &listOpts{}
 	cmd := &cobra.Command{
-		Use:   "list [--state S] [--json]",
-		Short: "Tracked sockets in this network namespace, with exact ages",
+		Use:   "list [--state S] [--json] [--netns NS | --all-netns]",
+		Short: "Tracked sockets in this network namespace (or others), with exact ages",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("map-size") {
@@ -42,6 +43,7 @@ func newList(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVar(&f.states, "state", nil, "only these states (close-wait, FIN_WAIT2, ...; repeat or comma-separate)")
 	cmd.Flags().BoolVar(&f.json, "json", false, "one JSON array, for scripts")
 	cmd.Flags().Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold, if list attaches it (a pinned map keeps its size)")
+	f.scope.register(cmd.Flags())
 	return cmd
 }
 
@@ -54,6 +56,7 @@ type listEntry struct {
 	AgeExact  bool    `json:"age_exact"`
 	EnteredNs uint64  `json:"entered_ns"`
 	NetNS     uint32  `json:"netns"`
+	NetNSName string  `json:"netns_name,omitempty"`
 	Timewait  bool    `json:"timewait"`
 	PID       int     `json:"pid,omitempty"`
 	Process   string  `json:"process,omitempty"`
@@ -84,31 +87,51 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 	if err := g.checkPinDir(); err != nil {
 		return err
 	}
-	tr, netns, err := g.openTracker(f.mapSize, false)
+	scope, err := f.scope.open()
+	if err != nil {
+		return err
+	}
+	defer scope.Close()
+	if err := canEnter(scope); err != nil {
+		return err
+	}
+	tr, err := g.openTracker(f.mapSize, false, scope)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	// A full walk only when the map may be missing something: never
-	// seeded, or a socket the map may be wrong about (conn.MayBeStale,
-	// the rule a sweep uses too).
+	names := scope.Names()
+	// A walk of a namespace only when the map may be missing something
+	// there: never seeded, or a socket the map may be wrong about
+	// (conn.MayBeStale, the rule a sweep uses too).
 	now := conn.Now()
-	walked := false
-	if !tr.Seeded(netns) {
-		if _, err := tr.Reconcile(); err != nil {
+	walked := map[uint32]bool{}
+	var unseeded []uint32
+	for _, ns := range scope.Inodes() {
+		if !tr.Seeded(ns) {
+			unseeded, walked[ns] = append(unseeded, ns), true
+		}
+	}
+	if len(unseeded) > 0 {
+		if _, err := tr.Reconcile(unseeded); err != nil {
 			return err
 		}
-		walked = true
 	}
-	conns, err := tr.Conns(netns)
+	conns, err := scoped(tr, names)
 	if err != nil {
 		return err
 	}
-	if !walked && slices.ContainsFunc(conns, func(c conn.Conn) bool { return c.MayBeStale(now) }) {
-		if _, err := tr.Reconcile(); err != nil {
+	var stale []uint32
+	for _, c := range conns {
+		if !walked[c.NetNS] && c.MayBeStale(now) {
+			stale, walked[c.NetNS] = append(stale, c.NetNS), true
+		}
+	}
+	if len(stale) > 0 {
+		if _, err := tr.Reconcile(stale); err != nil {
 			return err
 		}
-		if conns, err = tr.Conns(netns); err != nil {
+		if conns, err = scoped(tr, names); err != nil {
 			return err
 		}
 	}
@@ -127,7 +150,8 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 			continue
 		}
 		e := listEntry{Cookie: c.Cookie, State: c.State.String(), Local: c.Local.String(), Remote: c.Remote.String(),
-			AgeS: c.Age(now).Seconds(), AgeExact: c.Exact, EnteredNs: c.Entered, NetNS: c.NetNS, Timewait: c.Timewait, age: c.Age(now)}
+			AgeS: c.Age(now).Seconds(), AgeExact: c.Exact, EnteredNs: c.Entered, NetNS: c.NetNS, NetNSName: names[c.NetNS],
+			Timewait: c.Timewait, age: c.Age(now)}
 		if o := owners[c.Cookie]; len(o) > 0 {
 			e.PID, e.Process = o[0].PID, o[0].Comm
 			e.Cgroup, e.ContainerID, e.PodUID = o[0].Cgroup, o[0].ContainerID, o[0].PodUID
@@ -155,14 +179,25 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 		fmt.Fprintf(g.stdout, "# warning: %s\n", full)
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STATE\tLOCAL\tREMOTE\tAGE\tPROCESS\tCOOKIE")
+	fmt.Fprintln(tw, "STATE\tLOCAL\tREMOTE\tAGE\tPROCESS\tCOOKIE\tNETNS")
 	for _, e := range entries {
 		proc := "-"
 		if e.PID != 0 {
 			proc = fmt.Sprintf("%s[%d]", e.Process, e.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", e.State, e.Local, e.Remote,
-			policy.FormatAge(e.age, e.AgeExact), proc, e.Cookie)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.State, e.Local, e.Remote,
+			policy.FormatAge(e.age, e.AgeExact), proc, e.Cookie, report.NetNS(e.NetNS, e.NetNSName))
 	}
 	return tw.Flush()
+}
+
+// scoped returns the tracked sockets of the namespaces in scope.
+func scoped(tr *tracking.Tracker, scope map[uint32]string) ([]conn.Conn, error) {
+	var out []conn.Conn
+	err := tr.Walk(0, func(c *conn.Conn) {
+		if _, ok := scope[c.NetNS]; ok {
+			out = append(out, *c)
+		}
+	})
+	return out, err
 }

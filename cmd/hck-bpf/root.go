@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hck-bpf/hck-bpf/internal/logging"
-	"github.com/hck-bpf/hck-bpf/internal/netns"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
@@ -64,16 +64,11 @@ func (g *globals) checkPinDir() error {
 }
 
 // openTracker opens (or attaches) the pinned tracker, watching the network
-// namespace hck-bpf runs in: its default scope. mapSize is 0 unless
-// --map-size was given: a pinned map keeps its size. own makes this the
-// pin dir's one service (run).
-func (g *globals) openTracker(mapSize uint32, own bool) (*tracking.Tracker, uint32, error) {
-	ns, err := netns.CurrentInode()
-	if err != nil {
-		return nil, 0, err
-	}
-	tr, err := tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: mapSize, Watch: []uint32{ns}, Own: own})
-	return tr, ns, err
+// namespaces of scope and walking each from inside it. mapSize is 0
+// unless --map-size was given: a pinned map keeps its size. own makes this
+// the pin dir's one service (run).
+func (g *globals) openTracker(mapSize uint32, own bool, scope *scope.Scope) (*tracking.Tracker, error) {
+	return tracking.Open(tracking.Options{PinDir: g.pinDir, MapSize: mapSize, Watch: scope.Inodes(), Own: own, Enter: scope.Do})
 }
 
 var version = "dev"

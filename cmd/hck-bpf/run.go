@@ -43,11 +43,16 @@ func newRun(g *globals) *cobra.Command {
 }
 
 func runService(g *globals, f *sweepFlags) (err error) {
-	pol, log, out, err := g.prepare(f)
+	p, err := g.prepare(f)
 	if err != nil {
 		return err
 	}
+	pol, log, out, scope := p.pol, p.log, p.out, p.scope
+	defer scope.Close()
 	defer g.closeLog(out, &err)
+	if err := canEnter(scope); err != nil {
+		return err
+	}
 	if f.live {
 		// Started without it, every destroy of every sweep would fail.
 		if err := kernel.CanDestroy(); err != nil {
@@ -58,7 +63,7 @@ func runService(g *globals, f *sweepFlags) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	tr, netns, err := g.openTracker(f.openSize(), true)
+	tr, err := g.openTracker(f.openSize(), true, scope)
 	var busy *tracking.BusyError
 	if errors.As(err, &busy) {
 		return fmt.Errorf("refuse to run: %w, another service: one 'hck-bpf run' per pin dir", err)
@@ -67,27 +72,34 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		return err
 	}
 	defer tr.Close()
-	// A dry run needs the destroyer too: it asks the kernel whether each
-	// hung socket is still in its state, and destroys nothing.
-	d, err := destroy.New()
+	// A dry run needs the destroyers too: they ask the kernel whether
+	// each hung socket is still in its state, and destroy nothing. One per
+	// namespace, opened in it on first need, closed when it is gone.
+	pool, err := destroy.NewPool(scope.Dup)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	act := sweep.DryRun(d)
+	defer pool.CloseAll()
+	act := sweep.DryRun(pool)
 	if f.live {
-		act = sweep.Live(daemon.Audited(d, log, out.Flush))
+		act = sweep.Live(daemon.Audited(pool, log, out.Flush, several(scope)))
 	}
-	log.Info().Str("mode", report.Mode(f.dryRun)).Str("pin_dir", g.pinDir).Bool("attached", tr.Attached).Uint32("netns", netns).
-		Msgf("hck-bpf service started - %s (pins in %s)", report.Mode(f.dryRun), g.pinDir)
+	ev := log.Info().Str("mode", report.Mode(f.dryRun)).Str("pin_dir", g.pinDir).Bool("attached", tr.Attached).
+		Bool("all_netns", scope.All()).Int("namespaces", scope.Len())
+	if ns := scope.Inodes(); len(ns) == 1 {
+		ev = ev.Uint32("netns", ns[0])
+	}
+	ev.Msgf("hck-bpf service started - %s (pins in %s; %s)", report.Mode(f.dryRun), g.pinDir, scopeText(scope))
 	err = daemon.Run(ctx, tr, act, daemon.Config{
-		Sweep: sweep.Options{Policy: pol, NetNS: netns, MaxKills: f.maxKills,
+		Sweep: sweep.Options{Policy: pol, MaxKills: f.maxKills,
 			Kernel: kernelRules(log), Processes: f.processes(func(p sweep.Processes) sweep.Processes {
 				return daemon.AuditedProcesses(p, f.killGrace, log, out.Flush)
 			})},
-		Log:   log,
-		Ready: func() { sdNotify("READY=1") },
-		Swept: heapProfiler(os.Getenv(heapProfileEnv)),
+		Log:    log,
+		Ready:  func() { sdNotify("READY=1") },
+		Swept:  heapProfiler(os.Getenv(heapProfileEnv)),
+		Scope:  scope,
+		Closed: pool.Close,
 	})
 	logCounters(log, tr)
 	logStopped(log, out)

@@ -46,12 +46,17 @@ func scan(g *globals, f *sweepFlags) (err error) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(scanGCPercent)
 	}
-	pol, log, out, err := g.prepare(f)
+	p, err := g.prepare(f)
 	if err != nil {
 		return err
 	}
+	pol, log, out, scope := p.pol, p.log, p.out, p.scope
+	defer scope.Close()
 	defer g.closeLog(out, &err)
-	tr, netns, err := g.openTracker(f.openSize(), false)
+	if err := canEnter(scope); err != nil {
+		return err
+	}
+	tr, err := g.openTracker(f.openSize(), false, scope)
 	if err != nil {
 		return err
 	}
@@ -59,22 +64,28 @@ func scan(g *globals, f *sweepFlags) (err error) {
 	if tr.Attached {
 		log.Warn().Str("pin_dir", g.pinDir).Msgf("No tracker was pinned in %s: attached one now; sockets are tracked from now on", g.pinDir)
 	}
-	// A dry run needs the destroyer too: it asks the kernel whether each
-	// hung socket is still in its state, and destroys nothing.
-	d, err := destroy.New()
+	// A dry run needs the destroyers too: they ask the kernel whether
+	// each hung socket is still in its state, and destroy nothing. One per
+	// namespace, opened in it.
+	pool, err := destroy.NewPool(scope.Dup)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	act := sweep.DryRun(d)
+	defer pool.CloseAll()
+	act := sweep.DryRun(pool)
 	if f.live {
-		act = sweep.Live(d)
+		act = sweep.Live(pool)
 	}
 	report.Header(log, f.dryRun)
-	// Over a tracker that has been watching this namespace since a full
-	// walk, the map is exact: walk only if a hung socket needs it.
-	rep, err := sweep.Run(tr, act, sweep.Options{Policy: pol, NetNS: netns, MaxKills: f.maxKills,
-		Kernel: kernelRules(log), WalkOnDemand: !tr.Attached && tr.Seeded(netns), Processes: f.processes(nil)}, conn.Now())
+	// Over a tracker that has been watching these namespaces since a
+	// full walk of each, the map is exact: walk only if a hung socket
+	// needs it.
+	seeded := !tr.Attached
+	for _, ns := range scope.Inodes() {
+		seeded = seeded && tr.Seeded(ns)
+	}
+	rep, err := sweep.Run(tr, act, sweep.Options{Policy: pol, NetNS: scope.Names(), MaxKills: f.maxKills,
+		Kernel: kernelRules(log), WalkOnDemand: seeded, Processes: f.processes(nil)}, conn.Now())
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/logging"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/procs"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
@@ -30,6 +31,7 @@ type sweepFlags struct {
 	mapSize      uint32
 	mapSizeSet   bool // --map-size given: it must match a pinned map's
 	killGraceSet bool // --kill-grace given
+	scope        scopeFlags
 }
 
 // maxKillGrace bounds --kill-grace: a sweep (the service's too) waits
@@ -87,6 +89,7 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.killGraceArg, "kill-grace", "5", "with --kill-process: how long a process has to exit after SIGTERM before SIGKILL (seconds, 1.5, or 5s, 500ms)")
 	fs.IntVar(&f.maxKills, "max-kills", 0, "destroy at most this many sockets per sweep; the rest wait (0: no cap)")
 	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold when this attaches it (a pinned map keeps its size); more are counted as overflow")
+	f.scope.register(fs)
 }
 
 // policy validates every flag into a policy, before anything is loaded.
@@ -140,22 +143,35 @@ func (f *sweepFlags) policy() (*policy.Policy, error) {
 	return &p, nil
 }
 
-// prepare validates the flags, then opens the log and warns about settings
-// that are valid but probably not meant: all before anything is loaded.
-func (g *globals) prepare(f *sweepFlags) (*policy.Policy, zerolog.Logger, *logging.Output, error) {
-	pol, err := f.policy()
-	if err != nil {
-		return nil, zerolog.Nop(), nil, err
+// prepared is what prepare checked and opened.
+type prepared struct {
+	pol   *policy.Policy
+	log   zerolog.Logger
+	out   *logging.Output
+	scope *scope.Scope // the caller closes it
+}
+
+// prepare validates the flags and opens the namespaces they name, then
+// opens the log and warns about settings that are valid but probably not
+// meant: all before anything is loaded.
+func (g *globals) prepare(f *sweepFlags) (prepared, error) {
+	var p prepared
+	var err error
+	if p.pol, err = f.policy(); err != nil {
+		return p, err
 	}
 	if err := g.checkPinDir(); err != nil {
-		return nil, zerolog.Nop(), nil, err
+		return p, err
 	}
-	log, out, err := g.logger()
-	if err != nil {
-		return nil, log, nil, err
+	if p.scope, err = f.scope.open(); err != nil {
+		return p, err
 	}
-	for _, w := range pol.Warnings() {
-		log.Warn().Msg(w)
+	if p.log, p.out, err = g.logger(); err != nil {
+		p.scope.Close()
+		return p, err
 	}
-	return pol, log, out, nil
+	for _, w := range p.pol.Warnings() {
+		p.log.Warn().Msg(w)
+	}
+	return p, nil
 }

@@ -93,12 +93,15 @@ type Owner struct {
 
 // Conn is one tracked TCP socket.
 type Conn struct {
-	Cookie  uint64 // the kernel's socket cookie: names exactly one socket
-	State   State
-	Local   netip.AddrPort
-	Remote  netip.AddrPort
-	NetNS   uint32 // network namespace inode number
-	Ifindex uint32 // bound device, needed to find IPv6 link-local sockets
+	Cookie uint64 // the kernel's socket cookie: names exactly one socket
+	State  State
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+	NetNS  uint32 // network namespace inode number
+	// NetNSName is the namespace's readable name (an `ip netns` name, a
+	// pod or container: scope.Name), "" when none is known.
+	NetNSName string
+	Ifindex   uint32 // bound device, needed to find IPv6 link-local sockets
 
 	// Entered is when the socket entered State, on CLOCK_BOOTTIME, in ns.
 	Entered uint64

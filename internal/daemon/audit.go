@@ -20,19 +20,23 @@ import (
 // So a killed service leaves a line for every socket the kernel destroyed:
 // its fate line, or for the batch in flight at the kill, its
 // "Terminating:" line.
-func Audited(k sweep.Killer, log zerolog.Logger, flush func()) sweep.Killer {
-	return &audited{k: k, log: log, flush: flush}
+//
+// multi: several namespaces are in scope, and each line names the
+// socket's.
+func Audited(k sweep.Killer, log zerolog.Logger, flush func(), multi bool) sweep.Killer {
+	return &audited{k: k, log: log, flush: flush, multi: multi}
 }
 
 type audited struct {
 	k     sweep.Killer
 	log   zerolog.Logger
 	flush func()
+	multi bool
 }
 
 func (a *audited) Kill(cs []*conn.Conn) []error {
 	for _, c := range cs {
-		report.Intent(a.log, c)
+		report.Intent(a.log, c, a.multi)
 	}
 	a.flush()
 	return a.k.Kill(cs)

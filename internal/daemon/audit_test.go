@@ -56,7 +56,7 @@ func TestAuditedWritesBeforeDestroying(t *testing.T) {
 	}
 	defer out.Close()
 	inner := &seenKiller{out: &dst}
-	k := Audited(inner, log, out.Flush)
+	k := Audited(inner, log, out.Flush, false)
 	mk := func(cookie uint64) *conn.Conn {
 		return &conn.Conn{Cookie: cookie, State: conn.CloseWait,
 			Local: netip.MustParseAddrPort("127.0.0.1:80"), Remote: netip.MustParseAddrPort("127.0.0.1:5000"),

@@ -5,7 +5,9 @@ package daemon
 import (
 	"context"
 	"errors"
+	"maps"
 	"math"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/report"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
@@ -39,6 +42,14 @@ type Config struct {
 	Swept func(*sweep.Report)
 	// Backstop overrides the package's Backstop when not zero.
 	Backstop time.Duration
+	// Scope, when set, is the service's network namespaces: Sweep.NetNS
+	// is taken from it, and before every full walk but the first it is
+	// refreshed (scope.Scope.Refresh: with --all-netns, namespaces made
+	// since join it, gone ones leave it). The tracker watches each new
+	// one; Closed is called with each one gone (the destroyers' pool
+	// closes its destroyer).
+	Scope  *scope.Scope
+	Closed func(ns uint32)
 }
 
 // Run sweeps whenever a tracked socket is due, or may be due without an
@@ -50,7 +61,11 @@ type Config struct {
 // sockets due later need no event: the next timer is armed for the
 // earliest of them.
 func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) error {
-	events, err := tr.Events(Wakes(cfg.Sweep))
+	all := false
+	if cfg.Scope != nil {
+		cfg.Sweep.NetNS, all = cfg.Scope.Names(), cfg.Scope.All()
+	}
+	events, err := tr.Events(Wakes(cfg.Sweep, all))
 	if err != nil {
 		return err
 	}
@@ -98,7 +113,10 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 	}
 	ready := false
 	sweepLog := newSweepLog(cfg.Log, tr.Counters)
-	var lastWalk uint64   // CLOCK_BOOTTIME of the last full walk that worked
+	var lastWalk uint64 // CLOCK_BOOTTIME of the last full walk that worked
+	var walkDue uint64  // when the next full walk is due
+	// walkedIn: later walks of single namespaces (sweep.Options.WalkedIn).
+	var walkedIn map[uint32]uint64
 	var overflowAt uint64 // when to report a full map and walk; 0: not due
 	var quietUntil uint64 // no overflow report before this
 	for {
@@ -126,8 +144,8 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 			// A full walk on the first sweep, on the backstop, and when
 			// the map was full; sweeps at a deadline walk only what is
 			// tracked, or what may be stale.
-			opts.WalkOnDemand = ready && now < lastWalk+backstop
-			opts.Walked = lastWalk
+			opts.WalkOnDemand = ready && now < walkDue
+			opts.Walked, opts.WalkedIn = lastWalk, walkedIn
 			if overflowAt != 0 && now >= overflowAt {
 				logOverflow(cfg.Log, tr)
 				opts.WalkOnDemand = false
@@ -136,20 +154,38 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 					cfg.Log.Warn().Err(err).Msg("Could not ask the tracker for the next overflow")
 				}
 			}
+			if !opts.WalkOnDemand && ready && cfg.Scope != nil {
+				refreshScope(&cfg, tr, walkedIn)
+				opts.NetNS = cfg.Sweep.NetNS
+			}
 			rep, err := sweep.Run(tr, act, opts, now)
 			if err != nil {
 				cfg.Log.Error().Err(err).Msg("Sweep failed")
 				arm(conn.Now() + uint64(sweep.RetryAfter))
 				continue
 			}
-			if rep.Walked != 0 && rep.ReconcileErr == nil {
-				lastWalk = rep.Walked
+			switch {
+			case rep.Walked == 0:
+			case rep.ReconcileErr != nil && rep.WalkedNS == nil:
+				// Not again at once: a namespace that cannot be walked
+				// now (its error is logged) likely cannot in a moment.
+				walkDue = conn.Now() + uint64(sweep.RetryAfter)
+			case rep.ReconcileErr != nil:
+			case rep.WalkedNS == nil:
+				lastWalk, walkDue, walkedIn = rep.Walked, rep.Walked+backstop, nil
+			default:
+				if walkedIn == nil {
+					walkedIn = map[uint32]uint64{}
+				}
+				for _, ns := range rep.WalkedNS {
+					walkedIn[ns] = rep.Walked
+				}
 			}
 			sweepLog.sweep(&rep)
 			if cfg.Swept != nil {
 				cfg.Swept(&rep)
 			}
-			next := lastWalk + backstop
+			next := walkDue
 			if rep.Next != 0 {
 				next = min(next, rep.Next)
 			}
@@ -181,11 +217,39 @@ func keepEarliest(pending *atomic.Uint64, due uint64) bool {
 	}
 }
 
+// refreshScope refreshes the service's scope (cfg.Scope): the tracker
+// watches the namespaces that joined it; those that left it are closed
+// (cfg.Closed) and forgotten; cfg.Sweep.NetNS becomes the new scope.
+func refreshScope(cfg *Config, tr *tracking.Tracker, walkedIn map[uint32]uint64) {
+	added, removed := cfg.Scope.Refresh()
+	names := cfg.Scope.Names()
+	for _, ns := range added {
+		if err := tr.Watch(ns); err != nil {
+			cfg.Log.Warn().Err(err).Uint32("netns", ns).Msgf("Could not watch network namespace %d", ns)
+			continue
+		}
+		cfg.Log.Info().Uint32("netns", ns).Str("netns_name", names[ns]).
+			Msgf("Network namespace %s joined the scope", report.NetNS(ns, names[ns]))
+	}
+	for _, ns := range removed {
+		if cfg.Closed != nil {
+			cfg.Closed(ns)
+		}
+		delete(walkedIn, ns)
+		cfg.Log.Info().Uint32("netns", ns).Msgf("Network namespace %d left the scope: nothing holds it any more", ns)
+	}
+	cfg.Sweep.NetNS = names
+}
+
 // Wakes tells the tracker which sockets the service must hear of: those of
-// its scope, from the earliest moment a sweep may have to look at one
-// after it entered its state (sweep.Wake of a socket that entered at 0).
-func Wakes(opts sweep.Options) tracking.Wakes {
-	w := tracking.Wakes{NetNS: opts.NetNS, After: map[conn.State]time.Duration{}}
+// its scope (every watched namespace when all), from the earliest moment a
+// sweep may have to look at one after it entered its state (sweep.Wake of
+// a socket that entered at 0).
+func Wakes(opts sweep.Options, all bool) tracking.Wakes {
+	w := tracking.Wakes{After: map[conn.State]time.Duration{}}
+	if !all && opts.NetNS != nil {
+		w.NetNS = slices.Sorted(maps.Keys(opts.NetNS))
+	}
 	for _, s := range conn.ClosingStates {
 		c := conn.Conn{State: s}
 		if at := sweep.Wake(opts.Policy, &c); at != 0 {

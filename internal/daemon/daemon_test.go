@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -102,7 +103,7 @@ func startWith(t *testing.T, ns *testnet.NS, pol policy.Policy, o setup) *servic
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	cfg := daemon.Config{
-		Sweep: sweep.Options{Policy: &pol, NetNS: ns.Inode()},
+		Sweep: sweep.Options{Policy: &pol, NetNS: map[uint32]string{ns.Inode(): ns.Name}},
 		Log:   zerolog.New(s).Level(zerolog.DebugLevel),
 		// READY=1 only once the tracker is attached and the first sweep
 		// (a full walk) ran: its report is in by then.
@@ -362,9 +363,12 @@ func TestWakes(t *testing.T) {
 	pol := thresholds(time.Hour)
 	pol.Thresholds.CloseWait = 3 * time.Second
 	pol.Thresholds.TimeWait = 2 * time.Second
-	w := daemon.Wakes(sweep.Options{Policy: &pol, NetNS: 42})
-	if w.NetNS != 42 {
-		t.Errorf("NetNS %d, want the sweep's 42", w.NetNS)
+	w := daemon.Wakes(sweep.Options{Policy: &pol, NetNS: map[uint32]string{42: "", 7: "x"}}, false)
+	if !slices.Equal(w.NetNS, []uint32{7, 42}) {
+		t.Errorf("NetNS %v, want the sweep's [7 42]", w.NetNS)
+	}
+	if all := daemon.Wakes(sweep.Options{Policy: &pol, NetNS: map[uint32]string{42: ""}}, true); all.NetNS != nil {
+		t.Errorf("every namespace: NetNS %v, want none (every watched one)", all.NetNS)
 	}
 	want := map[conn.State]time.Duration{conn.CloseWait: 3 * time.Second, conn.FinWait1: time.Hour,
 		conn.FinWait2: 2 * time.Second, conn.Closing: time.Hour, conn.LastAck: time.Hour, conn.TimeWait: 2 * time.Second}
@@ -377,7 +381,7 @@ func TestWakes(t *testing.T) {
 		}
 	}
 	pol.Thresholds.TimeWait = 2 * time.Hour
-	if d := daemon.Wakes(sweep.Options{Policy: &pol}).After[conn.FinWait2]; d != time.Hour {
+	if d := daemon.Wakes(sweep.Options{Policy: &pol}, false).After[conn.FinWait2]; d != time.Hour {
 		t.Errorf("FIN_WAIT2 with a longer TIME_WAIT threshold: %v, want its own hour", d)
 	}
 }

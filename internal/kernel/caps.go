@@ -62,6 +62,19 @@ func Effective() (CapSet, error) {
 	return CapSet{data[0].Effective, data[1].Effective}, nil
 }
 
+// CanEnter fails, naming the capability, when this process cannot move a
+// thread into another network namespace: setns(2) needs CAP_SYS_ADMIN.
+func CanEnter() error {
+	c, err := Effective()
+	if err != nil {
+		return err
+	}
+	if !c.Has(CapSysAdmin) {
+		return errors.New("this process lacks CAP_SYS_ADMIN, which entering another network namespace (setns) needs: run as root, or grant CAP_SYS_ADMIN")
+	}
+	return nil
+}
+
 // CanDestroy fails, naming the capability, when this process cannot
 // destroy sockets: netlink SOCK_DESTROY needs CAP_NET_ADMIN (in the user
 // namespace owning the socket's network namespace), and without it every

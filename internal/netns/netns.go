@@ -91,8 +91,10 @@ type Found struct {
 	// sandbox, a CNI cni-… name), empty for a namespace only processes
 	// are in.
 	Name string
-	// PID is a process in the namespace, 0 when none was seen (a
-	// namespace kept only by a bind mount).
+	// PID is the lowest pid of the processes in the namespace (in a
+	// container's namespace its first process: its init, or the pod's
+	// sandbox), 0 when none was seen (a namespace kept only by a bind
+	// mount).
 	PID int
 }
 
@@ -106,7 +108,7 @@ func Discover() []Found {
 	walk(func(path string, ino uint32) bool {
 		pid := pidOf(path)
 		if i, ok := at[ino]; ok {
-			if out[i].PID == 0 {
+			if pid != 0 && (out[i].PID == 0 || pid < out[i].PID) {
 				out[i].PID = pid
 			}
 			return true

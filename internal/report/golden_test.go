@@ -49,6 +49,13 @@ func goldenReports() map[string]struct {
 	sshV := policy.Verdict{Action: policy.Skip, Age: 90 * time.Second, Threshold: time.Minute, Skip: policy.SkipExcludedPort,
 		SkipDetail: "local port 22 is excluded"}
 	skipped := map[policy.SkipReason]int{policy.SkipExcludedPort: 1}
+	// The host's namespace, and a pod's.
+	for _, c := range []*conn.Conn{&cw, &tw, &ssh, &la, &fw} {
+		c.NetNS = 4026531840
+	}
+	podCW, podTW := cw, tw
+	podCW.NetNS, podCW.NetNSName = 4026532177, "pod:0f3c7b2e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
+	podTW.NetNS, podTW.NetNSName = 4026532177, "pod:0f3c7b2e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
 	return map[string]struct {
 		rep     sweep.Report
 		dry, v  bool
@@ -58,6 +65,12 @@ func goldenReports() map[string]struct {
 			{Conn: cw, Verdict: cwV, Outcome: sweep.Planned},
 			{Conn: ssh, Verdict: sshV, Outcome: sweep.Skipped},
 			{Conn: tw, Verdict: twV, Outcome: sweep.Planned},
+		}}},
+		"all-netns.txt": {dry: true, v: true, rep: sweep.Report{Namespaces: 2, Scanned: 6, Hung: 4, Planned: 3, Skipped: skipped, Items: []sweep.Item{
+			{Conn: cw, Verdict: cwV, Outcome: sweep.Planned},
+			{Conn: podCW, Verdict: cwV, Outcome: sweep.Planned},
+			{Conn: ssh, Verdict: sshV, Outcome: sweep.Skipped},
+			{Conn: podTW, Verdict: twV, Outcome: sweep.Planned},
 		}}},
 		"live-verbose.txt": {v: true, logLost: 3, rep: sweep.Report{Scanned: 9, Hung: 7, Destroyed: 1, Gone: 1, Held: 1, Failed: 1,
 			Unsupported: 1, Changed: 1, Skipped: skipped, Items: []sweep.Item{

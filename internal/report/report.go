@@ -46,13 +46,41 @@ type connText struct {
 	local, remote string
 }
 
-func textOf(c *conn.Conn) connText {
+// textOf renders c in the scripts' form; with several namespaces in
+// scope (multi), followed by its namespace: " [netns INODE NAME]".
+func textOf(c *conn.Conn, multi bool) connText {
 	t := connText{local: c.Local.String(), remote: c.Remote.String()}
 	t.conn = "tcp " + c.State.String() + " " + t.local + " -> " + t.remote
 	if c.Owner != nil {
 		t.conn += " (PID: " + strconv.Itoa(c.Owner.PID) + ", Process: " + c.Owner.Comm + ")"
 	}
+	if multi {
+		t.conn += " [netns " + strconv.FormatUint(uint64(c.NetNS), 10)
+		if c.NetNSName != "" {
+			t.conn += " " + c.NetNSName
+		}
+		t.conn += "]"
+	}
 	return t
+}
+
+// NetNS names a network namespace in a message: its inode, and its
+// readable name in parentheses when it has one.
+func NetNS(ino uint32, name string) string {
+	if name == "" {
+		return strconv.FormatUint(uint64(ino), 10)
+	}
+	return strconv.FormatUint(uint64(ino), 10) + " (" + name + ")"
+}
+
+// netnsEvent adds a socket's namespace to an event: netns, the inode;
+// netns_name, its readable name, when it has one.
+func netnsEvent(e *zerolog.Event, c *conn.Conn) *zerolog.Event {
+	e = e.Uint32("netns", c.NetNS)
+	if c.NetNSName != "" {
+		e = e.Str("netns_name", c.NetNSName)
+	}
+	return e
 }
 
 // connEvent adds one socket's fields to an event.
@@ -60,7 +88,8 @@ func connEvent(e *zerolog.Event, c *conn.Conn, t *connText, v *policy.Verdict) *
 	e = e.Str("state", c.State.String()).
 		Str("local", t.local).
 		Str("remote", t.remote).
-		Uint64("cookie", c.Cookie).
+		Uint64("cookie", c.Cookie)
+	e = netnsEvent(e, c).
 		Float64("age_s", v.Age.Seconds()).
 		Bool("age_exact", c.Exact).
 		Float64("threshold_s", v.Threshold.Seconds())
@@ -89,21 +118,22 @@ func ownerFields(e *zerolog.Event, o *conn.Owner) *zerolog.Event {
 // Items logs every hung socket with its reason and fate, in the scripts'
 // words: the one rendering of scan and the service, dry run or live.
 // Sockets kept by a filter are logged at debug level (-v), as the scripts
-// did.
+// did. With several namespaces in scope each line names the socket's.
 func Items(log zerolog.Logger, rep *sweep.Report) {
+	multi := rep.Namespaces > 1
 	for i := range rep.Items {
 		it := &rep.Items[i]
 		c, v := &it.Conn, &it.Verdict
 		if it.Outcome == sweep.Skipped {
 			// Without -v, render nothing for the line nobody sees.
 			if e := log.Debug(); e.Enabled() {
-				t := textOf(c)
+				t := textOf(c, multi)
 				connEvent(e, c, &t, v).Str("action", "skip").Str("skip", v.Skip.String()).
 					Msg("Skipping " + t.conn + ": " + v.SkipDetail)
 			}
 			continue
 		}
-		t := textOf(c)
+		t := textOf(c, multi)
 		connEvent(log.Warn(), c, &t, v).Str("action", "detect").Str("reason", v.Reason).
 			Msg("Hung connection detected: " + t.conn)
 		log.Warn().Bool(logging.Human, true).Msg("  Reason: " + v.Reason)
@@ -114,9 +144,11 @@ func Items(log zerolog.Logger, rep *sweep.Report) {
 // Intent logs, before its destroy is sent, the socket a destroy is for:
 // with Fate's line after it, the service's audit trail names every socket
 // the kernel may have destroyed, even if hck-bpf is killed in between.
-func Intent(log zerolog.Logger, c *conn.Conn) {
-	t := textOf(c)
+// multi: several namespaces are in scope, the line names the socket's.
+func Intent(log zerolog.Logger, c *conn.Conn, multi bool) {
+	t := textOf(c, multi)
 	e := log.Info().Str("state", c.State.String()).Str("local", t.local).Str("remote", t.remote).Uint64("cookie", c.Cookie)
+	e = netnsEvent(e, c)
 	ownerFields(e, c.Owner).Str("action", "destroying").Msg("Terminating: " + t.conn + " (socket cookie " + strconv.FormatUint(c.Cookie, 10) + ")")
 }
 
@@ -243,7 +275,7 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool, logLost uint64)
 	ev := log.Info().Bool(logging.Machine, true).Str("summary", "sweep").Int("scanned", rep.Scanned).Int("hung", rep.Hung).
 		Int("skipped", skipped).Int("terminated", terminated).Int("gone", rep.Gone).
 		Int("held", rep.Held).Int("failed", rep.Failed).Int("unsupported", rep.Unsupported).Int("changed", rep.Changed).
-		Bool("dry_run", dryRun).Float64("took_s", rep.Took.Seconds()).
+		Bool("dry_run", dryRun).Int("namespaces", max(rep.Namespaces, 1)).Float64("took_s", rep.Took.Seconds()).
 		Float64("took_walk_s", rep.Steps.Walk.Seconds()).Float64("took_read_s", rep.Steps.Read.Seconds()).
 		Float64("took_owners_s", rep.Steps.Owners.Seconds()).Float64("took_act_s", rep.Steps.Act.Seconds()).Uint64("log_lines_lost", logLost).
 		Int("processes_terminated", rep.ProcessesTerminated).Int("processes_killed", rep.ProcessesKilled)
@@ -253,6 +285,9 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool, logLost uint64)
 	ev.Msg("Summary")
 	human(log).Msg(thin)
 	human(log).Msg("Summary:")
+	if rep.Namespaces > 1 {
+		human(log).Msgf("  Network namespaces: %d", rep.Namespaces)
+	}
 	human(log).Msgf("  Total connections scanned: %d (tracked in closing states)", rep.Scanned)
 	human(log).Msgf("  Hung connections found: %d", rep.Hung)
 	line := fmt.Sprintf("  Connections skipped: %d", skipped)

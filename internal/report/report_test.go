@@ -26,7 +26,7 @@ func testConns() []conn.Conn {
 
 func TestTextOf(t *testing.T) {
 	for _, c := range testConns() {
-		got := textOf(&c)
+		got := textOf(&c, false)
 		if got.conn != c.String() || got.local != c.Local.String() || got.remote != c.Remote.String() {
 			t.Errorf("textOf %+v = %+v, want %q", c, got, c.String())
 		}
@@ -161,7 +161,7 @@ func TestOwnerCgroupFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	Items(log, &rep)
-	Intent(log, &c)
+	Intent(log, &c, false)
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	seen := 0
 	for _, l := range lines {

@@ -6,6 +6,8 @@ package sweep
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -17,9 +19,11 @@ import (
 // Source is where the tracked sockets come from (the kernel tracker).
 type Source interface {
 	// Reconcile brings the tracked set in line with the sockets of the
+	// network namespaces in, each walked from inside itself; none: the
 	// calling thread's namespace (timewait sockets, sockets older than the
-	// tracker, entries whose socket died without an event).
-	Reconcile() (WalkStats, error)
+	// tracker, entries whose socket died without an event). A namespace
+	// that is gone is no error: its sockets went with it.
+	Reconcile(in []uint32) (WalkStats, error)
 	// Walk calls fn for every tracked socket of network namespace netns
 	// (0: all); *c is only valid during the call.
 	Walk(netns uint32, fn func(c *conn.Conn)) error
@@ -100,9 +104,16 @@ func (a Act) DryRun() bool { return a.dry }
 
 // Options for one sweep.
 type Options struct {
-	Policy   *policy.Policy
-	NetNS    uint32 // only sockets of this network namespace; 0: all
-	MaxKills int    // most sockets destroyed in one sweep; 0: no cap
+	Policy *policy.Policy
+	// NetNS is the set of network namespaces in scope, each inode with
+	// its readable name ("" when it has none): only their tracked sockets
+	// are judged, a full walk walks each of them, and the hung ones carry
+	// the name. Empty: none. nil: every tracked socket, walking the calling
+	// thread's namespace (tests and tools).
+	NetNS map[uint32]string
+	// MaxKills is the most sockets destroyed in one sweep, whatever their
+	// namespaces; 0: no cap.
+	MaxKills int
 	// WalkOnDemand skips the walk of the namespace's sockets (reconcile)
 	// unless a hung socket needs it: a FIN_WAIT2 timewait socket may have
 	// moved to TIME_WAIT, which no event reports. The service sets it for
@@ -114,15 +125,37 @@ type Options struct {
 	// reported, not destroyed. nil: every socket (the kernel's version is
 	// unknown).
 	Kernel *kernel.Capabilities
-	// Walked is when the caller last walked the namespace (CLOCK_BOOTTIME,
-	// Report.Walked of an earlier sweep); 0 when unknown. A FIN_WAIT2
-	// timewait socket seen then may have entered TIME_WAIT any time since,
-	// with no event: it is worth a walk once it could be hung as that.
+	// Walked is when the caller last walked every namespace in scope
+	// (CLOCK_BOOTTIME, Report.Walked of an earlier sweep whose
+	// Report.WalkedNS was nil); 0 when unknown. A FIN_WAIT2 timewait
+	// socket seen then may have entered TIME_WAIT any time since, with no
+	// event: it is worth a walk once it could be hung as that.
 	Walked uint64
 	// Processes, when set (--kill-process), signals the owners of the
 	// sockets a live sweep failed to destroy (see Processes); the sweep
 	// then waits for them, up to the grace period and a little more.
 	Processes Processes
+	// WalkedIn is, per namespace, a later walk of it alone (Report.Walked
+	// of a sweep that walked only the namespaces in its WalkedNS).
+	WalkedIn map[uint32]uint64
+}
+
+// walked is when namespace ns was last walked, as far as opts know.
+func (o *Options) walked(ns uint32) uint64 {
+	return max(o.Walked, o.WalkedIn[ns])
+}
+
+// inodes lists the namespaces in scope; nil when opts.NetNS is nil.
+func (o *Options) inodes() []uint32 {
+	if o.NetNS == nil {
+		return nil
+	}
+	out := make([]uint32, 0, len(o.NetNS))
+	for ino := range o.NetNS {
+		out = append(out, ino)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 // Outcome of one hung socket.
@@ -187,9 +220,12 @@ type Report struct {
 	// event (a FIN_WAIT2 timewait socket entering TIME_WAIT); 0 when
 	// nothing is pending.
 	Next uint64
-	// Walked is when this sweep's walk of the namespace began
-	// (CLOCK_BOOTTIME); 0 when it walked nothing.
+	// Walked is when this sweep's walk began (CLOCK_BOOTTIME); 0 when it
+	// walked nothing. WalkedNS lists the namespaces it walked when it
+	// walked only some of those in scope (those of the hung sockets that
+	// needed it), nil when it walked them all.
 	Walked       uint64
+	WalkedNS     []uint32
 	Reconciled   WalkStats
 	ReconcileErr error // the walk failed: ages of timewait sockets may be stale
 	// OwnerErr is set when owners could not be read: they show as unknown
@@ -198,6 +234,8 @@ type Report struct {
 	Took     time.Duration
 	// Steps says where Took went.
 	Steps Steps
+	// Namespaces is how many network namespaces were in scope.
+	Namespaces int
 }
 
 // Steps are the parts of a sweep's time: walking the namespace (Walk),
@@ -217,32 +255,60 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 		return Report{}, errors.New("sweep: no act: want DryRun or Live")
 	}
 	start := time.Now()
-	rep := Report{Skipped: map[policy.SkipReason]int{}}
+	rep := Report{Skipped: map[policy.SkipReason]int{}, Namespaces: len(opts.NetNS)}
+	if opts.NetNS == nil {
+		rep.Namespaces = 1
+	}
 	step := start
 	lap := func(d *time.Duration) {
 		t := time.Now()
 		*d += t.Sub(step)
 		step = t
 	}
-	walk := func() {
+	// walk walks the namespaces in (nil: every one in scope).
+	walk := func(in []uint32) {
+		if opts.NetNS != nil && len(opts.NetNS) == 0 {
+			return // nothing in scope
+		}
 		rep.Walked = now // the walk begins at now or later: never too late a mark
-		rep.Reconciled, rep.ReconcileErr = src.Reconcile()
+		all := in == nil
+		if all {
+			in = opts.inodes()
+		} else {
+			rep.WalkedNS = in
+		}
+		rep.Reconciled, rep.ReconcileErr = src.Reconcile(in)
 		if rep.ReconcileErr == nil {
-			opts.Walked = rep.Walked
+			if all {
+				opts.Walked = rep.Walked
+			} else {
+				opts.WalkedIn = maps.Clone(opts.WalkedIn)
+				if opts.WalkedIn == nil {
+					opts.WalkedIn = map[uint32]uint64{}
+				}
+				for _, ns := range in {
+					opts.WalkedIn[ns] = rep.Walked
+				}
+			}
 		}
 		lap(&rep.Steps.Walk)
 	}
 	walked := !opts.WalkOnDemand
 	if walked {
-		walk()
+		walk(nil)
 	}
 	found, err := collect(src, opts, now)
 	if err != nil {
 		return rep, err
 	}
 	lap(&rep.Steps.Read)
-	if !walked && found.stale {
-		walk()
+	if !walked && len(found.stale) > 0 {
+		// Walk only the namespaces a hung socket needs walked.
+		var in []uint32
+		if opts.NetNS != nil && len(found.stale) < len(opts.NetNS) {
+			in = slices.Sorted(maps.Keys(found.stale))
+		}
+		walk(in)
 		if found, err = collect(src, opts, now); err != nil {
 			return rep, err
 		}
@@ -293,7 +359,7 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 			kill = append(kill, it)
 		}
 	}
-	changed := false
+	var changed map[uint32]bool // namespaces of sockets the map was wrong about
 	if len(kill) > 0 {
 		var held map[int]*hold
 		if opts.Processes != nil && !act.dry {
@@ -315,7 +381,11 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 			case errors.Is(err, ErrGone):
 				it.Outcome = Gone
 			case errors.As(err, &se):
-				it.Outcome, it.KernelState, changed = Changed, se.Have, true
+				it.Outcome, it.KernelState = Changed, se.Have
+				if changed == nil {
+					changed = map[uint32]bool{}
+				}
+				changed[it.Conn.NetNS] = true
 			default:
 				it.Outcome, it.Err = Failed, err
 			}
@@ -331,12 +401,16 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 		}
 		lap(&rep.Steps.Act)
 	}
-	if changed {
-		// The map was wrong about a socket: a walk of the namespace gives
+	if len(changed) > 0 {
+		// The map was wrong about a socket: a walk of its namespace gives
 		// each entry the kernel's state (a lower-bound age when it moved
 		// on to another closing state) and drops the others.
+		var in []uint32
+		if opts.NetNS != nil {
+			in = slices.Sorted(maps.Keys(changed))
+		}
 		var st WalkStats
-		st, rep.ReconcileErr = src.Reconcile()
+		st, rep.ReconcileErr = src.Reconcile(in)
 		rep.Reconciled.Add(st)
 		lap(&rep.Steps.Walk)
 	}
@@ -373,24 +447,47 @@ type found struct {
 	hung    []conn.Conn
 	next    uint64 // earliest deadline still ahead; 0: none
 	scanned int
-	// stale: what the map says of a hung socket may be out of date in a
-	// way no event reports (see stale), and only a walk of the namespace
-	// says.
-	stale bool
+	// stale holds the namespaces where what the map says of a hung socket
+	// may be out of date in a way no event reports (see stale), and only
+	// a walk of the namespace says.
+	stale map[uint32]bool
 }
 
 // collect reads the tracked sockets of opts.NetNS as they stream from src,
 // deciding on each with the cheap policy.Due; the full decision, with its
-// reason, is made later for the hung ones only.
+// reason, is made later for the hung ones only. Hung sockets carry their
+// namespace's name.
 func collect(src Source, opts Options, now uint64) (found, error) {
 	var f found
-	err := src.Walk(opts.NetNS, func(c *conn.Conn) {
+	var only uint32 // the one namespace in scope; 0: look each up
+	switch len(opts.NetNS) {
+	case 0:
+		if opts.NetNS != nil {
+			return f, nil // nothing in scope
+		}
+	case 1:
+		for ino := range opts.NetNS {
+			only = ino
+		}
+	}
+	err := src.Walk(only, func(c *conn.Conn) {
+		if only == 0 && opts.NetNS != nil {
+			if _, ok := opts.NetNS[c.NetNS]; !ok {
+				return
+			}
+		}
 		f.scanned++
 		hung, deadline := opts.Policy.Due(c, now)
-		st, check := stale(opts.Policy, c, hung, opts.Walked, now)
-		f.stale = f.stale || st
+		st, check := stale(opts.Policy, c, hung, opts.walked(c.NetNS), now)
+		if st {
+			if f.stale == nil {
+				f.stale = map[uint32]bool{}
+			}
+			f.stale[c.NetNS] = true
+		}
 		if hung {
 			f.hung = append(f.hung, *c)
+			f.hung[len(f.hung)-1].NetNSName = opts.NetNS[c.NetNS]
 		} else {
 			f.later(deadline, now)
 		}

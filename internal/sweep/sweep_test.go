@@ -96,10 +96,10 @@ func (e *env) sweep(t *testing.T, src sweep.Source, dry bool, opts sweep.Options
 	if dry {
 		act = sweep.DryRun(e.k)
 	}
-	opts.NetNS = e.inode
-	if opts.NetNS == 0 {
+	if e.inode == 0 {
 		t.Fatal("refusing an unscoped sweep")
 	}
+	opts.NetNS = map[uint32]string{e.inode: e.ns.Name}
 	// Inside the namespace, as the binary runs: Reconcile walks the
 	// sockets of the calling thread's namespace.
 	var rep sweep.Report
@@ -881,7 +881,7 @@ func TestOwners(t *testing.T) {
 	held, _ := e.ns.CloseWait(t, "tcp4")
 	orphan, _ := e.ns.LastAckOrphan(t, "tcp6")
 
-	if _, err := tr.Reconcile(); err != nil { // learns the orphan is one
+	if _, err := tr.Reconcile(nil); err != nil { // learns the orphan is one
 		t.Fatal(err)
 	}
 	conns, err := tr.Conns(0)

@@ -20,11 +20,13 @@ type fakeSource struct {
 	ownerErr  error
 	forgotten []uint64
 	walks     int
-	asked     []uint64 // cookies Owners was asked about
+	asked     []uint64   // cookies Owners was asked about
+	walkedIn  [][]uint32 // what each Reconcile was asked to walk
 }
 
-func (f *fakeSource) Reconcile() (WalkStats, error) {
+func (f *fakeSource) Reconcile(in []uint32) (WalkStats, error) {
 	f.walks++
+	f.walkedIn = append(f.walkedIn, in)
 	return WalkStats{}, nil
 }
 func (f *fakeSource) Walk(_ uint32, fn func(*conn.Conn)) error {
@@ -385,5 +387,90 @@ func TestStepsWithinTook(t *testing.T) {
 	}
 	if sum := s.Walk + s.Read + s.Owners + s.Act; sum > rep.Took {
 		t.Errorf("steps add up to %v, more than took %v", sum, rep.Took)
+	}
+}
+
+// inNS is c in namespace ns.
+func inNS(c conn.Conn, ns uint32) conn.Conn {
+	c.NetNS = ns
+	return c
+}
+
+// TestScope: a sweep judges only the sockets of the namespaces in scope,
+// names each hung one's namespace, counts the namespaces, and holds every
+// namespace's sockets to one --max-kills; an empty scope judges nothing
+// and walks nothing.
+func TestScope(t *testing.T) {
+	pol := policy.Default()
+	src := &fakeSource{conns: []conn.Conn{
+		inNS(hung(1, conn.CloseWait, false), 10),
+		inNS(hung(2, conn.CloseWait, false), 20),
+		inNS(hung(3, conn.CloseWait, false), 30), // not in scope
+		inNS(hung(4, conn.CloseWait, false), 20),
+	}}
+	scope := map[uint32]string{10: "a", 20: ""}
+	k := &fakeKiller{}
+	rep, err := Run(src, act(k, false), Options{Policy: &pol, NetNS: scope, MaxKills: 2}, 1000*sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Scanned != 3 || rep.Hung != 3 || rep.Namespaces != 2 {
+		t.Errorf("scanned %d, hung %d, namespaces %d; want 3, 3, 2", rep.Scanned, rep.Hung, rep.Namespaces)
+	}
+	if rep.Destroyed != 2 || rep.Held != 1 || slices.Contains(k.got, 3) {
+		t.Errorf("destroyed %v (%d), held %d; want two of 1, 2, 4 and one held", k.got, rep.Destroyed, rep.Held)
+	}
+	for _, it := range rep.Items {
+		if it.Conn.NetNSName != scope[it.Conn.NetNS] {
+			t.Errorf("socket %d of namespace %d named %q, want %q", it.Conn.Cookie, it.Conn.NetNS, it.Conn.NetNSName, scope[it.Conn.NetNS])
+		}
+	}
+	if len(src.walkedIn) != 1 || !slices.Equal(src.walkedIn[0], []uint32{10, 20}) {
+		t.Errorf("walks %v, want one of [10 20]", src.walkedIn)
+	}
+
+	src.walkedIn = nil
+	rep, _ = Run(src, act(k, false), Options{Policy: &pol, NetNS: map[uint32]string{}}, 1000*sec)
+	if rep.Scanned != 0 || rep.Hung != 0 || len(src.walkedIn) != 0 {
+		t.Errorf("empty scope: scanned %d, hung %d, walks %v; want nothing", rep.Scanned, rep.Hung, src.walkedIn)
+	}
+}
+
+// TestWalkOnlyWhereStale: a sweep at a deadline walks only the namespaces
+// whose hung sockets the map may be wrong about, says which (WalkedNS),
+// and a later sweep counts that walk for them only.
+func TestWalkOnlyWhereStale(t *testing.T) {
+	pol := policy.Default()
+	stale := inNS(hung(1, conn.CloseWait, false), 20)
+	stale.File = 0 // accepted since? only a walk can say
+	src := &fakeSource{conns: []conn.Conn{inNS(hung(2, conn.CloseWait, false), 10), stale}}
+	scope := map[uint32]string{10: "", 20: "", 30: ""}
+	rep, _ := Run(src, act(&fakeKiller{}, true), Options{Policy: &pol, NetNS: scope, WalkOnDemand: true}, 1000*sec)
+	if len(src.walkedIn) != 1 || !slices.Equal(src.walkedIn[0], []uint32{20}) || !slices.Equal(rep.WalkedNS, []uint32{20}) || rep.Walked == 0 {
+		t.Fatalf("walks %v, WalkedNS %v, Walked %d; want one walk of [20]", src.walkedIn, rep.WalkedNS, rep.Walked)
+	}
+	// A FIN_WAIT2 timewait socket (FIN_WAIT2 threshold an hour) is worth
+	// a walk once it could be hung as TIME_WAIT (120 s) since its
+	// namespace was last walked.
+	if err := pol.Thresholds.Set(conn.FinWait2, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	fw := inNS(hung(3, conn.FinWait2, true), 30)
+	fw.Entered = 900 * sec
+	src = &fakeSource{conns: []conn.Conn{fw}}
+	opts := Options{Policy: &pol, NetNS: scope, WalkOnDemand: true, Walked: 800 * sec}
+	Run(src, act(&fakeKiller{}, true), opts, 1000*sec) // 900 + 120 > 1000: not yet
+	if len(src.walkedIn) != 0 {
+		t.Fatalf("walked %v before the socket could be TIME_WAIT", src.walkedIn)
+	}
+	rep, _ = Run(src, act(&fakeKiller{}, true), opts, 1021*sec)
+	if len(src.walkedIn) != 1 || !slices.Equal(src.walkedIn[0], []uint32{30}) {
+		t.Fatalf("walks %v at 1021 s, want one of [30]", src.walkedIn)
+	}
+	// Walked at 1021 s: not again until 1021 + 120 s, whatever the last
+	// walk of every namespace.
+	opts.WalkedIn = map[uint32]uint64{30: rep.Walked}
+	if rep, _ = Run(src, act(&fakeKiller{}, true), opts, 1100*sec); len(src.walkedIn) != 1 || rep.Next != 1141*sec {
+		t.Errorf("walks %v, next %d at 1100 s; want no walk, the next check at %d", src.walkedIn, rep.Next, 1141*sec)
 	}
 }

@@ -275,6 +275,12 @@ func lookupFamily(t testing.TB, name string) family {
 // family's loopback address on a free port, aborted when t ends.
 func (ns *NS) socket(t testing.TB, fam string) *Sock {
 	t.Helper()
+	return ns.socketOn(t, fam, 0)
+}
+
+// socketOn is socket bound to port (0: a free one).
+func (ns *NS) socketOn(t testing.TB, fam string, port uint16) *Sock {
+	t.Helper()
 	f := lookupFamily(t, fam)
 	fd := -1
 	err := ns.Do(func() error {
@@ -294,8 +300,8 @@ func (ns *NS) socket(t testing.TB, fam string) *Sock {
 	if err := ns.owns(fd); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Bind(fd, Sockaddr(netip.AddrPortFrom(f.lo, 0))); err != nil {
-		t.Fatalf("bind %s: %v", f.lo, err)
+	if err := unix.Bind(fd, Sockaddr(netip.AddrPortFrom(f.lo, port))); err != nil {
+		t.Fatalf("bind %s port %d: %v", f.lo, port, err)
 	}
 	s.fill()
 	return s

@@ -61,6 +61,24 @@ func (ns *NS) CloseWait(t testing.TB, fam string) (server, client *Sock) {
 	return server, client
 }
 
+// CloseWaitOn is CloseWait with the server on port: a test that runs
+// hck-bpf over namespaces it did not make (--all-netns) confines it with
+// --include-ports and a port nothing else uses.
+func (ns *NS) CloseWaitOn(t testing.TB, fam string, port uint16) (server, client *Sock) {
+	t.Helper()
+	l := ns.socketOn(t, fam, port)
+	l.listen()
+	client = ns.socket(t, fam)
+	client.connect(l.Local)
+	server = l.accept()
+	client.waitConnected()
+	l.Close()
+	ns.Await(t, client.In(conn.Established), server.In(conn.Established))
+	client.CloseWrite()
+	ns.Await(t, server.In(conn.CloseWait), client.In(conn.FinWait2))
+	return server, client
+}
+
 // FinWait2 returns client in FIN_WAIT2, half-closed with its file open, and
 // server in CLOSE_WAIT: CloseWait seen from the other end.
 func (ns *NS) FinWait2(t testing.TB, fam string) (client, server *Sock) {

@@ -33,7 +33,7 @@ func TestChurn(t *testing.T) {
 		return churn(churnConns)
 	})
 	var st sweep.WalkStats
-	ns.MustDo(func() (err error) { st, err = tr.Reconcile(); return err })
+	ns.MustDo(func() (err error) { st, err = tr.Reconcile(nil); return err })
 	after, err := tr.Counters()
 	if err != nil {
 		t.Fatal(err)

@@ -48,14 +48,21 @@ type Event struct {
 
 // Wakes say which sockets a service must hear of.
 type Wakes struct {
-	// NetNS is the service's scope: only sockets of this network
-	// namespace are announced; 0: those of every watched namespace.
-	NetNS uint32
+	// NetNS is the service's scope: only sockets of these network
+	// namespaces are announced; empty: those of every watched namespace
+	// (a service covering every namespace). More than ScopeMax count as
+	// empty: a socket of a namespace that another hck-bpf watches may then
+	// wake the service for nothing.
+	NetNS []uint32
 	// After is, per closing state, how long after a socket enters it a
 	// sweep may have to act on it: the smallest threshold the state can
 	// have. A state missing, or ≤ 0, is never announced.
 	After map[conn.State]time.Duration
 }
+
+// ScopeMax is the most namespaces the tracker tells apart for a service
+// (Wakes.NetNS).
+const ScopeMax = len(bpf.TrackerHckCfg{}.Scope)
 
 // notArmed is hck_armed while a sweep runs: no timer, so the next socket
 // due at all is announced.
@@ -65,7 +72,10 @@ const notArmed = math.MaxUint64
 // included, and opens the stream. The timer starts armed at 0: the
 // service's first sweep is due at once.
 func (t *Tracker) Events(w Wakes) (_ *Events, err error) {
-	cfg := bpf.TrackerHckCfg{Notify: 1, NotifyOverflow: 1, Netns: w.NetNS}
+	cfg := bpf.TrackerHckCfg{Notify: 1, NotifyOverflow: 1}
+	if len(w.NetNS) <= len(cfg.Scope) {
+		cfg.Nscope = uint32(copy(cfg.Scope[:], w.NetNS))
+	}
 	for s, d := range w.After {
 		if int(s) >= len(cfg.WakeNs) {
 			return nil, fmt.Errorf("open events: no such TCP state %d", s)

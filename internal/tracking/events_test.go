@@ -11,13 +11,14 @@ import (
 // TestEventsOnlyBeforeTimer: with a service listening, the tracker sends a
 // socket only when it is due before the armed timer, with the deadline it
 // computed from the entry, and lowers the timer to it; a socket due at or
-// after the timer, or of another namespace, sends nothing. After Fired the
-// next socket due at all is sent.
+// after the timer, or of a namespace outside the service's scope, sends
+// nothing; one of the scope's other namespace does. After Fired the next
+// socket due at all is sent.
 func TestEventsOnlyBeforeTimer(t *testing.T) {
-	ns, other := testnet.New(t), testnet.New(t)
+	ns, second, other := testnet.New(t), testnet.New(t), testnet.New(t)
 	tr := open(t, testnet.PinDir(t), 0) // watches every namespace
 	const cw = 10 * time.Second
-	ev, err := tr.Events(Wakes{NetNS: ns.Inode(), After: map[conn.State]time.Duration{
+	ev, err := tr.Events(Wakes{NetNS: []uint32{ns.Inode(), second.Inode()}, After: map[conn.State]time.Duration{
 		conn.CloseWait: cw, conn.FinWait1: time.Hour, conn.FinWait2: 2 * time.Hour, conn.TimeWait: 2 * time.Hour}})
 	if err != nil {
 		t.Fatal(err)
@@ -87,12 +88,57 @@ func TestEventsOnlyBeforeTimer(t *testing.T) {
 	// The timer fired: the next socket due at all is sent (the client's
 	// FIN_WAIT1 may come first, then the CLOSE_WAIT, due earlier).
 	srv, _ = ns.CloseWait(t, "tcp6")
+	awaitEvent(t, read, srv.Cookie)
+	// The scope's second namespace: its socket due before the timer is
+	// the service's too.
+	ev.Fired()
+	srv, _ = second.CloseWait(t, "tcp4")
+	awaitEvent(t, read, srv.Cookie)
+}
+
+// awaitEvent reads events until one names cookie (the client's FIN_WAIT1
+// may come first, then the CLOSE_WAIT, due earlier).
+func awaitEvent(t *testing.T, read func() Event, cookie uint64) {
+	t.Helper()
 	for i := 0; ; i++ {
-		if e := read(); e.Cookie == srv.Cookie {
-			break
+		if e := read(); e.Cookie == cookie {
+			return
 		}
 		if i == 2 {
-			t.Fatalf("after Fired: no event for the new CLOSE_WAIT %s", srv)
+			t.Fatalf("no event for socket %d", cookie)
 		}
+	}
+}
+
+// TestEventsEveryWatched: a service whose scope is every namespace (no
+// list, or more namespaces than the tracker tells apart) hears of a
+// socket of any watched namespace.
+func TestEventsEveryWatched(t *testing.T) {
+	a, b := testnet.New(t), testnet.New(t)
+	tr := open(t, testnet.PinDir(t), 0) // watches every namespace
+	many := make([]uint32, ScopeMax+1)
+	for i := range many {
+		many[i] = uint32(i + 1) // none of them a, b
+	}
+	for name, scope := range map[string][]uint32{"no list": nil, "too many": many} {
+		ev, err := tr.Events(Wakes{NetNS: scope, After: map[conn.State]time.Duration{conn.CloseWait: time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		read := func() Event {
+			t.Helper()
+			ev.rd.SetDeadline(time.Now().Add(testnet.Timeout))
+			e, err := ev.Read()
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return e
+		}
+		for _, ns := range []*testnet.NS{a, b} {
+			ev.Fired()
+			srv, _ := ns.CloseWait(t, "tcp4")
+			awaitEvent(t, read, srv.Cookie)
+		}
+		ev.Close()
 	}
 }

@@ -15,21 +15,29 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 )
 
-// Reconcile walks every TCP socket of the calling thread's network
-// namespace with iter/tcp and brings the map in line with the kernel:
+// Reconcile walks every TCP socket of the network namespaces in (none: the
+// calling thread's), each with iter/tcp created inside it, and brings the
+// map in line with the kernel:
 //   - a closing socket the tracker never saw is seeded, its age counted
 //     from now (a lower bound) unless the TIME_WAIT timer gives it exactly;
 //   - a timewait socket that moved from FIN_WAIT2 to TIME_WAIT, which no
 //     event reports, gets its state and exact entry time;
-//   - an entry of this namespace whose socket no longer exists (an expired
-//     or reused timewait socket) is removed;
+//   - an entry of a walked namespace whose socket no longer exists (an
+//     expired or reused timewait socket) is removed;
 //   - an entry of a namespace that no longer exists is removed (a deleted
 //     namespace takes its sockets without an event).
-func (t *Tracker) Reconcile() (sweep.WalkStats, error) {
+//
+// A namespace that cannot be entered because it is gone is skipped: no
+// error, its entries pruned. Another namespace's failure is returned,
+// joined with the others', after the rest were walked.
+func (t *Tracker) Reconcile(in []uint32) (sweep.WalkStats, error) {
 	var st sweep.WalkStats
 	here, err := netns.CurrentInode()
 	if err != nil {
 		return st, err
+	}
+	if len(in) == 0 {
+		in = []uint32{here}
 	}
 	lost, err := t.lost()
 	if err != nil {
@@ -43,11 +51,99 @@ func (t *Tracker) Reconcile() (sweep.WalkStats, error) {
 		return st, err
 	}
 	start := conn.Now()
-	recs, err := t.walkSockets()
-	if err != nil {
-		return st, err
+	m := t.objs.HckConns
+	walked := make(map[uint32]bool, len(in))
+	var full map[uint32]bool // namespaces with a socket the full map refused
+	var errs []error
+	for _, ns := range in {
+		if walked[ns] {
+			continue
+		}
+		recs, err := t.walkIn(ns, here)
+		if errors.Is(err, netns.ErrGone) {
+			continue // its sockets went with it; its entries are pruned below
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		walked[ns] = true
+		if err := t.merge(recs, tracked, start, &st, &full); err != nil {
+			return st, errors.Join(append(errs, err)...)
+		}
 	}
-	st.Seen = len(recs)
+	if len(walked) == 0 && len(errs) > 0 {
+		return st, errors.Join(errs...)
+	}
+	// Entries with no socket behind them: a walked namespace's are stale;
+	// other namespaces' go if their namespace is gone.
+	var stale, foreign []uint64
+	var foreignNS []uint32
+	for cookie, v := range tracked {
+		if !walked[v.netns] {
+			foreign, foreignNS = append(foreign, cookie), append(foreignNS, v.netns)
+		} else {
+			stale = append(stale, cookie)
+		}
+	}
+	if len(foreign) > 0 {
+		live, fresh := t.liveNetNS(false), false
+		for i, c := range foreign {
+			if !live[foreignNS[i]] && !fresh {
+				// A cached list predates namespaces made since: look
+				// again before deleting what may be a new one's entries.
+				live, fresh = t.liveNetNS(true), true
+			}
+			if !live[foreignNS[i]] && m.Delete(c) == nil {
+				st.Pruned++
+			}
+		}
+	}
+	t.unwatchDead()
+	for _, c := range stale {
+		if err := m.Delete(c); err == nil {
+			st.Removed++
+		}
+	}
+	t.pruneOwners()
+	for ns := range walked {
+		if !full[ns] {
+			// Seeded: from now on the tracker alone keeps this
+			// namespace's full sockets exact (see Seeded).
+			_ = t.objs.HckNetns.Update(ns, lost+1, ebpf.UpdateAny)
+		}
+	}
+	return st, errors.Join(errs...)
+}
+
+// walkIn walks namespace ns's sockets from inside it: on the calling
+// thread when it is there (here), else through the Enter of the tracker's
+// options, else opened by inode (a walk of /proc).
+func (t *Tracker) walkIn(ns, here uint32) ([]socketRec, error) {
+	if ns == here {
+		return t.walkSockets()
+	}
+	var recs []socketRec
+	walk := func() (err error) {
+		recs, err = t.walkSockets()
+		return err
+	}
+	if t.enter != nil {
+		return recs, t.enter(ns, walk)
+	}
+	h, err := netns.FromInode(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return recs, h.Do(walk)
+}
+
+// merge brings the entries of one namespace's walk (recs) in line with
+// it; tracked is the snapshot before the walks, whose seen sockets leave
+// it. A socket the full map refused marks its namespace in *full.
+func (t *Tracker) merge(recs []socketRec, tracked map[uint64]snap, start uint64, st *sweep.WalkStats, full *map[uint32]bool) error {
+	st.Seen += len(recs)
 	m := t.objs.HckConns
 	for i := range recs {
 		r := &recs[i]
@@ -63,8 +159,12 @@ func (t *Tracker) Reconcile() (sweep.WalkStats, error) {
 				st.Seeded++
 			} else if errors.Is(err, unix.E2BIG) {
 				st.Overflow++
+				if *full == nil {
+					*full = map[uint32]bool{}
+				}
+				(*full)[v.Netns] = true
 			} else if !errors.Is(err, ebpf.ErrKeyExist) {
-				return st, fmt.Errorf("seed socket %d: %w", r.Cookie, err)
+				return fmt.Errorf("seed socket %d: %w", r.Cookie, err)
 			}
 			continue
 		}
@@ -92,43 +192,7 @@ func (t *Tracker) Reconcile() (sweep.WalkStats, error) {
 			}
 		}
 	}
-	// Entries with no socket behind them: this namespace's are stale; other
-	// namespaces' go if their namespace is gone.
-	var stale, foreign []uint64
-	var foreignNS []uint32
-	for cookie, v := range tracked {
-		if v.netns != here {
-			foreign, foreignNS = append(foreign, cookie), append(foreignNS, v.netns)
-		} else {
-			stale = append(stale, cookie)
-		}
-	}
-	if len(foreign) > 0 {
-		live, fresh := t.liveNetNS(false), false
-		for i, c := range foreign {
-			if !live[foreignNS[i]] && !fresh {
-				// A cached list predates namespaces made since: look
-				// again before deleting what may be a new one's entries.
-				live, fresh = t.liveNetNS(true), true
-			}
-			if !live[foreignNS[i]] && m.Delete(c) == nil {
-				st.Pruned++
-			}
-		}
-	}
-	t.unwatchDead()
-	for _, c := range stale {
-		if err := m.Delete(c); err == nil {
-			st.Removed++
-		}
-	}
-	t.pruneOwners()
-	if st.Overflow == 0 {
-		// Seeded: from now on the tracker alone keeps this namespace's
-		// full sockets exact (see Seeded).
-		_ = t.objs.HckNetns.Update(here, lost+1, ebpf.UpdateAny)
-	}
-	return st, nil
+	return nil
 }
 
 // snap is what Reconcile keeps of an entry before its walk: what the merges

@@ -39,6 +39,10 @@ type Options struct {
 	// for. WatchAll records every namespace.
 	Watch    []uint32
 	WatchAll bool
+	// Enter runs fn inside network namespace ns (scope.Scope.Do), for
+	// walks of namespaces other than the calling thread's; ErrGone (from
+	// netns) when it is gone. nil: such a namespace is opened by inode.
+	Enter func(ns uint32, fn func() error) error
 }
 
 // Tracker is an open handle on the pinned tracker. Close releases the handle;
@@ -49,7 +53,8 @@ type Tracker struct {
 	socketsIter *link.Iter      // pinned sockets iterator, opened on first Reconcile
 	lock        *pinLock        // the pin dir's lock (Options.Own)
 	live        map[uint32]bool // network namespaces still reachable
-	walkBuf     *walkBuf        // forEach's batch, reused
+	enter       func(ns uint32, fn func() error) error
+	walkBuf     *walkBuf // forEach's batch, reused
 	liveAt      time.Time
 	link        link.Link
 	pinDir      string
@@ -73,7 +78,7 @@ func Open(opts Options) (_ *Tracker, err error) {
 	if err := ensurePinDir(opts.PinDir); err != nil {
 		return nil, err
 	}
-	t := &Tracker{pinDir: opts.PinDir}
+	t := &Tracker{pinDir: opts.PinDir, enter: opts.Enter}
 	if opts.Own {
 		if t.lock, err = lockPinDir(opts.PinDir); err != nil {
 			return nil, err
@@ -179,6 +184,12 @@ func (t *Tracker) watch(opts Options) error {
 		}
 	}
 	return nil
+}
+
+// Watch adds network namespaces to the tracker's watched set (a namespace
+// found after Open).
+func (t *Tracker) Watch(ns ...uint32) error {
+	return t.watch(Options{Watch: ns})
 }
 
 // Seeded reports whether the map holds every closing socket of network

@@ -11,8 +11,10 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
+	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
@@ -29,7 +31,7 @@ func open(t *testing.T, pinDir string, size uint32) *Tracker {
 // entry returns the tracker's entry for cookie, reconciling in ns first.
 func entry(t *testing.T, tr *Tracker, ns *testnet.NS, cookie uint64) (conn.Conn, bool) {
 	t.Helper()
-	ns.MustDo(func() error { _, err := tr.Reconcile(); return err })
+	ns.MustDo(func() error { _, err := tr.Reconcile(nil); return err })
 	return mapEntry(t, tr, ns, cookie)
 }
 
@@ -198,7 +200,7 @@ func TestOverflowIsCounted(t *testing.T) {
 	for range 6 {
 		ns.CloseWait(t, "tcp4") // two closing sockets each
 	}
-	ns.MustDo(func() error { _, err := tr.Reconcile(); return err })
+	ns.MustDo(func() error { _, err := tr.Reconcile(nil); return err })
 	after, err := tr.Counters()
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +234,7 @@ func TestPrunesDeletedNamespaces(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		tr.live = nil // no cached list of live namespaces
-		here.MustDo(func() error { _, err := tr.Reconcile(); return err })
+		here.MustDo(func() error { _, err := tr.Reconcile(nil); return err })
 		cs, err := tr.Conns(goneNS)
 		if err != nil {
 			t.Fatal(err)
@@ -303,5 +305,61 @@ func TestLoadErrorNamesObject(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "load owners iterator map hck_want: the maps pinned in "+pin) ||
 		strings.Contains(err.Error(), "tracker") || strings.Contains(err.Error(), "--map-size 0") {
 		t.Errorf("owners over a foreign hck_want: %v; want an error naming the owners iterator's map", err)
+	}
+}
+
+// TestReconcileEveryNamespace: one reconcile walks each namespace it is
+// given from inside it (an iterator walks the namespace it was created
+// in): sockets older than the tracker are seeded in each, each namespace
+// counts as seeded, an entry whose socket died without an event is
+// removed in each; a namespace that is gone is no error.
+func TestReconcileEveryNamespace(t *testing.T) {
+	a, b := testnet.New(t), testnet.New(t)
+	// Older than the tracker: only a walk inside each namespace finds them.
+	aSrv, _ := a.CloseWait(t, "tcp4")
+	bSrv, _ := b.CloseWait(t, "tcp6")
+	sc, err := scope.Resolve([]string{a.Path(), b.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	tr, err := Open(Options{PinDir: testnet.PinDir(t), Watch: []uint32{a.Inode(), b.Inode()}, Enter: sc.Do})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	if tr.Seeded(a.Inode()) || tr.Seeded(b.Inode()) {
+		t.Fatal("seeded before any walk")
+	}
+	const gone = 1 // no namespace has inode 1
+	st, err := tr.Reconcile([]uint32{a.Inode(), b.Inode(), gone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Seen != 4 || st.Seeded != 4 {
+		t.Errorf("walk %+v: want 4 closing sockets seen and seeded, two per namespace", st)
+	}
+	for _, s := range []struct {
+		ns   *testnet.NS
+		sock *testnet.Sock
+	}{{a, aSrv}, {b, bSrv}} {
+		c, ok := mapEntry(t, tr, s.ns, s.sock.Cookie)
+		if !ok || c.NetNS != s.ns.Inode() || c.State != conn.CloseWait {
+			t.Errorf("%s: entry %+v (%v), want CLOSE_WAIT in %d", s.sock, c, ok, s.ns.Inode())
+		}
+		if !tr.Seeded(s.ns.Inode()) {
+			t.Errorf("namespace %s not seeded after its walk", s.ns.Name)
+		}
+	}
+	// Both sockets die; the walk of both namespaces drops their entries.
+	aSrv.Abort()
+	bSrv.Abort()
+	a.Await(t, aSrv.Gone())
+	b.Await(t, bSrv.Gone())
+	for _, cookie := range []uint64{aSrv.Cookie, bSrv.Cookie} {
+		_ = tr.objs.HckConns.Put(cookie, bpf.TrackerHckConn{State: uint8(conn.CloseWait), Netns: map[uint64]uint32{aSrv.Cookie: a.Inode(), bSrv.Cookie: b.Inode()}[cookie]})
+	}
+	if st, err = tr.Reconcile([]uint32{a.Inode(), b.Inode()}); err != nil || st.Removed < 2 {
+		t.Errorf("walk %+v (%v): want the two dead sockets' entries removed", st, err)
 	}
 }

@@ -30,10 +30,22 @@ type holderProc struct {
 // startHolder re-executes this program as a holder in the bench's
 // namespace (a child inherits it).
 func (b *bench) startHolder(args ...string) (*holderProc, error) {
+	return b.startHolderIn(false, args...)
+}
+
+// startHolderIn is startHolder, in a network namespace of the holder's
+// own when newNS (with its loopback up), which goes with it.
+func (b *bench) startHolderIn(newNS bool, args ...string) (*holderProc, error) {
 	full := append([]string{holdCmd, "-host-netns", strconv.FormatUint(b.hostNS, 10)}, args...)
+	if newNS {
+		full = append(full, "-lo-up")
+	}
 	cmd := exec.Command("/proc/self/exe", full...)
 	// The holder dies with the bench; its sockets die with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if newNS {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -116,10 +128,16 @@ func (hs holderSet) stop() {
 // buildSet starts one holder per spec, all at once, and waits until each
 // holds its sockets. It returns the states they report, summed.
 func (b *bench) buildSet(ctx context.Context, specs []holdSpec) (holderSet, map[string]int, error) {
+	return b.buildSetIn(ctx, false, specs)
+}
+
+// buildSetIn is buildSet, each holder in a network namespace of its own
+// when newNS.
+func (b *bench) buildSetIn(ctx context.Context, newNS bool, specs []holdSpec) (holderSet, map[string]int, error) {
 	var hs holderSet
 	states := map[string]int{}
 	for _, s := range specs {
-		h, err := b.startHolder("-port", strconv.Itoa(b.nextPort()),
+		h, err := b.startHolderIn(newNS, "-port", strconv.Itoa(b.nextPort()),
 			"-est", strconv.Itoa(s.Est), "-cw", strconv.Itoa(s.CW), "-fw1", strconv.Itoa(s.FW1), "-la", strconv.Itoa(s.LA))
 		if err != nil {
 			hs.stop()

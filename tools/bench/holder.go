@@ -16,6 +16,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/loopsock"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
 // A holder is this program re-executed (`bench hold ...`) inside the
@@ -70,6 +71,7 @@ func holdMain(args []string) int {
 	lag := fs.Int("lag", 0, "kill-lag mode: this many CLOSE_WAIT pairs, half-closed over -spread, watched until destroyed")
 	spread := fs.Duration("spread", time.Second, "kill-lag mode: spread the half-closes over this long")
 	lagWait := fs.Duration("lag-wait", 20*time.Second, "kill-lag mode: give up on a socket after this long")
+	loUp := fs.Bool("lo-up", false, "bring loopback up first (a holder started in a namespace of its own)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -79,6 +81,17 @@ func holdMain(args []string) int {
 	}
 	if err := mustBePrivate(*hostNS); err != nil {
 		return fail(err)
+	}
+	if *loUp {
+		here, err := netns.Current()
+		if err != nil {
+			return fail(err)
+		}
+		err = here.LoopbackUp()
+		here.Close()
+		if err != nil {
+			return fail(err)
+		}
 	}
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {

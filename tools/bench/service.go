@@ -38,6 +38,7 @@ type killLine struct {
 
 type service struct {
 	cmd      *exec.Cmd
+	first    sweepLine // the first sweep, at start: a full walk
 	sweeps   chan sweepLine
 	mu       sync.Mutex
 	kills    []killLine
@@ -93,7 +94,7 @@ func (b *bench) startService(ctx context.Context, name, pinDir string, args ...s
 		}
 	}()
 	go func() { _ = cmd.Wait(); close(s.done) }()
-	if _, err := s.nextSweep(ctx, 60*time.Second); err != nil {
+	if s.first, err = s.nextSweep(ctx, 60*time.Second); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("hck-bpf run: no first sweep: %w", err)
 	}
