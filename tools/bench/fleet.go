@@ -120,7 +120,7 @@ func (b *bench) buildSet(ctx context.Context, specs []holdSpec) (holderSet, map[
 	states := map[string]int{}
 	for _, s := range specs {
 		h, err := b.startHolder("-port", strconv.Itoa(b.nextPort()),
-			"-est", strconv.Itoa(s.Est), "-cw", strconv.Itoa(s.CW), "-fw1", strconv.Itoa(s.FW1), "-la", strconv.Itoa(s.LA))
+			"-est", strconv.Itoa(s.Est), "-cw", strconv.Itoa(s.CW), "-fw1", strconv.Itoa(s.FW1), "-la", strconv.Itoa(s.LA), "-peer", strconv.Itoa(s.Peer))
 		if err != nil {
 			hs.stop()
 			return nil, nil, err
