@@ -100,6 +100,10 @@ func (f *Finder) eachOwned(fn func(*bpf.OwnersHckOwnerKey, *bpf.OwnersHckOwner))
 	return nil
 }
 
+// Open finds the pinned owners iterator and its maps, or loads, attaches
+// and pins them, ahead of the first Owners (which opens them otherwise).
+func (f *Finder) Open() error { return f.open() }
+
 // open finds the pinned owners iterator and its maps, or loads, attaches
 // and pins them.
 func (f *Finder) open() error {
