@@ -40,6 +40,9 @@ const (
 	KillPinDir = "kill"
 )
 
+// noPrealloc is BPF_F_NO_PREALLOC.
+const noPrealloc = 1
+
 // PinnedMaps are the maps of every object that are pinned by name.
 var PinnedMaps = sync.OnceValue(func() []string {
 	var names []string
@@ -166,6 +169,18 @@ func AttachTracker(prog *ebpf.Program) (link.Link, error) {
 // size entries when missing) and the owners iterator pinned for this build,
 // loading, attaching and pinning it when there is none.
 func OpenOwners(pinDir string, size uint32) (want, owned *ebpf.Map, it *link.Iter, err error) {
+	return openOwners(pinDir, size, false)
+}
+
+// OpenOwnersPrealloc is OpenOwners with the maps preallocated when it
+// makes them, so that inserting and deleting skip the kernel's allocator:
+// for small maps filled and emptied on every use (kill's). Maps pinned
+// otherwise are refused as incompatible.
+func OpenOwnersPrealloc(pinDir string, size uint32) (want, owned *ebpf.Map, it *link.Iter, err error) {
+	return openOwners(pinDir, size, true)
+}
+
+func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Map, it *link.Iter, err error) {
 	const what = "owners iterator"
 	spec, err := LoadOwners()
 	if err != nil {
@@ -173,6 +188,10 @@ func OpenOwners(pinDir string, size uint32) (want, owned *ebpf.Map, it *link.Ite
 	}
 	spec.Maps[OwnersMapHckWant].MaxEntries = size
 	spec.Maps[OwnersMapHckOwned].MaxEntries = size
+	if prealloc {
+		spec.Maps[OwnersMapHckWant].Flags &^= noPrealloc
+		spec.Maps[OwnersMapHckOwned].Flags &^= noPrealloc
+	}
 	want, err = ebpf.NewMapWithOptions(spec.Maps[OwnersMapHckWant], ebpf.MapOptions{PinPath: pinDir})
 	if err != nil {
 		return nil, nil, nil, explainLoad(what+" map "+OwnersMapHckWant, pinDir, size, err)

@@ -38,8 +38,8 @@ import (
 const (
 	// ownersSize is the size of the kill's owners maps (files asked about,
 	// owners found); larger kills ask in batches of ownersBatch.
-	ownersSize  = 65536
-	ownersBatch = 16384
+	ownersSize  = 16384
+	ownersBatch = 4096
 	// filesBatch is how many sockets one run of the sockfile program
 	// looks up (its map's size).
 	filesBatch = 4096
@@ -54,6 +54,8 @@ type ownerLookup struct {
 	prog   *ebpf.Program // the sockfile program
 	files  *ebpf.Map     // its hck_sockfiles
 	finder *owners.Finder
+	// want and owned are the finder's maps, opened again to empty them.
+	want, owned *ebpf.Map
 	// clearing is the clear of the last batch's entries, which runs
 	// while the kill goes on (it destroys meanwhile); nil when none.
 	clearing chan error
@@ -77,9 +79,14 @@ func openOwners(pinDir string) (_ *ownerLookup, err error) {
 	if o.prog, o.files, err = bpf.OpenSockfile(o.dir); err != nil {
 		return nil, err
 	}
-	o.finder = owners.New(o.dir, ownersSize)
+	o.finder = owners.NewPrealloc(o.dir, ownersSize)
 	if err := o.finder.Open(); err != nil {
 		return nil, err
+	}
+	for name, m := range map[string]**ebpf.Map{bpf.OwnersMapHckWant: &o.want, bpf.OwnersMapHckOwned: &o.owned} {
+		if *m, err = ebpf.LoadPinnedMap(filepath.Join(o.dir, name), nil); err != nil {
+			return nil, fmt.Errorf("open %s: %w", name, err)
+		}
 	}
 	// What a kill that died midway left in the maps.
 	return o, o.clear(nil, nil)
@@ -113,6 +120,11 @@ func (o *ownerLookup) close() error {
 	if o.finder != nil {
 		_ = o.finder.Close()
 	}
+	for _, m := range []*ebpf.Map{o.want, o.owned} {
+		if m != nil {
+			m.Close()
+		}
+	}
 	if o.prog != nil {
 		o.prog.Close()
 	}
@@ -145,8 +157,9 @@ type fileOf struct {
 // cookie, and returns what it found, by cookie.
 func (o *ownerLookup) findFiles(ns *netns.NS, socks []*Socket) (map[uint64]fileOf, error) {
 	out := make(map[uint64]fileOf, len(socks))
-	keys := make([]uint32, 0, filesBatch)
-	vals := make([]bpf.SockfileHckSockfile, 0, filesBatch)
+	n := min(len(socks)+1, filesBatch)
+	keys := make([]uint32, 0, n)
+	vals := make([]bpf.SockfileHckSockfile, 0, n)
 	for lo := 0; lo < len(socks); lo += filesBatch - 1 {
 		batch := socks[lo:min(len(socks), lo+filesBatch-1)]
 		keys, vals = keys[:0], vals[:0]
@@ -236,34 +249,21 @@ func (o *ownerLookup) owners(cs []*conn.Conn) (map[uint64][]conn.Owner, error) {
 // hck_owned; with neither given, everything in them (what a kill that died
 // midway left behind).
 func (o *ownerLookup) clear(files []uint64, keys []bpf.OwnersHckOwnerKey) error {
-	want, err := ebpf.LoadPinnedMap(filepath.Join(o.dir, bpf.OwnersMapHckWant), nil)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // never used
-	}
-	if err != nil {
-		return fmt.Errorf("open %s: %w", bpf.OwnersMapHckWant, err)
-	}
-	defer want.Close()
-	owned, err := ebpf.LoadPinnedMap(filepath.Join(o.dir, bpf.OwnersMapHckOwned), nil)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", bpf.OwnersMapHckOwned, err)
-	}
-	defer owned.Close()
 	if files == nil && keys == nil {
 		var f, v uint64
-		for it := want.Iterate(); it.Next(&f, &v); {
+		for it := o.want.Iterate(); it.Next(&f, &v); {
 			files = append(files, f)
 		}
 		var k bpf.OwnersHckOwnerKey
 		var w bpf.OwnersHckOwner
-		for it := owned.Iterate(); it.Next(&k, &w); {
+		for it := o.owned.Iterate(); it.Next(&k, &w); {
 			keys = append(keys, k)
 		}
 	}
-	if err := deleteAll(want, files); err != nil {
+	if err := deleteAll(o.want, files); err != nil {
 		return fmt.Errorf("clear %s: %w", bpf.OwnersMapHckWant, err)
 	}
-	if err := deleteAll(owned, keys); err != nil {
+	if err := deleteAll(o.owned, keys); err != nil {
 		return fmt.Errorf("clear %s: %w", bpf.OwnersMapHckOwned, err)
 	}
 	return nil
