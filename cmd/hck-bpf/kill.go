@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"runtime/debug"
 
@@ -120,8 +121,12 @@ func killCmd(g *globals, f *killFlags) (err error) {
 		return err
 	}
 	targets, err := kill.Targets(f.netns, f.allNetns)
-	if err != nil {
+	var se *kill.SpecError
+	if errors.As(err, &se) {
 		return usageError{err}
+	}
+	if err != nil {
+		return err
 	}
 	defer kill.Close(targets)
 	log, out, err := g.logger()
@@ -140,7 +145,7 @@ func killCmd(g *globals, f *killFlags) (err error) {
 	}
 	report.KillItems(log, &rep)
 	report.KillSummary(log, &rep, f.dryRun, len(targets), out.LostLines())
-	if rep.Failed > 0 || len(rep.NSErrors) > 0 {
+	if rep.Failed > 0 || len(rep.NSErrors) > 0 || rep.OwnerErr != nil {
 		return errFailed
 	}
 	return nil

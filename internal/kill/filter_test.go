@@ -199,3 +199,11 @@ func FuzzParseStates(f *testing.F) {
 		}
 	})
 }
+
+func TestShowComm(t *testing.T) {
+	for in, want := range map[string]string{"sshd": "sshd", "sshd-session": "sshd-session", "my proc": `"my proc"`, "sshd-\nTerminated": `"sshd-\nTerminated"`} {
+		if got := showComm(in); got != want {
+			t.Errorf("showComm(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -16,6 +16,8 @@ package kill
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
@@ -345,7 +347,7 @@ func decide(s *Socket, t *Target, owners []conn.Owner, files map[uint64]fileOf, 
 	case protectedOwner(owners) != nil:
 		o := protectedOwner(owners)
 		it.Conn.Owner = o
-		it.Refusal, it.Detail = RefusedProtected, fmt.Sprintf("process %s (pid %d) is protected", o.Comm, o.PID)
+		it.Refusal, it.Detail = RefusedProtected, fmt.Sprintf("process %s (pid %d) is protected", showComm(o.Comm), o.PID)
 	case held && len(owners) == 0 && ownerErr == nil && files[s.Cookie].file != 0:
 		it.Refusal, it.Detail = RefusedUnknownOwner, "its open file is in no process's file table (passed over a unix socket, or registered with io_uring): the owner is unknown"
 	case held && len(owners) == 0 && ownerErr == nil && !files[s.Cookie].found:
@@ -368,6 +370,15 @@ func decide(s *Socket, t *Target, owners []conn.Owner, files map[uint64]fileOf, 
 		it.Outcome = Unsupported
 	}
 	return it, true
+}
+
+// showComm is a process name as a detail shows it: quoted unless plain (a
+// comm is whatever the process set, newlines included).
+func showComm(comm string) string {
+	if strings.ContainsFunc(comm, func(r rune) bool { return r == ' ' || !strconv.IsPrint(r) }) {
+		return strconv.Quote(comm)
+	}
+	return comm
 }
 
 // protectedOwner is the first protected process among owners, or nil.

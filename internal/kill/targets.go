@@ -6,6 +6,15 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/netns"
 )
 
+// SpecError: a --netns value names no namespace that can be opened.
+type SpecError struct {
+	Spec string
+	Err  error
+}
+
+func (e *SpecError) Error() string { return fmt.Sprintf("--netns %s: %v", e.Spec, e.Err) }
+func (e *SpecError) Unwrap() error { return e.Err }
+
 // Target is a network namespace a kill acts in.
 type Target struct {
 	NS *netns.NS
@@ -32,7 +41,8 @@ func (t *Target) Label() string {
 // netns.Resolve); all (--all-netns) adds every namespace netns.Discover
 // finds. Each namespace comes once, whatever names it. A spec that names
 // no namespace is an error; a discovered namespace that is gone by the
-// time it is opened is left out. The caller closes the targets (Close).
+// time it is opened is left out. A spec that names nothing is a
+// *SpecError. The caller closes the targets (Close).
 func Targets(specs []string, all bool) (_ []Target, err error) {
 	own, err := netns.CurrentInode()
 	if err != nil {
@@ -65,7 +75,7 @@ func Targets(specs []string, all bool) (_ []Target, err error) {
 	for _, s := range specs {
 		ns, err := netns.Resolve(s)
 		if err != nil {
-			return out, fmt.Errorf("--netns %s: %w", s, err)
+			return out, &SpecError{s, err}
 		}
 		add(ns, s)
 	}
