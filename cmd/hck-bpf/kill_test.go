@@ -270,7 +270,8 @@ func TestKillNetns(t *testing.T) {
 	r := h.mustRun(0, "kill", "--peer", "127.0.0.2", "--dry-run", "--netns", h.ns.Path(), "--netns", other.Name)
 	for _, want := range []string{
 		fmt.Sprintf("-> %s (PID: %d, Process: ", there2.Remote, os.Getpid()), // the server's peer
-		"[netns " + other.Name + "]", "[netns " + h.ns.Path() + "]", "(in 2 network namespaces)"} {
+		fmt.Sprintf("[netns %d %s]", other.Inode(), other.Name), fmt.Sprintf("[netns %d %s]", h.ns.Inode(), h.ns.Path()),
+		"(in 2 network namespaces)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("dry run over both namespaces lacks %q:\n%s", want, r.stdout)
 		}

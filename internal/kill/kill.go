@@ -435,11 +435,6 @@ func act(t *Target, items []Item, todo []int, opts *Options) error {
 	return nil
 }
 
-// NetNSLabel is the item's namespace, for output: "" when the kill was of
-// hck-bpf's own namespace alone.
-func (it *Item) NetNSLabel() string {
-	if it.Target == nil || !it.Target.named {
-		return ""
-	}
-	return it.Target.Label()
-}
+// Named reports whether output names the item's namespace: the kill was
+// of more than hck-bpf's own namespace alone.
+func (it *Item) Named() bool { return it.Target != nil && it.Target.named }

@@ -28,10 +28,11 @@ type Target struct {
 	named bool
 }
 
-// Label names the target in output: its name, or its inode.
+// Label names the target in messages: its inode, and its name in
+// parentheses when it has one.
 func (t *Target) Label() string {
 	if t.Name != "" {
-		return t.Name
+		return fmt.Sprintf("%d (%s)", t.NS.Inode(), t.Name)
 	}
 	return fmt.Sprint(t.NS.Inode())
 }

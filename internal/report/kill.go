@@ -34,13 +34,30 @@ func KillItems(log zerolog.Logger, rep *kill.Report) {
 	}
 }
 
+// killText is a killed socket in the scripts' form, followed, when the
+// kill was of more than its own namespace, by the socket's:
+// " [netns INODE NAME]".
+func killText(it *kill.Item) connText {
+	c := &it.Conn
+	t := connText{local: c.Local.String(), remote: c.Remote.String()}
+	t.conn = "tcp " + c.State.String() + " " + t.local + " -> " + t.remote
+	if c.Owner != nil {
+		t.conn += " (PID: " + strconv.Itoa(c.Owner.PID) + ", Process: " + c.Owner.Comm + ")"
+	}
+	if it.Named() {
+		t.conn += " [netns " + strconv.FormatUint(uint64(c.NetNS), 10)
+		if it.Target.Name != "" {
+			t.conn += " " + it.Target.Name
+		}
+		t.conn += "]"
+	}
+	return t
+}
+
 func killItem(log zerolog.Logger, it *kill.Item) {
 	c := &it.Conn
-	t := textOf(c)
+	t := killText(it)
 	line := t.conn
-	if ns := it.NetNSLabel(); ns != "" {
-		line += " [netns " + ns + "]"
-	}
 	ev := func(e *zerolog.Event, action string) *zerolog.Event {
 		e = e.Str("state", c.State.String()).Str("local", t.local).Str("remote", t.remote).
 			Uint64("cookie", c.Cookie).Uint32("netns", c.NetNS).Str("action", action)

@@ -35,7 +35,7 @@ func (ns *NS) ListenOn(t testing.TB, addr netip.AddrPort) *Sock {
 	if addr.Addr().Is4() {
 		af = unix.AF_INET
 	}
-	l := ns.socketOn(t, af, addr)
+	l := ns.socketBound(t, af, addr)
 	l.listen()
 	ns.Await(t, l.In(conn.Listen))
 	return l
@@ -54,7 +54,7 @@ func (ns *NS) ConnectFrom(t testing.TB, l *Sock, from netip.Addr) (client, serve
 			to = netip.AddrPortFrom(loopsock.Loopback4, to.Port())
 		}
 	}
-	client = ns.socketOn(t, af, netip.AddrPortFrom(from, 0))
+	client = ns.socketBound(t, af, netip.AddrPortFrom(from, 0))
 	client.connect(to)
 	server = l.accept()
 	client.waitConnected()
@@ -63,8 +63,8 @@ func (ns *NS) ConnectFrom(t testing.TB, l *Sock, from netip.Addr) (client, serve
 	return client, server
 }
 
-// socketOn is socket bound to addr.
-func (ns *NS) socketOn(t testing.TB, af int, addr netip.AddrPort) *Sock {
+// socketBound is socket bound to addr.
+func (ns *NS) socketBound(t testing.TB, af int, addr netip.AddrPort) *Sock {
 	t.Helper()
 	fd := -1
 	err := ns.Do(func() error {
