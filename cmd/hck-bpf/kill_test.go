@@ -54,8 +54,8 @@ func cookieSet(socks ...*testnet.Sock) map[uint64]bool {
 	return out
 }
 
-// lineOf is the line of cookie whose action is action.
-func lineOf(lines []map[string]any, cookie uint64, action string) map[string]any {
+// killLine is the line of cookie whose action is action.
+func killLine(lines []map[string]any, cookie uint64, action string) map[string]any {
 	for _, m := range lines {
 		if m["action"] == action && m["cookie"] == json.Number(strconv.FormatUint(cookie, 10)) {
 			return m
@@ -89,7 +89,7 @@ func TestKillPeer(t *testing.T) {
 	}
 	comm, _ := os.ReadFile("/proc/self/comm")
 	for c := range want {
-		m := lineOf(dry, c, "would_destroy")
+		m := killLine(dry, c, "would_destroy")
 		if m == nil || m["pid"] != json.Number(strconv.Itoa(os.Getpid())) || m["process"] != strings.TrimSpace(string(comm)) ||
 			m["state"] != "ESTABLISHED" {
 			t.Errorf("dry run line of %d: %v; want this test (pid %d) as its owner", c, m, os.Getpid())
@@ -155,7 +155,7 @@ func TestKillPort22(t *testing.T) {
 	if got := cookiesWith(t, live, "destroyed"); !maps.Equal(got, cookieSet(sweb)) {
 		t.Errorf("destroyed %v, want only %d", sorted(got), sweb.Cookie)
 	}
-	if m := lineOf(live, s22.Cookie, "refused"); m == nil || m["refusal"] != "port 22" || m["detail"] != "local port 22" {
+	if m := killLine(live, s22.Cookie, "refused"); m == nil || m["refusal"] != "port 22" || m["detail"] != "local port 22" {
 		t.Errorf("port 22's line: %v", m)
 	}
 	if s := killSum(t, live); s["refused"] != json.Number("1") || s["refused_port_22"] != json.Number("1") {
@@ -164,7 +164,7 @@ func TestKillPort22(t *testing.T) {
 	h.ns.Await(t, s22.In(conn.Established), sweb.Gone())
 
 	forced := h.kill(0, "--peer", "127.0.0.2", "--live", "--force")
-	if m := lineOf(forced, s22.Cookie, "destroyed"); m == nil || m["forced"] != true {
+	if m := killLine(forced, s22.Cookie, "destroyed"); m == nil || m["forced"] != true {
 		t.Errorf("--force: port 22's line %v, want destroyed, forced", m)
 	}
 	h.ns.Await(t, s22.Gone())
@@ -197,7 +197,7 @@ func TestKillProtected(t *testing.T) {
 	h.ns.Await(t, sshd.In(conn.Established), ours.Gone())
 
 	forced := h.kill(0, "--peer", "127.0.0.2", "--live", "--force")
-	if m := lineOf(forced, sshd.Cookie, "destroyed"); m == nil || m["process"] != "sshd" || m["refusal"] != "protected process" {
+	if m := killLine(forced, sshd.Cookie, "destroyed"); m == nil || m["process"] != "sshd" || m["refusal"] != "protected process" {
 		t.Errorf("--force: sshd's line %v", m)
 	}
 	h.ns.Await(t, sshd.Gone())
@@ -258,7 +258,7 @@ func TestKillNetns(t *testing.T) {
 	if got := cookiesWith(t, live, "destroyed"); !maps.Equal(got, cookieSet(there)) {
 		t.Errorf("--netns %s destroyed %v, want only %d", other.Name, sorted(got), there.Cookie)
 	}
-	m := lineOf(live, there.Cookie, "destroyed")
+	m := killLine(live, there.Cookie, "destroyed")
 	if m == nil || m["netns"] != json.Number(strconv.FormatUint(uint64(other.Inode()), 10)) || m["netns_name"] != other.Name {
 		t.Errorf("line %v: want netns %d named %s", m, other.Inode(), other.Name)
 	}
@@ -317,7 +317,7 @@ func TestKillExitCodeFailed(t *testing.T) {
 	cmd := h.ns.Command("setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin",
 		h.bin, "kill", "--peer", "127.0.0.2", "--live", "--log-format", "json", "--pin-dir", h.pin)
 	lines := jsonLines(t, h.want(exitFailure, h.runCmd(cmd)).stdout)
-	if m := lineOf(lines, s.Cookie, "failed"); m == nil || !strings.Contains(fmt.Sprint(m["error"]), "operation not permitted") {
+	if m := killLine(lines, s.Cookie, "failed"); m == nil || !strings.Contains(fmt.Sprint(m["error"]), "operation not permitted") {
 		t.Errorf("failed line %v, want EPERM", m)
 	}
 	if sum := killSum(t, lines); sum["failed"] != json.Number("1") {
