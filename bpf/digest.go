@@ -5,11 +5,13 @@ import (
 	"encoding/hex"
 )
 
-// OwnersDigest and SocketsDigest name the compiled iterator objects: a
-// pinned iterator is reused only by a binary built from the same object.
+// OwnersDigest and SocketsDigest name the compiled iterator objects, and
+// SockfileDigest the sockfile program: a pinned iterator or program is
+// reused only by a binary built from the same object.
 var (
-	OwnersDigest  = digest(_OwnersBytes)
-	SocketsDigest = digest(_SocketsBytes)
+	OwnersDigest   = digest(_OwnersBytes)
+	SocketsDigest  = digest(_SocketsBytes)
+	SockfileDigest = digest(_SockfileBytes)
 )
 
 func digest(b []byte) string {

@@ -129,4 +129,21 @@ struct hck_kill {
 	__u16 _pad;
 };
 
+/* One entry of hck_sockfiles, the sockfile program's list: a socket a kill
+ * wants the owners of, named by tuple and cookie (userspace fills these in,
+ * with family 0 after the last), and the address of its open file, which
+ * the owners iterator looks for in file tables (the program fills these
+ * in). An IPv4-mapped IPv6 connection is given as IPv4: that is how the
+ * kernel's lookup finds it. */
+struct hck_sockfile {
+	__u64 cookie;   /* in */
+	__u64 file;     /* out: 0 when the socket has no open file */
+	__u8 saddr[16]; /* in: local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16]; /* in: remote address */
+	__u16 sport;    /* in: local port, host order */
+	__u16 dport;    /* in: remote port, host order */
+	__u16 family;   /* in: AF_INET or AF_INET6; 0 ends the list */
+	__u16 found;    /* out: 1 when the socket was found, its cookie checked */
+};
+
 #endif /* HCK_H */

@@ -31,12 +31,22 @@ const (
 	// prefix + digest.
 	OwnersIterPin  = "hck_owners_iter_"
 	SocketsIterPin = "hck_sockets_iter_"
+	// SockfilePin is the sockfile program's prefix: prefix + digest.
+	SockfilePin = "hck_sockfile_"
+	// KillPinDir is the subdirectory of a pin dir where `kill` pins its
+	// owner lookup (the sockfile program, and an owners iterator with maps
+	// of its own), apart from the service's: kills take turns on it (a
+	// lock on the directory) and clear its maps.
+	KillPinDir = "kill"
 )
+
+// noPrealloc is BPF_F_NO_PREALLOC.
+const noPrealloc = 1
 
 // PinnedMaps are the maps of every object that are pinned by name.
 var PinnedMaps = sync.OnceValue(func() []string {
 	var names []string
-	for _, load := range []func() (*ebpf.CollectionSpec, error){LoadTracker, LoadOwners, LoadSockets, LoadDestroy} {
+	for _, load := range []func() (*ebpf.CollectionSpec, error){LoadTracker, LoadOwners, LoadSockets, LoadDestroy, LoadSockfile} {
 		spec, err := load()
 		if err != nil {
 			panic(fmt.Sprintf("load embedded BPF spec: %v", err)) // the objects are compiled in
@@ -52,12 +62,12 @@ var PinnedMaps = sync.OnceValue(func() []string {
 })
 
 // IsPinName reports whether hck-bpf pins something under name: LinkPin,
-// one of PinnedMaps, or an iterator of any build.
+// one of PinnedMaps, or an iterator or the sockfile program of any build.
 func IsPinName(name string) bool {
 	if name == LinkPin || slices.Contains(PinnedMaps(), name) {
 		return true
 	}
-	for _, prefix := range []string{OwnersIterPin, SocketsIterPin} {
+	for _, prefix := range []string{OwnersIterPin, SocketsIterPin, SockfilePin} {
 		if digest, ok := strings.CutPrefix(name, prefix); ok && isDigest(digest) {
 			return true
 		}
@@ -159,6 +169,18 @@ func AttachTracker(prog *ebpf.Program) (link.Link, error) {
 // size entries when missing) and the owners iterator pinned for this build,
 // loading, attaching and pinning it when there is none.
 func OpenOwners(pinDir string, size uint32) (want, owned *ebpf.Map, it *link.Iter, err error) {
+	return openOwners(pinDir, size, false)
+}
+
+// OpenOwnersPrealloc is OpenOwners with the maps preallocated when it
+// makes them, so that inserting and deleting skip the kernel's allocator:
+// for small maps filled and emptied on every use (kill's). Maps pinned
+// otherwise are refused as incompatible.
+func OpenOwnersPrealloc(pinDir string, size uint32) (want, owned *ebpf.Map, it *link.Iter, err error) {
+	return openOwners(pinDir, size, true)
+}
+
+func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Map, it *link.Iter, err error) {
 	const what = "owners iterator"
 	spec, err := LoadOwners()
 	if err != nil {
@@ -166,6 +188,10 @@ func OpenOwners(pinDir string, size uint32) (want, owned *ebpf.Map, it *link.Ite
 	}
 	spec.Maps[OwnersMapHckWant].MaxEntries = size
 	spec.Maps[OwnersMapHckOwned].MaxEntries = size
+	if prealloc {
+		spec.Maps[OwnersMapHckWant].Flags &^= noPrealloc
+		spec.Maps[OwnersMapHckOwned].Flags &^= noPrealloc
+	}
 	want, err = ebpf.NewMapWithOptions(spec.Maps[OwnersMapHckWant], ebpf.MapOptions{PinPath: pinDir})
 	if err != nil {
 		return nil, nil, nil, explainLoad(what+" map "+OwnersMapHckWant, pinDir, size, err)
@@ -191,6 +217,74 @@ func OpenOwners(pinDir string, size uint32) (want, owned *ebpf.Map, it *link.Ite
 		return nil, nil, nil, err
 	}
 	return want, owned, it, nil
+}
+
+// OpenSockfile returns the sockfile program pinned in dir for this build
+// and its map hck_sockfiles (pinned by name), loading and pinning them
+// when there are none. The program is run, never attached.
+func OpenSockfile(dir string) (*ebpf.Program, *ebpf.Map, error) {
+	const what = "sockfile program"
+	spec, err := LoadSockfile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("load sockfile spec: %w", err)
+	}
+	m, err := ebpf.NewMapWithOptions(spec.Maps[SockfileMapHckSockfiles], ebpf.MapOptions{PinPath: dir})
+	if err != nil {
+		return nil, nil, explainLoad(what+" map "+SockfileMapHckSockfiles, dir, 0, err)
+	}
+	path := filepath.Join(dir, SockfilePin+SockfileDigest)
+	prog, err := ebpf.LoadPinnedProgram(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		var objs SockfileObjects
+		err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+			MapReplacements: map[string]*ebpf.Map{SockfileMapHckSockfiles: m},
+		})
+		if err != nil {
+			m.Close()
+			return nil, nil, explainLoad(what, dir, 0, err)
+		}
+		prog = objs.HckFindFiles
+		if err := prog.Pin(path); err != nil {
+			prog.Close()
+			if !errors.Is(err, os.ErrExist) { // or another hck-bpf pinned it first
+				m.Close()
+				return nil, nil, fmt.Errorf("pin %s: %w", path, err)
+			}
+			prog, err = ebpf.LoadPinnedProgram(path, nil)
+		} else {
+			removeOtherBuilds(dir, SockfilePin, SockfileDigest)
+		}
+	}
+	if err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("open %s %s: %w", what, path, err)
+	}
+	// A program pinned with another map (its map's pin replaced since)
+	// would fill a map nobody reads.
+	if err := usesMap(prog, m); err != nil {
+		prog.Close()
+		m.Close()
+		return nil, nil, fmt.Errorf("open %s %s: %w (run 'hck-bpf unload --pin-dir' on its pin dir)", what, path, err)
+	}
+	return prog, m, nil
+}
+
+// usesMap checks that prog uses m.
+func usesMap(prog *ebpf.Program, m *ebpf.Map) error {
+	pi, err := prog.Info()
+	if err != nil {
+		return fmt.Errorf("read program info: %w", err)
+	}
+	mi, err := m.Info()
+	if err != nil {
+		return fmt.Errorf("read map info: %w", err)
+	}
+	ids, _ := pi.MapIDs()
+	want, _ := mi.ID()
+	if !slices.Contains(ids, want) {
+		return fmt.Errorf("the pinned program does not use the pinned map %s", SockfileMapHckSockfiles)
+	}
+	return nil
 }
 
 // OpenSockets returns the sockets iterator (iter/tcp) pinned in pinDir for

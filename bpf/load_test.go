@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -53,5 +54,54 @@ func TestWithoutMemlockHint(t *testing.T) {
 	err := errors.New("load program: operation not permitted (MEMLOCK may be too low, consider rlimit.RemoveMemlock)")
 	if got := WithoutMemlockHint(err); got != "load program: operation not permitted" {
 		t.Errorf("WithoutMemlockHint = %q", got)
+	}
+}
+
+// TestOpenSockfile: the sockfile program is loaded and pinned once, then
+// reused from its pin; a program pinned beside another map than the
+// pinned hck_sockfiles (its map's pin replaced) is refused, not run.
+func TestOpenSockfile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads BPF programs and pins them (run: sudo make test)")
+	}
+	dir, err := os.MkdirTemp("/sys/fs/bpf", "hcktest-sockfile-")
+	if err != nil {
+		t.Skipf("needs bpffs at /sys/fs/bpf: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	prog, m, err := OpenSockfile(dir)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	info, err := prog.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	prog.Close()
+	m.Close()
+	for _, name := range []string{SockfilePin + SockfileDigest, SockfileMapHckSockfiles} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("%s not pinned: %v", name, err)
+		}
+	}
+	prog, m, err = OpenSockfile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ = prog.Info()
+	if again, _ := info.ID(); again != id {
+		t.Errorf("second open loaded program %d, want the pinned %d", again, id)
+	}
+	prog.Close()
+	m.Close()
+
+	// Replace the map's pin: the pinned program no longer uses it.
+	if err := os.Remove(filepath.Join(dir, SockfileMapHckSockfiles)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = OpenSockfile(dir)
+	if err == nil || !strings.Contains(err.Error(), "does not use the pinned map") {
+		t.Errorf("program pinned beside another map: %v", err)
 	}
 }

@@ -37,6 +37,10 @@ type Options struct {
 	// NonBlock makes non-blocking sockets (SOCK_NONBLOCK); Pair then
 	// waits for the connection with poll.
 	NonBlock bool
+	// From, when valid, is the address Pair binds its client to before
+	// connecting (port chosen by the kernel): a connection from another
+	// loopback address (127.0.0.2) than the listener's.
+	From netip.Addr
 }
 
 // Socket makes a TCP socket of family (unix.AF_INET or unix.AF_INET6) with
@@ -108,6 +112,12 @@ func Pair(ln int, o Options) (client, server int, err error) {
 	client, err = Socket(family(to.Addr()), o)
 	if err != nil {
 		return -1, -1, err
+	}
+	if o.From.IsValid() {
+		if err := unix.Bind(client, Sockaddr(netip.AddrPortFrom(o.From, 0))); err != nil {
+			unix.Close(client)
+			return -1, -1, fmt.Errorf("bind %s: %w", o.From, err)
+		}
 	}
 	err = unix.Connect(client, Sockaddr(to))
 	if o.NonBlock && errors.Is(err, unix.EINPROGRESS) {

@@ -114,3 +114,47 @@ func TestNoTesting(t *testing.T) {
 		}
 	}
 }
+
+// TestPairFrom: a client bound with Options.From connects from that
+// address, and the accepted end sees it as its peer.
+func TestPairFrom(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: makes sockets in a network namespace of its own (run: sudo make test)")
+	}
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if err := ns.LoopbackUp(); err != nil {
+		t.Fatal(err)
+	}
+	from := netip.AddrFrom4([4]byte{127, 0, 0, 2})
+	err = ns.Do(func() error {
+		ln, _, err := Listen(netip.AddrPortFrom(Loopback4, 0), Options{})
+		if err != nil {
+			return err
+		}
+		defer unix.Close(ln)
+		c, s, err := Pair(ln, Options{From: from, Timeout: 5 * time.Second})
+		if err != nil {
+			return err
+		}
+		defer func() { _, _ = Abort(c), Abort(s) }()
+		local, err := Local(c)
+		if err != nil {
+			return err
+		}
+		peer, err := Remote(s)
+		if err != nil {
+			return err
+		}
+		if local.Addr() != from || peer != local {
+			t.Errorf("client %s, server's peer %s: want both from %s", local, peer, from)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

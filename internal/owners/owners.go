@@ -27,16 +27,24 @@ import (
 // Finder finds owners with the iterator and maps pinned in one pin dir,
 // loading (and pinning) them on first use.
 type Finder struct {
-	pinDir string
-	size   uint32     // entries of hck_want and hck_owned, when made
-	want   *ebpf.Map  // hck_want: the files Owners asks about
-	owned  *ebpf.Map  // hck_owned: what the walks found
-	it     *link.Iter // the pinned owners iterator, opened on first Owners
+	pinDir   string
+	size     uint32     // entries of hck_want and hck_owned, when made
+	prealloc bool       // make them preallocated (NewPrealloc)
+	want     *ebpf.Map  // hck_want: the files Owners asks about
+	owned    *ebpf.Map  // hck_owned: what the walks found
+	it       *link.Iter // the pinned owners iterator, opened on first Owners
 }
 
 // New is a Finder for pinDir, whose maps hold size entries when it makes
 // them (the tracker's socket map size). Nothing is loaded until Owners.
 func New(pinDir string, size uint32) *Finder { return &Finder{pinDir: pinDir, size: size} }
+
+// NewPrealloc is New with preallocated maps (bpf.OpenOwnersPrealloc): for
+// small maps its user empties after every walk (kill's, in its own pin
+// dir).
+func NewPrealloc(pinDir string, size uint32) *Finder {
+	return &Finder{pinDir: pinDir, size: size, prealloc: true}
+}
 
 // Owners finds the processes holding the sockets cs (one socket can be
 // shared after fork). Sockets nobody holds are absent, and so are sockets
@@ -126,13 +134,21 @@ func (f *Finder) eachOwned(fn func(*bpf.OwnersHckOwnerKey, *bpf.OwnersHckOwner))
 	return nil
 }
 
+// Open finds the pinned owners iterator and its maps, or loads, attaches
+// and pins them, ahead of the first Owners (which opens them otherwise).
+func (f *Finder) Open() error { return f.open() }
+
 // open finds the pinned owners iterator and its maps, or loads, attaches
 // and pins them.
 func (f *Finder) open() error {
 	if f.it != nil {
 		return nil
 	}
-	want, owned, it, err := bpf.OpenOwners(f.pinDir, f.size)
+	open := bpf.OpenOwners
+	if f.prealloc {
+		open = bpf.OpenOwnersPrealloc
+	}
+	want, owned, it, err := open(f.pinDir, f.size)
 	if err != nil {
 		return err
 	}

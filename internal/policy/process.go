@@ -65,6 +65,10 @@ func describeComm(name string) string {
 	return fmt.Sprintf("comm %q and %d of the %d bytes of %q", name[:cut], CommLen-cut, size, r)
 }
 
+// ProtectedBy returns the protected name (ProtectedProcesses) that covers
+// a process named comm, if any: the rule every command refuses by.
+func ProtectedBy(comm string) (string, bool) { return protectedBy(comm) }
+
 // protectedBy returns the protected name that covers comm, if any.
 func protectedBy(comm string) (string, bool) {
 	comm = strings.TrimRight(comm, "\x00")

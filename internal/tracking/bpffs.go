@@ -52,3 +52,9 @@ func mountBPFFS(dir string) error {
 	}
 	return nil
 }
+
+// EnsurePinDir makes pinDir, which CheckPinDir has accepted, as the
+// tracker does before pinning (bpffs mounted at BPFFSRoot first when
+// pinDir is under it and nothing is mounted there): for commands that pin
+// without a tracker (kill).
+func EnsurePinDir(pinDir string) error { return ensurePinDir(pinDir) }

@@ -16,19 +16,19 @@ import (
 // The names unload may remove: every name the code pins under, as the
 // README's pin table lists them. A new pinned map shows up here first.
 func TestPinNames(t *testing.T) {
-	want := []string{"hck_set_state_link", "hck_armed", "hck_config", "hck_conns", "hck_counters", "hck_events", "hck_netns", "hck_owned", "hck_want"}
+	want := []string{"hck_set_state_link", "hck_armed", "hck_config", "hck_conns", "hck_counters", "hck_events", "hck_netns", "hck_owned", "hck_sockfiles", "hck_want"}
 	if got := PinNames(); !slices.Equal(got, want) {
 		t.Errorf("PinNames() = %q, want %q", got, want)
 	}
-	for _, n := range append(want, ownersIterPin+bpf.OwnersDigest, socketsIterPin+bpf.SocketsDigest,
-		"hck_owners_iter_000000000000", "hck_sockets_iter_0123456789ab") {
+	for _, n := range append(want, ownersIterPin+bpf.OwnersDigest, socketsIterPin+bpf.SocketsDigest, bpf.SockfilePin+bpf.SockfileDigest,
+		"hck_owners_iter_000000000000", "hck_sockets_iter_0123456789ab", "hck_sockfile_0123456789ab") {
 		if !IsPinName(n) {
 			t.Errorf("IsPinName(%q) = false", n)
 		}
 	}
 	for _, n := range []string{"", "hck_fd_chunk", "hck_kills", "hck_conns.bak", "hck_sockets_iter_",
 		"hck_sockets_iter_0123456789", "hck_sockets_iter_0123456789AB", "hck_owners_iter_0123456789abc",
-		"hck_owners_iter_x23456789abc", "maps.debug", "notes"} {
+		"hck_owners_iter_x23456789abc", "hck_sockfile_", "hck_find_files", "maps.debug", "notes"} {
 		if IsPinName(n) {
 			t.Errorf("IsPinName(%q) = true", n)
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/bpf"
 )
 
 // ErrNothingToUnload: the pin dir does not exist, or holds no hck-bpf pin.
@@ -70,29 +72,23 @@ func UnloadPins(pinDir string, opts UnloadOptions) (UnloadReport, error) {
 	}
 	defer lock.release()
 
-	entries, err := os.ReadDir(pinDir)
-	if err != nil {
+	if _, err := os.ReadDir(pinDir); err != nil {
 		return rep, fmt.Errorf("read pin dir %s: %w", pinDir, err)
 	}
-	var ours []string
-	for _, e := range entries {
-		name := e.Name()
-		if !IsPinName(name) {
-			rep.Left = append(rep.Left, Leftover{name, "not a name hck-bpf pins under"})
-			continue
-		}
-		what, err := pinKind(filepath.Join(pinDir, name))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-		case err != nil:
-			rep.Left = append(rep.Left, Leftover{name, err.Error()})
-		case what != "":
-			rep.Left = append(rep.Left, Leftover{name, what + ", not a pinned BPF object"})
-		default:
-			ours = append(ours, name)
+	ours, left := ownPins(pinDir)
+	rep.Left = append(rep.Left, left...)
+	// kill's own pins, in a subdirectory (bpf.KillPinDir).
+	var kill []string
+	killDir := filepath.Join(pinDir, bpf.KillPinDir)
+	st, err := os.Lstat(killDir)
+	hasKillDir := err == nil && st.IsDir()
+	if hasKillDir {
+		kill, left = ownPins(killDir)
+		for _, l := range left {
+			rep.Left = append(rep.Left, Leftover{filepath.Join(bpf.KillPinDir, l.Name), l.Why})
 		}
 	}
-	if len(ours) == 0 {
+	if len(ours) == 0 && len(kill) == 0 {
 		return rep, fmt.Errorf("%w: no hck-bpf pin in %s", ErrNothingToUnload, pinDir)
 	}
 	// The link first, so the tracker stops before its maps go; then the
@@ -106,6 +102,20 @@ func UnloadPins(pinDir string, opts UnloadOptions) (UnloadReport, error) {
 		}
 		rep.Removed = append(rep.Removed, name)
 	}
+	if hasKillDir {
+		for _, name := range kill {
+			if err := os.Remove(filepath.Join(killDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("unpin %s: %w", filepath.Join(bpf.KillPinDir, name), err))
+				continue
+			}
+			rep.Removed = append(rep.Removed, filepath.Join(bpf.KillPinDir, name))
+		}
+		if rest, err := os.ReadDir(killDir); err == nil && len(rest) == 0 {
+			if err := os.Remove(killDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", killDir, err))
+			}
+		}
+	}
 	if rest, err := os.ReadDir(pinDir); err == nil && len(rest) == 0 && !mountPoint(pinDir) {
 		if err := os.Remove(pinDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove pin dir %s: %w", pinDir, err))
@@ -114,6 +124,36 @@ func UnloadPins(pinDir string, opts UnloadOptions) (UnloadReport, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// ownPins lists the entries of dir that are hck-bpf's pins (a name
+// hck-bpf pins under, a pinned BPF object), and what else it holds.
+func ownPins(dir string) (ours []string, left []Leftover) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, []Leftover{{".", err.Error()}}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if name == bpf.KillPinDir && e.IsDir() {
+			continue // the caller looks inside
+		}
+		if !IsPinName(name) {
+			left = append(left, Leftover{name, "not a name hck-bpf pins under"})
+			continue
+		}
+		what, err := pinKind(filepath.Join(dir, name))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			left = append(left, Leftover{name, err.Error()})
+		case what != "":
+			left = append(left, Leftover{name, what + ", not a pinned BPF object"})
+		default:
+			ours = append(ours, name)
+		}
+	}
+	return ours, left
 }
 
 func unloadRank(name string) int {

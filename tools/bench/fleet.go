@@ -138,7 +138,7 @@ func (b *bench) buildSetIn(ctx context.Context, newNS bool, specs []holdSpec) (h
 	states := map[string]int{}
 	for _, s := range specs {
 		h, err := b.startHolderIn(newNS, "-port", strconv.Itoa(b.nextPort()),
-			"-est", strconv.Itoa(s.Est), "-cw", strconv.Itoa(s.CW), "-fw1", strconv.Itoa(s.FW1), "-la", strconv.Itoa(s.LA))
+			"-est", strconv.Itoa(s.Est), "-cw", strconv.Itoa(s.CW), "-fw1", strconv.Itoa(s.FW1), "-la", strconv.Itoa(s.LA), "-peer", strconv.Itoa(s.Peer))
 		if err != nil {
 			hs.stop()
 			return nil, nil, err

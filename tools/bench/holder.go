@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -36,9 +37,15 @@ type holdSpec struct {
 	CW  int // CLOSE_WAIT (server) + FIN_WAIT2 (client, half-closed)
 	FW1 int // FIN_WAIT1 (client, FIN behind data) + ESTABLISHED (server)
 	LA  int // LAST_ACK (server, FIN behind data) + FIN_WAIT2 (client)
+	// Peer: ESTABLISHED pairs whose client connects from peerAddr
+	// (127.0.0.2): the server ends are the kill bench's targets.
+	Peer int
 }
 
-func (s holdSpec) conns() int   { return s.Est + s.CW + s.FW1 + s.LA }
+// peerAddr is the address the Peer connections come from.
+var peerAddr = netip.AddrFrom4([4]byte{127, 0, 0, 2})
+
+func (s holdSpec) conns() int   { return s.Est + s.CW + s.FW1 + s.LA + s.Peer }
 func (s holdSpec) sockets() int { return 1 + 2*s.conns() } // + the listener
 func (s holdSpec) hung() int    { return 2*s.CW + s.FW1 + 2*s.LA }
 
@@ -68,6 +75,7 @@ func holdMain(args []string) int {
 	fs.IntVar(&s.CW, "cw", 0, "CLOSE_WAIT pairs")
 	fs.IntVar(&s.FW1, "fw1", 0, "FIN_WAIT1 connections")
 	fs.IntVar(&s.LA, "la", 0, "LAST_ACK connections")
+	fs.IntVar(&s.Peer, "peer", 0, "ESTABLISHED pairs whose client connects from 127.0.0.2")
 	lag := fs.Int("lag", 0, "kill-lag mode: this many CLOSE_WAIT pairs, half-closed over -spread, watched until destroyed")
 	spread := fs.Duration("spread", time.Second, "kill-lag mode: spread the half-closes over this long")
 	lagWait := fs.Duration("lag-wait", 20*time.Second, "kill-lag mode: give up on a socket after this long")
@@ -150,12 +158,17 @@ func (h *holder) build(port int, s holdSpec, out *bufio.Writer) error {
 	clients := make([]int, s.conns())
 	servers := make([]int, s.conns())
 	for i := range clients {
-		if clients[i], servers[i], err = loopsock.Pair(ln, small); err != nil {
+		o := small
+		if i >= len(clients)-s.Peer {
+			o.From = peerAddr
+		}
+		if clients[i], servers[i], err = loopsock.Pair(ln, o); err != nil {
 			return fmt.Errorf("connection %d of %d: %w", i+1, len(clients), err)
 		}
 		h.keep(clients[i], servers[i])
 	}
-	// Slices of the connections: ESTABLISHED first, then each hung kind.
+	// Slices of the connections: ESTABLISHED first, then each hung kind,
+	// then the peer's (last, ESTABLISHED).
 	i := s.Est
 	cw := span{i, i + s.CW}
 	i += s.CW

@@ -53,18 +53,21 @@ type plan struct {
 	costReps    int // runs with BPF statistics on
 	namespaces  int // namespaces of the netns phase
 	perNS       int // sockets in each
+	killN       int // sockets in the namespace for the kill row
+	killPeer    int // ESTABLISHED connections from the peer, the kill's targets
+	killReps    int // timed runs of each command
 }
 
 var fullPlan = plan{sizes: []int{1000, 10000, 60000}, reps: 3, sweeps: 5, lagSockets: 300,
 	destroyN: 10000, destroyReps: 2, memTracked: 100000, churnN: 50000, churnReps: 5, costReps: 3,
-	namespaces: 100, perNS: 600}
+	namespaces: 100, perNS: 600, killN: 60000, killPeer: 1000, killReps: 5}
 
 var quickPlan = plan{sizes: []int{1000}, reps: 1, sweeps: 3, lagSockets: 100,
 	destroyN: 2000, destroyReps: 1, memTracked: 10000, churnN: 10000, churnReps: 1, costReps: 1,
-	namespaces: 10, perNS: 200}
+	namespaces: 10, perNS: 200, killN: 1000, killPeer: 100, killReps: 1}
 
 // phaseOrder is the order the measurements run in.
-var phaseOrder = []string{"sweep", "lag", "destroy", "memory", "churn", "netns"}
+var phaseOrder = []string{"sweep", "lag", "destroy", "kill", "memory", "churn", "netns"}
 
 // parsePhases reads -phases: names from phaseOrder, comma-separated.
 func parsePhases(list string) (map[string]bool, error) {
@@ -127,7 +130,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 
 	phases := map[string]func(context.Context, plan) error{
-		"sweep": b.sweepPhase, "lag": b.lagPhase, "destroy": b.destroyPhase, "memory": b.memoryPhase, "churn": b.churnPhase,
+		"sweep": b.sweepPhase, "lag": b.lagPhase, "destroy": b.destroyPhase, "kill": b.killPhase, "memory": b.memoryPhase, "churn": b.churnPhase,
 		"netns": b.netnsPhase,
 	}
 	var err error

@@ -3,15 +3,15 @@
 // and `ss -K`, in a throwaway network namespace, and prints one table:
 // sweep time at 1k, 10k and 60k sockets, the service's own sweep time, the
 // kernel cost per state transition and connection-churn throughput with no
-// tracker, with the tracker alone and with the service running, kill lag, destroy throughput, memory at 100k
-// tracked sockets and owner lookup. Each target of issue 4 is checked and
+// tracker, with the tracker alone and with the service running, kill lag, destroy throughput, `kill
+// --peer` against `ss -K dst`, memory at 100k tracked sockets and owner lookup. Each target of issue 4 is checked and
 // reported PASS or MISS.
 //
 //	sudo go run ./tools/bench -bin bin/hck-bpf [-quick] [-md FILE] [-phases LIST] [-logs DIR]
 //
 // -quick is a smoke run (1k sockets, small counts); -md also writes the
 // tables as Markdown; -phases picks measurements (sweep, lag, destroy,
-// memory, churn, netns); -logs keeps each hck-bpf service's JSON log and the
+// kill, memory, churn, netns); -logs keeps each hck-bpf service's JSON log and the
 // destroy scans' output, for analysis.
 //
 // Nothing runs in the host's network namespace: this process re-executes
@@ -63,7 +63,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.bin, "bin", "bin/hck-bpf", "hck-bpf binary to measure")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: 1k sockets only, small counts, one repetition")
 	fs.StringVar(&o.md, "md", "", "also write the results as Markdown to this file")
-	fs.StringVar(&o.phases, "phases", "sweep,lag,destroy,memory,churn,netns", "which measurements to run, comma-separated")
+	fs.StringVar(&o.phases, "phases", "sweep,lag,destroy,kill,memory,churn,netns", "which measurements to run, comma-separated")
 	fs.StringVar(&o.logs, "logs", "", "keep each hck-bpf service's JSON log in this directory")
 }
 

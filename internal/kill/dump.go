@@ -1,0 +1,197 @@
+package kill
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/netns"
+)
+
+// Socket is one socket of a dump: the connection as a destroy request
+// names it, and what identifies its open file.
+type Socket struct {
+	conn.Conn
+	// Inode is the socket's inode number (what /proc/PID/fd shows as
+	// socket:[N]); 0 for a socket no file holds (timewait, request, orphan).
+	Inode uint32
+	// UID is the socket's owner uid (sk_uid).
+	UID uint32
+}
+
+const (
+	// tcpdiagGetsock is the old sock_diag dump request (struct
+	// inet_diag_req): the kernel answers it with AF_INET and AF_INET6
+	// sockets in one walk of its tables (inet_diag_dump_compat() asks
+	// for AF_UNSPEC), where struct inet_diag_req_v2 names one family and
+	// would need two walks. ss(8) dumps this way too.
+	tcpdiagGetsock = 18 // TCPDIAG_GETSOCK
+	// sizeof(struct inet_diag_req)
+	compatReqLen = 60
+	// sizeof(struct inet_diag_msg)
+	diagMsgLen = 72
+	// INET_DIAG_REQ_BYTECODE, the request's filter attribute.
+	reqBytecode = 1
+	// dumpBuf is the receive buffer of one recvmsg: the kernel fills each
+	// dump message up to the reader's buffer size (at most 32 KiB since
+	// Linux 4.x, netlink_dump()).
+	dumpBuf = 64 << 10
+	// tcpdiagTimewait is idiag_timer of a timewait socket.
+	tcpdiagTimewait = 3
+)
+
+// dumper dumps sockets through one NETLINK_SOCK_DIAG socket.
+type dumper struct {
+	fd  int
+	seq uint32
+	buf []byte
+}
+
+// openDumper opens a NETLINK_SOCK_DIAG socket inside ns, from any thread.
+func openDumper(ns *netns.NS) (*dumper, error) {
+	var fd int
+	var err error
+	netns.OnThread(func() { fd, err = ns.NetlinkSocket(unix.NETLINK_SOCK_DIAG) })
+	if err != nil {
+		return nil, fmt.Errorf("open sock_diag socket: %w", err)
+	}
+	tv := unix.NsecToTimeval(dumpTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set sock_diag receive timeout: %w", err)
+	}
+	return &dumper{fd: fd, buf: make([]byte, dumpBuf)}, nil
+}
+
+func (d *dumper) close() {
+	if d.fd >= 0 {
+		unix.Close(d.fd)
+		d.fd = -1
+	}
+}
+
+// request builds a dump request of the TCP sockets in states (a mask of
+// 1<<state) with the filter prog (nil: none).
+func (d *dumper) request(states uint32, prog []byte) []byte {
+	d.seq++
+	n := nlmsgHdrLen + compatReqLen
+	if prog != nil {
+		n += 4 + len(prog)
+	}
+	b := make([]byte, n)
+	ne := binary.NativeEndian
+	ne.PutUint32(b[0:], uint32(n))
+	ne.PutUint16(b[4:], tcpdiagGetsock)
+	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(b[8:], d.seq)
+	// struct inet_diag_req: family (unused by the dump), src_len,
+	// dst_len, ext, the socket id (unused), then the states mask.
+	r := b[nlmsgHdrLen:]
+	ne.PutUint32(r[52:], states)
+	if prog != nil {
+		a := r[compatReqLen:]
+		ne.PutUint16(a[0:], uint16(4+len(prog)))
+		ne.PutUint16(a[2:], reqBytecode)
+		copy(a[4:], prog)
+	}
+	return b
+}
+
+// dump sends a dump request and calls fn with each socket the kernel
+// returns, until the dump is done. *s is only valid during the call.
+func (d *dumper) dump(states uint32, prog []byte, netnsIno uint32, fn func(s *Socket)) error {
+	req := d.request(states, prog)
+	if _, err := unix.Write(d.fd, req); err != nil {
+		return fmt.Errorf("send sock_diag dump request: %w", err)
+	}
+	var s Socket
+	for {
+		n, _, err := unix.Recvfrom(d.fd, d.buf, 0)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return fmt.Errorf("read sock_diag dump: no answer within %s", dumpTimeout)
+		case err != nil:
+			return fmt.Errorf("read sock_diag dump: %w", err)
+		}
+		done, err := parseDump(d.buf[:n], d.seq, func(m []byte) {
+			decode(m, netnsIno, &s)
+			fn(&s)
+		})
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// parseDump walks one datagram of a dump's answer (sequence seq) and calls
+// fn with the body of each struct inet_diag_msg. done reports NLMSG_DONE;
+// an NLMSG_ERROR is returned as an error.
+func parseDump(b []byte, seq uint32, fn func(m []byte)) (done bool, err error) {
+	ne := binary.NativeEndian
+	for len(b) >= nlmsgHdrLen {
+		l := ne.Uint32(b[0:])
+		if l < nlmsgHdrLen || l > uint32(len(b)) {
+			return false, errors.New("read sock_diag dump: malformed message")
+		}
+		msg := b[:l]
+		if ne.Uint32(msg[8:]) == seq {
+			switch ne.Uint16(msg[4:]) {
+			case unix.NLMSG_DONE:
+				return true, nil
+			case unix.NLMSG_ERROR:
+				if len(msg) < nlmsgHdrLen+4 {
+					return false, errors.New("read sock_diag dump: malformed error")
+				}
+				code := int32(ne.Uint32(msg[nlmsgHdrLen:]))
+				if code == 0 {
+					return true, nil
+				}
+				return false, fmt.Errorf("sock_diag dump: %w", unix.Errno(-code))
+			case tcpdiagGetsock:
+				if len(msg) >= nlmsgHdrLen+diagMsgLen {
+					fn(msg[nlmsgHdrLen:])
+				}
+			}
+		}
+		next := (uint64(l) + 3) &^ 3
+		if next >= uint64(len(b)) {
+			return false, nil
+		}
+		b = b[next:]
+	}
+	return false, nil
+}
+
+// decode reads struct inet_diag_msg m into s.
+func decode(m []byte, netnsIno uint32, s *Socket) {
+	ne := binary.NativeEndian
+	family := m[0]
+	s.Conn = conn.Conn{
+		State:   conn.State(m[1]),
+		NetNS:   netnsIno,
+		Ifindex: ne.Uint32(m[40:]),
+		Cookie:  uint64(ne.Uint32(m[44:])) | uint64(ne.Uint32(m[48:]))<<32,
+		Exact:   true,
+	}
+	sport := binary.BigEndian.Uint16(m[4:])
+	dport := binary.BigEndian.Uint16(m[6:])
+	var src, dst netip.Addr
+	if family == unix.AF_INET {
+		src = netip.AddrFrom4([4]byte(m[8:12]))
+		dst = netip.AddrFrom4([4]byte(m[24:28]))
+	} else {
+		src = netip.AddrFrom16([16]byte(m[8:24]))
+		dst = netip.AddrFrom16([16]byte(m[24:40]))
+	}
+	s.Local = netip.AddrPortFrom(src, sport)
+	s.Remote = netip.AddrPortFrom(dst, dport)
+	s.Timewait = m[2] == tcpdiagTimewait || s.State == conn.TimeWait
+	s.UID = ne.Uint32(m[64:])
+	s.Inode = ne.Uint32(m[68:])
+}
