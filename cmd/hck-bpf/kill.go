@@ -4,12 +4,15 @@ import (
 	"errors"
 	"os"
 	"runtime/debug"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/hck-bpf/hck-bpf/internal/kill"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/procs"
 	"github.com/hck-bpf/hck-bpf/internal/report"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
@@ -25,6 +28,9 @@ type killFlags struct {
 	processes    []string
 	netns        []string
 	allNetns     bool
+	killProcess  bool
+	killGraceArg string
+	killGrace    time.Duration
 }
 
 func newKill(g *globals) *cobra.Command {
@@ -52,6 +58,9 @@ cannot be found, are refused and listed; --force destroys them too.`,
 			if f.dryRun == f.live {
 				return usagef("choose one mode: -n/--dry-run or -l/--live")
 			}
+			if cmd.Flags().Changed("kill-grace") && !f.killProcess {
+				return usagef("--kill-grace: only with --kill-process")
+			}
 			return killCmd(g, f)
 		},
 	}
@@ -67,6 +76,8 @@ cannot be found, are refused and listed; --force destroys them too.`,
 	fs.StringArrayVar(&f.processes, "process", nil, "name (comm) of a process holding the socket")
 	fs.StringArrayVar(&f.netns, "netns", nil, "act in this network namespace: an ip netns name, a path (/run/netns/X, /proc/PID/ns/net) or a pid; repeatable (default: hck-bpf's own)")
 	fs.BoolVar(&f.allNetns, "all-netns", false, "act in every network namespace of the host, the root one included")
+	fs.BoolVar(&f.killProcess, "kill-process", false, "when a connection's destroy fails (not gone), send its owners SIGTERM, then SIGKILL after --kill-grace; never a protected process")
+	fs.StringVar(&f.killGraceArg, "kill-grace", "5", "with --kill-process: how long a process has to exit after SIGTERM (seconds, or 2s, 500ms; at most 5m)")
 	return cmd
 }
 
@@ -103,6 +114,13 @@ func (f *killFlags) filter() (kill.Filter, error) {
 			return kf, usagef("--netns: empty name")
 		}
 	}
+	if d, err := policy.ParseDuration(f.killGraceArg); err != nil {
+		return kf, usagef("--kill-grace: %v", err)
+	} else if d > maxKillGrace {
+		return kf, usagef("--kill-grace: %s is more than %s", d, maxKillGrace)
+	} else {
+		f.killGrace = d
+	}
 	if !kf.HasConnFilter() {
 		return kf, usagef("kill needs a connection filter: --peer, --port, --local-port, --remote-port, --state or --process (--netns and --all-netns only say where)")
 	}
@@ -138,8 +156,12 @@ func killCmd(g *globals, f *killFlags) (err error) {
 		return err
 	}
 	report.KillHeader(log, f.dryRun, filter.String(), len(targets))
+	var procsOpt sweep.Processes
+	if f.killProcess {
+		procsOpt = procs.Sweep{Grace: f.killGrace}
+	}
 	rep, err := kill.Run(targets, kill.Options{Filter: filter, DryRun: f.dryRun, Force: f.force,
-		PinDir: g.pinDir, Kernel: kernelRules(log)})
+		PinDir: g.pinDir, Kernel: kernelRules(log), Processes: procsOpt})
 	if err != nil {
 		return err
 	}

@@ -182,3 +182,59 @@ func TestKillProcess(t *testing.T) {
 	}
 	h.ns.Await(t, socks[2].In(conn.CloseWait), socks[3].In(conn.CloseWait))
 }
+
+// TestKillCommandKillProcess: `kill --kill-process` signals the owners of
+// the connections it failed to destroy (run without CAP_NET_ADMIN, so every
+// SOCK_DESTROY answers EPERM): SIGTERM, then SIGKILL for one that ignores
+// it. A protected owner (sshd) is never signalled, even with --force, which
+// only lets kill try its connection. The filter picks the server ends only
+// (--local-port): the client ends belong to the test itself.
+func TestKillCommandKillProcess(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs util-linux setpriv to drop CAP_NET_ADMIN")
+	}
+	h := newE2E(t)
+	var servers [3]*testnet.Sock
+	var ports []string
+	for i := range servers {
+		_, servers[i] = h.ns.Established(t, "tcp4")
+		ports = append(ports, "--local-port", strconv.Itoa(int(servers[i].Local.Port())))
+	}
+	polite := holdAs(t, "polite", servers[0], false)
+	deaf := holdAs(t, "deaf", servers[1], true)
+	sshd := holdAs(t, "sshd", servers[2], false)
+	args := append([]string{"--inh-caps=-net_admin", "--bounding-set=-net_admin", h.bin, "kill", "--live", "--force",
+		"--kill-process", "--kill-grace", "0.5", "--log-format", "json", "--pin-dir", h.pin}, ports...)
+	r := h.want(exitFailure, h.runCmd(h.ns.Command("setpriv", args...)))
+	lines := jsonLines(t, r.stdout)
+	if n := len(cookiesWith(t, lines, "failed")); n != 3 {
+		t.Errorf("%d failed, want the 3 server ends:\n%s", n, r.stdout)
+	}
+	for _, c := range []struct {
+		p      *holder
+		action string
+		sig    syscall.Signal
+	}{{polite, "process_terminated", syscall.SIGTERM}, {deaf, "process_killed", syscall.SIGKILL}} {
+		l := processLines(lines, c.p.pid())
+		if len(l) != 1 || l[0]["action"] != c.action {
+			t.Errorf("pid %d: lines %v, want one %s", c.p.pid(), l, c.action)
+		}
+		if sig := c.p.endedBy(t); sig != c.sig {
+			t.Errorf("pid %d ended by %v, want %v", c.p.pid(), sig, c.sig)
+		}
+	}
+	if l := processLines(lines, sshd.pid()); len(l) != 0 || !sshd.running() {
+		t.Errorf("protected pid %d: %v (running %v)", sshd.pid(), l, sshd.running())
+	}
+	var sum map[string]any
+	for _, m := range lines {
+		if m["summary"] == "kill" {
+			sum = m
+		}
+	}
+	if sum["processes_terminated"] != json.Number("1") || sum["processes_killed"] != json.Number("1") {
+		t.Errorf("summary %v, want 1 process terminated, 1 killed", sum)
+	}
+	// --kill-grace alone is a usage error, as for scan.
+	h.mustRun(exitUsage, "kill", "--dry-run", "--state", "established", "--kill-grace", "1")
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/sweep"
 )
 
 const (
@@ -49,6 +50,11 @@ type Options struct {
 	// Kernel is what SOCK_DESTROY can be trusted with (kernel.Running);
 	// nil: everything.
 	Kernel *kernel.Capabilities
+	// Processes, when set (--kill-process), signals the owners of the
+	// sockets a live kill failed to destroy (as a sweep does: see
+	// sweep.Processes). A protected process is never signalled, Force
+	// or not.
+	Processes sweep.Processes
 }
 
 // Outcome is what became of one socket.
@@ -103,6 +109,9 @@ type Item struct {
 	// KernelState is the state the kernel reported when it was not the
 	// dumped one (Changed, or a socket destroyed in its new state).
 	KernelState conn.State
+	// Processes: what --kill-process did with its owners, when its
+	// destroy failed (each process once, on the first of its sockets).
+	Processes []sweep.ProcessResult
 }
 
 // Report is what one kill saw and did.
@@ -116,6 +125,9 @@ type Report struct {
 	Failed      int
 	Unsupported int
 	Refused     map[Refusal]int
+	// ProcessesTerminated and ProcessesKilled count the owners
+	// --kill-process ended with SIGTERM and with SIGKILL.
+	ProcessesTerminated, ProcessesKilled int
 	// NSErrors are the namespaces that could not be dumped; their sockets
 	// are not in Items.
 	NSErrors []NSError
@@ -205,7 +217,15 @@ func Run(targets []Target, opts Options) (Report, error) {
 		}
 	}
 
-	// 4. Destroy (or, in a dry run, look up), from inside each namespace.
+	// 4. Destroy (or, in a dry run, look up), from inside each namespace;
+	// with --kill-process, the owners are held first (a pidfd each: a pid
+	// reused by the time one is signalled is never hit).
+	held := holdOwners(rep.Items, todo, &opts)
+	defer func() {
+		for _, p := range held {
+			p.Release()
+		}
+	}()
 	for i := range targets {
 		if len(todo[i]) == 0 {
 			continue
@@ -216,6 +236,7 @@ func Run(targets []Target, opts Options) (Report, error) {
 			}
 		}
 	}
+	terminate(&rep, held, opts.Processes)
 	lap(&rep.Steps.Act)
 
 	for _, it := range rep.Items {
@@ -438,3 +459,72 @@ func act(t *Target, items []Item, todo []int, opts *Options) error {
 // Named reports whether output names the item's namespace: the kill was
 // of more than hck-bpf's own namespace alone.
 func (it *Item) Named() bool { return it.Target != nil && it.Target.named }
+
+// holdOwners takes hold of the owners of the sockets about to be
+// destroyed, for --kill-process: every process once, never a protected
+// one, nothing in a dry run.
+func holdOwners(items []Item, todo [][]int, opts *Options) map[int]sweep.Process {
+	if opts.Processes == nil || opts.DryRun {
+		return nil
+	}
+	held := map[int]sweep.Process{}
+	for _, ks := range todo {
+		for _, k := range ks {
+			for _, o := range items[k].Owners {
+				if _, ok := held[o.PID]; ok {
+					continue
+				}
+				if _, protected := policy.ProtectedBy(o.Comm); protected {
+					continue
+				}
+				p, err := opts.Processes.Hold(o)
+				if err != nil {
+					continue // gone, or not the process read: never signalled
+				}
+				if _, protected := policy.ProtectedBy(p.Owner().Comm); protected {
+					p.Release()
+					continue
+				}
+				held[o.PID] = p
+			}
+		}
+	}
+	return held
+}
+
+// terminate signals the held owners of the sockets whose destroy failed
+// (not gone, not changed, not refused), each process once, and records
+// what became of each on the first of its failed sockets.
+func terminate(rep *Report, held map[int]sweep.Process, procs sweep.Processes) {
+	if len(held) == 0 {
+		return
+	}
+	var ps []sweep.Process
+	first := map[int]int{} // pid -> index of its first failed item
+	for k := range rep.Items {
+		if rep.Items[k].Outcome != Failed {
+			continue
+		}
+		for _, o := range rep.Items[k].Owners {
+			p, ok := held[o.PID]
+			if _, done := first[o.PID]; !ok || done {
+				continue
+			}
+			first[o.PID] = k
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return
+	}
+	for _, r := range procs.Terminate(ps) {
+		k := first[r.Owner.PID]
+		rep.Items[k].Processes = append(rep.Items[k].Processes, r)
+		switch r.Outcome {
+		case sweep.ProcessTerminated:
+			rep.ProcessesTerminated++
+		case sweep.ProcessKilled:
+			rep.ProcessesKilled++
+		}
+	}
+}

@@ -91,6 +91,9 @@ func killItem(log zerolog.Logger, it *kill.Item) {
 			Msg("Left alone, no longer " + c.State.String() + " (the kernel has it in " + it.KernelState.String() + "): " + line)
 	case kill.Failed:
 		ev(log.Error(), "failed").AnErr("error", it.Err).Msg("Failed to terminate: " + line)
+		for i := range it.Processes {
+			processLine(log, c, &it.Processes[i])
+		}
 	case kill.Unsupported:
 		ev(log.Warn(), "unsupported").Msg("Not destroyed, this kernel cannot destroy it reliably: " + line)
 	}
@@ -118,6 +121,7 @@ func KillSummary(log zerolog.Logger, rep *kill.Report, dryRun bool, namespaces i
 		Int("namespace_errors", len(rep.NSErrors)).Bool("dry_run", dryRun).
 		Float64("took_s", rep.Took.Seconds()).Float64("took_dump_s", rep.Steps.Dump.Seconds()).
 		Float64("took_owners_s", rep.Steps.Owners.Seconds()).Float64("took_act_s", rep.Steps.Act.Seconds()).
+		Int("processes_terminated", rep.ProcessesTerminated).Int("processes_killed", rep.ProcessesKilled).
 		Uint64("log_lines_lost", logLost)
 	for _, r := range kill.Refusals {
 		ev = ev.Int("refused_"+strings.ReplaceAll(r.String(), " ", "_"), rep.Refused[r])
@@ -149,6 +153,10 @@ func KillSummary(log zerolog.Logger, rep *kill.Report, dryRun bool, namespaces i
 		log.Warn().Bool(logging.Human, true).Msgf("  Network namespaces not listed: %d", n)
 	}
 	human(log).Msgf("  Failed terminations: %d", rep.Failed)
+	if rep.ProcessesTerminated+rep.ProcessesKilled > 0 {
+		log.Warn().Bool(logging.Human, true).Msgf("  Processes terminated (--kill-process): %d with SIGTERM, %d with SIGKILL",
+			rep.ProcessesTerminated, rep.ProcessesKilled)
+	}
 	if logLost > 0 {
 		log.Warn().Bool(logging.Human, true).Msgf("  Log lines not written: %d (see stderr)", logLost)
 	}
