@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"runtime/debug"
 	"time"
@@ -26,8 +25,7 @@ type killFlags struct {
 	remotePorts  []string
 	states       []string
 	processes    []string
-	netns        []string
-	allNetns     bool
+	scope        scopeFlags
 	killProcess  bool
 	killGraceArg string
 	killGrace    time.Duration
@@ -74,8 +72,7 @@ cannot be found, are refused and listed; --force destroys them too.`,
 	fs.StringArrayVar(&f.remotePorts, "remote-port", nil, "remote port")
 	fs.StringArrayVar(&f.states, "state", nil, "TCP state (established, close-wait, time-wait, listen, ...; default every state but listen)")
 	fs.StringArrayVar(&f.processes, "process", nil, "name (comm) of a process holding the socket")
-	fs.StringArrayVar(&f.netns, "netns", nil, "act in this network namespace: an ip netns name, a path (/run/netns/X, /proc/PID/ns/net) or a pid; repeatable (default: hck-bpf's own)")
-	fs.BoolVar(&f.allNetns, "all-netns", false, "act in every network namespace of the host, the root one included")
+	f.scope.register(fs)
 	fs.BoolVar(&f.killProcess, "kill-process", false, "when a connection's destroy fails (not gone), send its owners SIGTERM, then SIGKILL after --kill-grace; never a protected process")
 	fs.StringVar(&f.killGraceArg, "kill-grace", "5", "with --kill-process: how long a process has to exit after SIGTERM (seconds, or 2s, 500ms; at most 5m)")
 	return cmd
@@ -109,11 +106,6 @@ func (f *killFlags) filter() (kill.Filter, error) {
 	if len(f.processes) > 0 && len(kf.Processes) == 0 {
 		return kf, usagef("--process: no name given")
 	}
-	for _, n := range f.netns {
-		if n == "" {
-			return kf, usagef("--netns: empty name")
-		}
-	}
 	if d, err := policy.ParseDuration(f.killGraceArg); err != nil {
 		return kf, usagef("--kill-grace: %v", err)
 	} else if d > maxKillGrace {
@@ -138,14 +130,15 @@ func killCmd(g *globals, f *killFlags) (err error) {
 	if err := g.checkPinDir(); err != nil {
 		return err
 	}
-	targets, err := kill.Targets(f.netns, f.allNetns)
-	var se *kill.SpecError
-	if errors.As(err, &se) {
-		return usageError{err}
-	}
+	sc, err := f.scope.open()
 	if err != nil {
 		return err
 	}
+	defer sc.Close()
+	if err := canEnter(sc); err != nil {
+		return err
+	}
+	targets := kill.Targets(sc)
 	defer kill.Close(targets)
 	log, out, err := g.logger()
 	if err != nil {

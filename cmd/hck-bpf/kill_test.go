@@ -226,7 +226,8 @@ func TestKillUsage(t *testing.T) {
 		{[]string{"--live", "--remote-port", ""}, "--remote-port: no port given"},
 		{[]string{"--live", "--state", "open"}, "--state: invalid state"},
 		{[]string{"--live", "--process", "/usr/sbin/sshd"}, "--process: invalid process name"},
-		{[]string{"--live", "--peer", "127.0.0.2", "--netns", "no-such-netns-" + h.ns.Name}, "--netns no-such-netns-"},
+		{[]string{"--live", "--peer", "127.0.0.2", "--netns", "no-such-netns-" + h.ns.Name}, "no-such-netns-"},
+		{[]string{"--live", "--peer", "127.0.0.2", "--netns", h.ns.Path(), "--all-netns"}, "choose one"},
 		{[]string{"--live", "--peer", "127.0.0.2", "stray"}, "unknown command"},
 	} {
 		r := h.runCmd(h.command(append([]string{"kill"}, tt.args...)...))
@@ -265,12 +266,13 @@ func TestKillNetns(t *testing.T) {
 	other.Await(t, there.Gone())
 	h.ns.Await(t, here.In(conn.Established))
 
-	// Both, by path and by name, in text: each line names its namespace.
+	// Both, by path and by name, in text: each line names its namespace
+	// as discovery does (the bind mount's name), however it was given.
 	_, there2 := other.ConnectFrom(t, other.ListenOn(t, lo1), peer2)
 	r := h.mustRun(0, "kill", "--peer", "127.0.0.2", "--dry-run", "--netns", h.ns.Path(), "--netns", other.Name)
 	for _, want := range []string{
 		fmt.Sprintf("-> %s (PID: %d, Process: ", there2.Remote, os.Getpid()), // the server's peer
-		fmt.Sprintf("[netns %d %s]", other.Inode(), other.Name), fmt.Sprintf("[netns %d %s]", h.ns.Inode(), h.ns.Path()),
+		fmt.Sprintf("[netns %d %s]", other.Inode(), other.Name), fmt.Sprintf("[netns %d %s]", h.ns.Inode(), h.ns.Name),
 		"(in 2 network namespaces)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("dry run over both namespaces lacks %q:\n%s", want, r.stdout)
