@@ -714,36 +714,7 @@ func TestGlobalFlagsFirst(t *testing.T) {
 // returns the process's pid.
 func holdIn(t *testing.T, name string, s *testnet.Sock) int {
 	t.Helper()
-	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Skip("needs sleep(1) to make a process with a chosen name")
-	}
-	img, err := os.ReadFile(sleep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, img, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	fd, err := syscall.Dup(s.FD)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "socket")
-	cmd := exec.Command(path, "3600")
-	cmd.ExtraFiles = []*os.File{f}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	s.Close() // the child's copy keeps the socket open: no FIN
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
-	if err != nil || strings.TrimSuffix(string(comm), "\n") != name {
-		t.Fatalf("holder comm %q (%v), want %q", comm, err, name)
-	}
-	return cmd.Process.Pid
+	return holdAs(t, name, s, false).pid()
 }
 
 // TestExcludeProcessWithSpace: a quoted name keeps its space. The Bash
