@@ -152,13 +152,5 @@ func KillSummary(log zerolog.Logger, rep *kill.Report, dryRun bool, namespaces i
 	if n := len(rep.NSErrors); n > 0 {
 		log.Warn().Bool(logging.Human, true).Msgf("  Network namespaces not listed: %d", n)
 	}
-	human(log).Msgf("  Failed terminations: %d", rep.Failed)
-	if rep.ProcessesTerminated+rep.ProcessesKilled > 0 {
-		log.Warn().Bool(logging.Human, true).Msgf("  Processes terminated (--kill-process): %d with SIGTERM, %d with SIGKILL",
-			rep.ProcessesTerminated, rep.ProcessesKilled)
-	}
-	if logLost > 0 {
-		log.Warn().Bool(logging.Human, true).Msgf("  Log lines not written: %d (see stderr)", logLost)
-	}
-	human(log).Msg(rule)
+	summaryEnd(log, rep.Failed, rep.ProcessesTerminated, rep.ProcessesKilled, logLost)
 }

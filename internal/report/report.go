@@ -305,10 +305,16 @@ func Summary(log zerolog.Logger, rep *sweep.Report, dryRun bool, logLost uint64)
 	if rep.Unsupported > 0 {
 		log.Warn().Bool(logging.Human, true).Msgf("  Reported, not destroyed (kernel too old): %d", rep.Unsupported)
 	}
-	human(log).Msgf("  Failed terminations: %d", rep.Failed)
-	if rep.ProcessesTerminated+rep.ProcessesKilled > 0 {
+	summaryEnd(log, rep.Failed, rep.ProcessesTerminated, rep.ProcessesKilled, logLost)
+}
+
+// summaryEnd closes a scan's or a kill's summary: failures, the processes
+// --kill-process ended, log lines lost, and the closing rule.
+func summaryEnd(log zerolog.Logger, failed, terminated, killed int, logLost uint64) {
+	human(log).Msgf("  Failed terminations: %d", failed)
+	if terminated+killed > 0 {
 		log.Warn().Bool(logging.Human, true).Msgf("  Processes terminated (--kill-process): %d with SIGTERM, %d with SIGKILL",
-			rep.ProcessesTerminated, rep.ProcessesKilled)
+			terminated, killed)
 	}
 	if logLost > 0 {
 		log.Warn().Bool(logging.Human, true).Msgf("  Log lines not written: %d (see stderr)", logLost)
