@@ -124,26 +124,9 @@ func startWith(t *testing.T, ns *testnet.NS, pol policy.Policy, o setup) *servic
 			s.mu.Unlock()
 		},
 	}
-	go func() { done <- ns.Do(func() error { return daemon.Run(ctx, tr, sweep.Live(k), cfg) }) }()
-	var once sync.Once
-	s.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-			k.Close()
-			tr.Close()
-		})
-	}
-	t.Cleanup(s.stop)
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("service stopped before its first sweep: %v", err)
-	case <-time.After(testnet.Timeout):
-		t.Fatal("no first sweep")
-	}
+	s.launch(t, cancel, done, ready,
+		func() error { return ns.Do(func() error { return daemon.Run(ctx, tr, sweep.Live(k), cfg) }) },
+		func() { k.Close(); tr.Close() })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.readyAfter != 1 || !s.readyWalked || !tracking.Pinned(pin) {
@@ -536,4 +519,31 @@ func entry(t *testing.T, tr *tracking.Tracker, ns *testnet.NS, cookie uint64) (c
 		}
 	}
 	return conn.Conn{}, false
+}
+
+// launch runs the service loop (run) on a goroutine of its own, sets
+// s.stop (cancel, wait, then release: close what the loop used), stopped
+// when t ends, and returns once the first sweep is done.
+func (s *service) launch(t *testing.T, cancel func(), done chan error, ready <-chan struct{},
+	run func() error, release func()) {
+	t.Helper()
+	go func() { done <- run() }()
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+			release()
+		})
+	}
+	t.Cleanup(s.stop)
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("service stopped before its first sweep: %v", err)
+	case <-time.After(testnet.Timeout):
+		t.Fatal("no first sweep")
+	}
 }

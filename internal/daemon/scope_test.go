@@ -108,31 +108,13 @@ func startAll(t *testing.T, home *testnet.NS, d *discovery, pol sweep.Options, b
 		Scope:  sc,
 		Closed: pool.Close,
 	}
-	go func() {
-		done <- home.Do(func() error {
-			return daemon.Run(ctx, tr, sweep.Live(daemon.Audited(pool, cfg.Log, func() {}, true)), cfg)
-		})
-	}()
-	var once sync.Once
-	s.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-			pool.CloseAll()
-			tr.Close()
-			sc.Close()
-		})
-	}
-	t.Cleanup(s.stop)
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("service stopped before its first sweep: %v", err)
-	case <-time.After(testnet.Timeout):
-		t.Fatal("no first sweep")
-	}
+	s.launch(t, cancel, done, ready,
+		func() error {
+			return home.Do(func() error {
+				return daemon.Run(ctx, tr, sweep.Live(daemon.Audited(pool, cfg.Log, func() {}, true)), cfg)
+			})
+		},
+		func() { pool.CloseAll(); tr.Close(); sc.Close() })
 	return s
 }
 
