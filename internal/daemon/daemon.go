@@ -50,6 +50,11 @@ type Config struct {
 	// closes its destroyer).
 	Scope  *scope.Scope
 	Closed func(ns uint32)
+	// Heartbeat, when set, is called from the loop itself every
+	// HeartbeatEvery and after every sweep, so that a wedged loop stops
+	// calling it (systemd's WATCHDOG=1, /healthz). Not before Ready.
+	Heartbeat      func()
+	HeartbeatEvery time.Duration
 }
 
 // Run sweeps whenever a tracked socket is due, or may be due without an
@@ -102,6 +107,12 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 
 	timer := time.NewTimer(0) // the first sweep, a full walk, at once
 	defer timer.Stop()
+	var beat <-chan time.Time // nil: no heartbeat
+	if cfg.Heartbeat != nil && cfg.HeartbeatEvery > 0 {
+		t := time.NewTicker(cfg.HeartbeatEvery)
+		defer t.Stop()
+		beat = t.C
+	}
 	var armed uint64 // CLOCK_BOOTTIME the timer fires at; 0: not armed
 	arm := func(at uint64) {
 		if armed != 0 && at >= armed {
@@ -123,6 +134,10 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-beat:
+			if ready {
+				cfg.Heartbeat()
+			}
 		case err := <-readErr:
 			if errors.Is(err, tracking.ErrEventsClosed) && ctx.Err() != nil {
 				return nil
@@ -198,6 +213,9 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 				if cfg.Ready != nil {
 					cfg.Ready()
 				}
+			}
+			if cfg.Heartbeat != nil {
+				cfg.Heartbeat()
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,10 +70,12 @@ func start(t *testing.T, ns *testnet.NS, pol policy.Policy, mapSize uint32, back
 
 // setup is how startWith runs the service.
 type setup struct {
-	mapSize  uint32
-	backstop time.Duration
-	pin      string        // a fresh pin dir when empty
-	watch    []*testnet.NS // namespaces the tracker watches besides ns
+	mapSize   uint32
+	backstop  time.Duration
+	pin       string        // a fresh pin dir when empty
+	watch     []*testnet.NS // namespaces the tracker watches besides ns
+	beat      func()        // daemon.Config.Heartbeat
+	beatEvery time.Duration
 }
 
 // startWith is start with more choices: the pin dir (unloaded when the
@@ -116,7 +119,9 @@ func startWith(t *testing.T, ns *testnet.NS, pol policy.Policy, o setup) *servic
 			s.mu.Unlock()
 			close(ready)
 		},
-		Backstop: o.backstop,
+		Backstop:       o.backstop,
+		Heartbeat:      o.beat,
+		HeartbeatEvery: o.beatEvery,
 		Swept: func(r *sweep.Report) {
 			s.mu.Lock()
 			s.reps = append(s.reps, *r)
@@ -545,5 +550,21 @@ func (s *service) launch(t *testing.T, cancel func(), done chan error, ready <-c
 		t.Fatalf("service stopped before its first sweep: %v", err)
 	case <-time.After(testnet.Timeout):
 		t.Fatal("no first sweep")
+	}
+}
+
+// TestHeartbeatFromTheLoop: the loop itself calls Heartbeat every
+// HeartbeatEvery while it sleeps towards a deadline far away (systemd's
+// watchdog), not only after sweeps.
+func TestHeartbeatFromTheLoop(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t)
+	var beats atomic.Int64
+	s := startWith(t, ns, thresholds(time.Hour), setup{beatEvery: 20 * time.Millisecond, beat: func() { beats.Add(1) }})
+	if !waitFor(testnet.Timeout, func() bool { return beats.Load() >= 5 }) {
+		t.Fatalf("%d heartbeats, want at least 5 at one per 20ms", beats.Load())
+	}
+	if n := len(s.reports()); n != 1 {
+		t.Fatalf("%d sweeps, want the first only: the beats must come from the loop's own clock", n)
 	}
 }
