@@ -181,6 +181,9 @@ type Verdict struct {
 	// ns: Entered + Threshold, saturating at math.MaxUint64. NoDeadline (0)
 	// when it never does. A service can sleep until the earliest deadline.
 	Deadline uint64
+	// Rule names the configuration rule whose threshold and action
+	// decided, "" for the command's own (the flags' thresholds).
+	Rule string
 	// Reason is one human line on the connection's age against its threshold,
 	// e.g. "CLOSE_WAIT for 75.3s ≥ 60s threshold (peer closed; the
 	// application never closed its socket)".
