@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/scope"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
@@ -55,6 +56,21 @@ type Config struct {
 	// calling it (systemd's WATCHDOG=1, /healthz). Not before Ready.
 	Heartbeat      func()
 	HeartbeatEvery time.Duration
+	// Reload, when set, brings new sweep options (a reloaded
+	// configuration): they apply from the next sweep, which runs at once;
+	// the tracker's wakes follow them. NetNS is the service's own (its
+	// scope): the one given is ignored. Applied tells the sender whether
+	// the loop took them.
+	Reload <-chan Reload
+}
+
+// Reload is one new set of sweep options for a running service.
+type Reload struct {
+	Sweep sweep.Options
+	// Applied, when set, receives nil once the options are in use, or why
+	// they are not (the tracker's wakes could not be changed: the old
+	// options stay).
+	Applied chan<- error
 }
 
 // Run sweeps whenever a tracked socket is due, or may be due without an
@@ -137,6 +153,14 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 		case <-beat:
 			if ready {
 				cfg.Heartbeat()
+			}
+		case r := <-cfg.Reload:
+			err := reload(&cfg, events, all, r.Sweep)
+			if r.Applied != nil {
+				r.Applied <- err
+			}
+			if err == nil {
+				arm(conn.Now())
 			}
 		case err := <-readErr:
 			if errors.Is(err, tracking.ErrEventsClosed) && ctx.Err() != nil {
@@ -221,6 +245,17 @@ func Run(ctx context.Context, tr *tracking.Tracker, act sweep.Act, cfg Config) e
 	}
 }
 
+// reload makes opts the service's sweep options, keeping its scope, and
+// tells the tracker of the wakes they need.
+func reload(cfg *Config, events *tracking.Events, all bool, opts sweep.Options) error {
+	opts.NetNS = cfg.Sweep.NetNS
+	if err := events.SetWakes(Wakes(opts, all)); err != nil {
+		return err
+	}
+	cfg.Sweep = opts
+	return nil
+}
+
 // keepEarliest keeps in pending the deadline due if it is earlier than the
 // one kept; it reports whether it was.
 func keepEarliest(pending *atomic.Uint64, due uint64) bool {
@@ -263,14 +298,19 @@ func refreshScope(cfg *Config, tr *tracking.Tracker, walkedIn map[uint32]uint64)
 // its scope (every watched namespace when all), from the earliest moment a
 // sweep may have to look at one after it entered its state (sweep.Wake of
 // a socket that entered at 0).
+//
+// With rules, a state's time is the smallest threshold any rule (or the
+// policy) gives it: the kernel cannot tell which rule a socket falls
+// under, so a rule's short threshold wakes the service on time.
 func Wakes(opts sweep.Options, all bool) tracking.Wakes {
 	w := tracking.Wakes{After: map[conn.State]time.Duration{}}
 	if !all && opts.NetNS != nil {
 		w.NetNS = slices.Sorted(maps.Keys(opts.NetNS))
 	}
+	loosest := &policy.Policy{Thresholds: opts.Policy.MinThresholds()}
 	for _, s := range conn.ClosingStates {
 		c := conn.Conn{State: s}
-		if at := sweep.Wake(opts.Policy, &c); at != 0 {
+		if at := sweep.Wake(loosest, &c); at != 0 {
 			w.After[s] = time.Duration(min(at, math.MaxInt64))
 		}
 	}

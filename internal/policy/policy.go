@@ -39,6 +39,10 @@ type Policy struct {
 	// owner whose cgroup is unknown is then never destroyed. Exclusion,
 	// and the protected processes, win over inclusion.
 	IncludeCgroups []string
+	// Rules give the connections they match their own thresholds and
+	// action: the first that matches decides (see Rule). The filters
+	// above, and the protected processes, win over every rule.
+	Rules []Rule
 }
 
 // Default is the scripts' default policy: DefaultThresholds, port 22
@@ -69,6 +73,16 @@ func (p *Policy) Validate() error {
 	for _, g := range append(slices.Clip(p.ExcludeCgroups), p.IncludeCgroups...) {
 		if err := checkGlob(g); err != nil {
 			return err
+		}
+	}
+	for i := range p.Rules {
+		if err := p.Rules[i].Validate(); err != nil {
+			return err
+		}
+		for j := range i {
+			if p.Rules[j].Name == p.Rules[i].Name {
+				return fmt.Errorf("rule %s: a second rule with this name", p.Rules[i].Name)
+			}
 		}
 	}
 	return nil
@@ -132,12 +146,14 @@ const (
 	SkipExcludedProcess
 	SkipExcludedCgroup
 	SkipNotIncludedCgroup
+	// SkipReportOnly: the rule that decides says action: report.
+	SkipReportOnly
 )
 
 // SkipReasons lists every reason a hung connection is kept, in a stable
 // order for summaries.
 var SkipReasons = []SkipReason{SkipExcludedPort, SkipNotIncluded, SkipProtectedProcess, SkipExcludedProcess,
-	SkipExcludedCgroup, SkipNotIncludedCgroup}
+	SkipExcludedCgroup, SkipNotIncludedCgroup, SkipReportOnly}
 
 func (r SkipReason) String() string {
 	switch r {
@@ -155,6 +171,8 @@ func (r SkipReason) String() string {
 		return "excluded cgroup"
 	case SkipNotIncludedCgroup:
 		return "not in included cgroups"
+	case SkipReportOnly:
+		return "report-only rule"
 	}
 	return fmt.Sprintf("skip(%d)", uint8(r))
 }
@@ -211,10 +229,21 @@ const lowerBound = "age is a lower bound: the socket predates the tracker"
 // none of them; otherwise it is destroyed. An unknown owner (c.Owner nil,
 // or empty comm) is not a reason to skip, unless included cgroups are set:
 // unlike the scripts, hck-bpf destroys in the kernel and needs no process.
+//
+// With rules, the first rule that matches c (its owner, c.Owner, included)
+// gives the threshold (its own for the state, else the policy's) and
+// names itself in Verdict.Rule; a hung connection it matches is skipped as
+// SkipReportOnly when its action is report, after every filter above.
 // c must not be nil.
 func (p *Policy) Decide(c *conn.Conn, now uint64) Verdict {
 	v := Verdict{Age: ageAt(c, now)}
-	th, ok := p.Thresholds.For(c.State)
+	var rule *Rule
+	if len(p.Rules) > 0 {
+		if rule = p.RuleFor(c); rule != nil {
+			v.Rule = rule.Name
+		}
+	}
+	th, ok := p.threshold(rule, c.State)
 	if !ok {
 		if c.State.Closing() {
 			v.Reason = fmt.Sprintf("%s has no threshold: never destroyed", c.State)
@@ -242,6 +271,9 @@ func (p *Policy) Decide(c *conn.Conn, now uint64) Verdict {
 		v.Reason = fmt.Sprintf("%s for %s ≥ %s threshold (%s; %s)", c.State, age, limit, why[c.State], lowerBound)
 	}
 	v.Skip, v.SkipDetail = p.skip(c)
+	if v.Skip == NotSkipped && rule != nil && rule.Action == RuleReport {
+		v.Skip, v.SkipDetail = SkipReportOnly, "rule "+rule.Name+" reports only (action: report)"
+	}
 	if v.Skip != NotSkipped {
 		v.Action = Skip
 	} else {
@@ -253,8 +285,19 @@ func (p *Policy) Decide(c *conn.Conn, now uint64) Verdict {
 // Due is Decide's Hung and Deadline without the rest of the verdict, and
 // without its cost: no formatting, no allocation. A sweep checks every
 // tracked socket with it and decides in full only on the hung ones.
+//
+// With rules, Due is called before the owners are known: it takes the
+// smallest threshold among the rules that may match c with what is known
+// (ports, remote address, namespace), so it is never later than Decide;
+// Decide, with the owners, then says exactly.
 func (p *Policy) Due(c *conn.Conn, now uint64) (hung bool, deadline uint64) {
-	th, ok := p.Thresholds.For(c.State)
+	var th time.Duration
+	var ok bool
+	if len(p.Rules) == 0 {
+		th, ok = p.Thresholds.For(c.State)
+	} else {
+		th, ok = p.earliest(c)
+	}
 	if !ok {
 		return false, NoDeadline
 	}

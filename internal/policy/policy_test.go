@@ -455,6 +455,7 @@ func TestStrings(t *testing.T) {
 		SkipExcludedProcess:   "excluded process",
 		SkipExcludedCgroup:    "excluded cgroup",
 		SkipNotIncludedCgroup: "not in included cgroups",
+		SkipReportOnly:        "report-only rule",
 		SkipReason(9):         "skip(9)",
 	}
 	for r, w := range want {
@@ -462,7 +463,7 @@ func TestStrings(t *testing.T) {
 			t.Errorf("SkipReason(%d).String() = %q, want %q", uint8(r), r.String(), w)
 		}
 	}
-	if len(SkipReasons) != 6 {
+	if len(SkipReasons) != 7 {
 		t.Errorf("SkipReasons = %v", SkipReasons)
 	}
 }

@@ -93,6 +93,9 @@ func connEvent(e *zerolog.Event, c *conn.Conn, t *connText, v *policy.Verdict) *
 		Float64("age_s", v.Age.Seconds()).
 		Bool("age_exact", c.Exact).
 		Float64("threshold_s", v.Threshold.Seconds())
+	if v.Rule != "" {
+		e = e.Str("rule", v.Rule)
+	}
 	return ownerFields(e, c.Owner)
 }
 
@@ -124,6 +127,14 @@ func Items(log zerolog.Logger, rep *sweep.Report) {
 	for i := range rep.Items {
 		it := &rep.Items[i]
 		c, v := &it.Conn, &it.Verdict
+		if it.Outcome == sweep.Skipped && v.Skip == policy.SkipReportOnly {
+			// A report-only rule: reported as hung, never destroyed.
+			t := textOf(c, multi)
+			connEvent(log.Warn(), c, &t, v).Str("action", "report").Str("reason", v.Reason).
+				Msg("Hung connection reported (rule " + v.Rule + ", action report, not destroyed): " + t.conn)
+			log.Warn().Bool(logging.Human, true).Msg("  Reason: " + v.Reason)
+			continue
+		}
 		if it.Outcome == sweep.Skipped {
 			// Without -v, render nothing for the line nobody sees.
 			if e := log.Debug(); e.Enabled() {

@@ -333,6 +333,16 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 		rep.Items = make([]Item, 0, len(found.hung))
 		for _, c := range found.hung {
 			item := decideOwned(opts.Policy, c, owners[c.Cookie], now)
+			if !item.Verdict.Hung {
+				// Due, without the owners, took the shortest threshold a
+				// rule on processes or cgroups could give; the rule that
+				// decides gives a later one.
+				rep.Hung--
+				if d := item.Verdict.Deadline; d > now {
+					rep.next(d)
+				}
+				continue
+			}
 			switch {
 			case item.Outcome == Skipped:
 			case rep.OwnerErr != nil:
@@ -470,6 +480,7 @@ func collect(src Source, opts Options, now uint64) (found, error) {
 			only = ino
 		}
 	}
+	names := opts.NetNS != nil && opts.Policy.UsesNetNSNames() // a rule matches namespace names
 	err := src.Walk(only, func(c *conn.Conn) {
 		if only == 0 && opts.NetNS != nil {
 			if _, ok := opts.NetNS[c.NetNS]; !ok {
@@ -477,6 +488,9 @@ func collect(src Source, opts Options, now uint64) (found, error) {
 			}
 		}
 		f.scanned++
+		if names {
+			c.NetNSName = opts.NetNS[c.NetNS]
+		}
 		hung, deadline := opts.Policy.Due(c, now)
 		st, check := stale(opts.Policy, c, hung, opts.walked(c.NetNS), now)
 		if st {
@@ -545,12 +559,15 @@ func Wake(p *policy.Policy, c *conn.Conn) uint64 {
 }
 
 // decideOwned decides with the owners known: a socket shared by several
-// processes is kept if any of them is protected or excluded.
+// processes is kept if any of them is protected or excluded, or if the
+// rule one of them falls under does not make it hung yet (its Verdict
+// then not Hung, with the latest such deadline).
 func decideOwned(p *policy.Policy, c conn.Conn, owners []conn.Owner, now uint64) Item {
 	if len(owners) == 0 {
 		return itemFor(c, p.Decide(&c, now))
 	}
 	var first Item
+	var notYet *Item
 	for i := range owners {
 		cc := c
 		cc.Owner = &owners[i]
@@ -558,9 +575,15 @@ func decideOwned(p *policy.Policy, c conn.Conn, owners []conn.Owner, now uint64)
 		if it.Outcome == Skipped {
 			return it
 		}
+		if !it.Verdict.Hung && (notYet == nil || it.Verdict.Deadline > notYet.Verdict.Deadline) {
+			notYet = &it
+		}
 		if i == 0 {
 			first = it
 		}
+	}
+	if notYet != nil {
+		return *notYet
 	}
 	first.owners = owners
 	return first

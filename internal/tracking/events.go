@@ -72,17 +72,9 @@ const notArmed = math.MaxUint64
 // included, and opens the stream. The timer starts armed at 0: the
 // service's first sweep is due at once.
 func (t *Tracker) Events(w Wakes) (_ *Events, err error) {
-	cfg := bpf.TrackerHckCfg{Notify: 1, NotifyOverflow: 1}
-	if len(w.NetNS) <= len(cfg.Scope) {
-		cfg.Nscope = uint32(copy(cfg.Scope[:], w.NetNS))
-	}
-	for s, d := range w.After {
-		if int(s) >= len(cfg.WakeNs) {
-			return nil, fmt.Errorf("open events: no such TCP state %d", s)
-		}
-		if d > 0 {
-			cfg.WakeNs[s] = uint64(d)
-		}
+	cfg, err := wakesCfg(w)
+	if err != nil {
+		return nil, fmt.Errorf("open events: %w", err)
 	}
 	e := &Events{t: t, cfg: cfg}
 	e.mem, err = unix.Mmap(t.objs.HckArmed.FD(), 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -101,6 +93,38 @@ func (t *Tracker) Events(w Wakes) (_ *Events, err error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// wakesCfg is the tracker's configuration for w, notifications on.
+func wakesCfg(w Wakes) (bpf.TrackerHckCfg, error) {
+	cfg := bpf.TrackerHckCfg{Notify: 1, NotifyOverflow: 1}
+	if len(w.NetNS) <= len(cfg.Scope) {
+		cfg.Nscope = uint32(copy(cfg.Scope[:], w.NetNS))
+	}
+	for s, d := range w.After {
+		if int(s) >= len(cfg.WakeNs) {
+			return cfg, fmt.Errorf("no such TCP state %d", s)
+		}
+		if d > 0 {
+			cfg.WakeNs[s] = uint64(d)
+		}
+	}
+	return cfg, nil
+}
+
+// SetWakes changes which sockets the tracker announces (a reloaded
+// configuration); the timer stays armed. It also asks for one more
+// overflow event, as ArmOverflow does.
+func (e *Events) SetWakes(w Wakes) error {
+	cfg, err := wakesCfg(w)
+	if err != nil {
+		return fmt.Errorf("set wakes: %w", err)
+	}
+	if err := e.t.setNotify(cfg); err != nil {
+		return err
+	}
+	e.cfg = cfg
+	return nil
 }
 
 // Read blocks until the tracker announces something.
