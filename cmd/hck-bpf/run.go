@@ -17,6 +17,7 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/daemon"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
+	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
@@ -29,11 +30,14 @@ func newRun(g *globals) *cobra.Command {
 		Short: "The service: track and sweep continuously (dry run unless --live)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.loadConfig(g, cmd.Flags()); err != nil {
+				return err
+			}
 			if f.dryRun && f.live {
 				return usagef("choose one mode: -n/--dry-run or -l/--live")
 			}
 			f.dryRun = !f.live
-			f.mapSizeSet = cmd.Flags().Changed("map-size")
+			f.mapSizeSet = f.mapSizeSet || cmd.Flags().Changed("map-size")
 			f.killGraceSet = cmd.Flags().Changed("kill-grace")
 			return runService(g, f)
 		},
@@ -89,12 +93,22 @@ func runService(g *globals, f *sweepFlags) (err error) {
 	if ns := scope.Inodes(); len(ns) == 1 {
 		ev = ev.Uint32("netns", ns[0])
 	}
+	if f.cfg != nil {
+		ev = ev.Str("config", f.cfg.Path).Int("rules", len(pol.Rules))
+	}
 	ev.Msgf("hck-bpf service started - %s (pins in %s; %s)", report.Mode(f.dryRun), g.pinDir, scopeText(scope))
-	err = daemon.Run(ctx, tr, act, daemon.Config{
-		Sweep: sweep.Options{Policy: pol, MaxKills: f.maxKills,
-			Kernel: kernelRules(log), Processes: f.processes(func(p sweep.Processes) sweep.Processes {
+	kernelCaps := kernelRules(log)
+	opts := func(f *sweepFlags, pol *policy.Policy) sweep.Options {
+		return sweep.Options{Policy: pol, MaxKills: f.maxKills,
+			Kernel: kernelCaps, Processes: f.processes(func(p sweep.Processes) sweep.Processes {
 				return daemon.AuditedProcesses(p, f.killGrace, log, out.Flush)
-			})},
+			})}
+	}
+	reloads := make(chan daemon.Reload)
+	(&reloader{f: f, base: f.base, log: log, cur: f.settings(g, pol), opts: opts, out: reloads}).watch(ctx)
+	err = daemon.Run(ctx, tr, act, daemon.Config{
+		Sweep:  opts(f, pol),
+		Reload: reloads,
 		Log:    log,
 		Ready:  func() { sdNotify("READY=1") },
 		Swept:  heapProfiler(os.Getenv(heapProfileEnv)),

@@ -24,10 +24,13 @@ func newScan(g *globals) *cobra.Command {
   hck-bpf --live --exclude-processes nginx postgres --log-file /var/log/hung_connections.log`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.loadConfig(g, cmd.Flags()); err != nil {
+				return err
+			}
 			if f.dryRun == f.live {
 				return usagef("choose one mode: -n/--dry-run or -l/--live")
 			}
-			f.mapSizeSet = cmd.Flags().Changed("map-size")
+			f.mapSizeSet = f.mapSizeSet || cmd.Flags().Changed("map-size")
 			f.killGraceSet = cmd.Flags().Changed("kill-grace")
 			return scan(g, f)
 		},

@@ -17,6 +17,9 @@ import (
 type scopeFlags struct {
 	all   bool
 	netns []string
+	// netnsFrom, allFrom: where the value came from when a config file
+	// set it ("file:line: netns"), for its errors; "" for the flags.
+	netnsFrom, allFrom string
 }
 
 func (f *scopeFlags) register(fs *pflag.FlagSet) {
@@ -34,13 +37,13 @@ func (f *scopeFlags) open() (*scope.Scope, error) {
 	case f.all:
 		s, err := scope.All()
 		if err != nil {
-			return nil, usagef("--all-netns: %v", err)
+			return nil, usagef("%s: %v", or(f.allFrom, "--all-netns"), err)
 		}
 		return s, nil
 	case len(f.netns) > 0:
 		s, err := scope.Resolve(f.netns)
 		if err != nil {
-			return nil, usagef("--netns: %v", err)
+			return nil, usagef("%s: %v", or(f.netnsFrom, "--netns"), err)
 		}
 		return s, nil
 	}
@@ -79,4 +82,12 @@ func canEnter(s *scope.Scope) error {
 		}
 	}
 	return nil
+}
+
+// or is a unless it is empty, else b.
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
+	"github.com/hck-bpf/hck-bpf/internal/config"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/logging"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
@@ -32,11 +33,18 @@ type sweepFlags struct {
 	mapSizeSet   bool // --map-size given: it must match a pinned map's
 	killGraceSet bool // --kill-grace given
 	scope        scopeFlags
+	// --config: the file under the flags (loadConfig).
+	configPath string
+	cfg        *config.Config    // the file read; nil without --config
+	rules      []policy.Rule     // the file's rules
+	changed    func(string) bool // whether a flag was given
+	base       *sweepFlags       // the flags as given, before the file
+	baseG      *globals          // the global flags as given
 }
 
 // maxKillGrace bounds --kill-grace: a sweep (the service's too) waits
 // for the processes it signalled, up to the grace period.
-const maxKillGrace = 5 * time.Minute
+const maxKillGrace = config.MaxKillGrace
 
 // processes is what a sweep does with the owners of the sockets it could
 // not destroy: nothing without --kill-process (nil), otherwise signal them
@@ -90,6 +98,7 @@ func (f *sweepFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.maxKills, "max-kills", 0, "destroy at most this many sockets per sweep; the rest wait (0: no cap)")
 	fs.Uint32Var(&f.mapSize, "map-size", tracking.DefaultMapSize, "sockets the kernel tracker can hold when this attaches it (a pinned map keeps its size); more are counted as overflow")
 	f.scope.register(fs)
+	fs.StringVar(&f.configPath, "config", "", "read settings and rules from this YAML file (see 'Configuration' in the README); flags given override it")
 }
 
 // policy validates every flag into a policy, before anything is loaded.
@@ -137,6 +146,7 @@ func (f *sweepFlags) policy() (*policy.Policy, error) {
 	if f.mapSize == 0 {
 		return nil, usagef("--map-size: must be at least 1")
 	}
+	p.Rules = f.rules
 	if err := p.Validate(); err != nil {
 		return nil, usageError{err}
 	}
