@@ -568,3 +568,22 @@ func TestHeartbeatFromTheLoop(t *testing.T) {
 		t.Fatalf("%d sweeps, want the first only: the beats must come from the loop's own clock", n)
 	}
 }
+
+// TestWakesRules: a rule's shorter threshold is its state's wake, whatever
+// the rule matches (the kernel cannot tell); the TIME_WAIT one lowers
+// FIN_WAIT2's too.
+func TestWakesRules(t *testing.T) {
+	pol := thresholds(time.Hour)
+	pol.Rules = []policy.Rule{
+		{Name: "a", Ports: []uint16{7001}, Thresholds: policy.Thresholds{CloseWait: 2 * time.Second}},
+		{Name: "b", Processes: []string{"nginx"}, Thresholds: policy.Thresholds{CloseWait: 5 * time.Second, TimeWait: 3 * time.Second}},
+	}
+	w := daemon.Wakes(sweep.Options{Policy: &pol}, false)
+	want := map[conn.State]time.Duration{conn.CloseWait: 2 * time.Second, conn.FinWait1: time.Hour,
+		conn.FinWait2: 3 * time.Second, conn.Closing: time.Hour, conn.LastAck: time.Hour, conn.TimeWait: 3 * time.Second}
+	for s, d := range want {
+		if w.After[s] != d {
+			t.Errorf("After[%s] = %v, want %v", s, w.After[s], d)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"go/build"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -472,5 +473,52 @@ func TestWalkOnlyWhereStale(t *testing.T) {
 	opts.WalkedIn = map[uint32]uint64{30: rep.Walked}
 	if rep, _ = Run(src, act(&fakeKiller{}, true), opts, 1100*sec); len(src.walkedIn) != 1 || rep.Next != 1141*sec {
 		t.Errorf("walks %v, next %d at 1100 s; want no walk, the next check at %d", src.walkedIn, rep.Next, 1141*sec)
+	}
+}
+
+// TestRulesWithOwners: a rule on a process makes Due look at a socket
+// early; with the owners known, the socket of that process dies on the
+// rule's threshold, another process's is not hung (not counted, its
+// deadline next), a report rule's is kept, and a socket shared with a
+// process the rule does not cover waits for the later threshold.
+func TestRulesWithOwners(t *testing.T) {
+	const now = uint64(1000 * time.Second)
+	mkc := func(cookie uint64, port uint16) conn.Conn {
+		return conn.Conn{Cookie: cookie, State: conn.CloseWait, Exact: true, Entered: now - uint64(10*time.Second), NetNS: 1,
+			Local: netip.MustParseAddrPort("10.0.0.1:" + strconv.Itoa(int(port))), Remote: netip.MustParseAddrPort("10.0.0.2:5000")}
+	}
+	p := policy.Default()
+	p.Rules = []policy.Rule{
+		{Name: "nginx", Processes: []string{"nginx"}, Thresholds: policy.Thresholds{CloseWait: 5 * time.Second}},
+		{Name: "watch", Ports: []uint16{9000}, Thresholds: policy.Thresholds{CloseWait: time.Second}, Action: policy.RuleReport},
+	}
+	src := &fakeSource{
+		conns: []conn.Conn{mkc(1, 80), mkc(2, 80), mkc(3, 9000), mkc(4, 80)},
+		owners: map[uint64][]conn.Owner{
+			1: {{PID: 10, Comm: "nginx"}},
+			2: {{PID: 11, Comm: "curl"}},
+			3: {{PID: 12, Comm: "curl"}},
+			4: {{PID: 10, Comm: "nginx"}, {PID: 11, Comm: "curl"}},
+		},
+	}
+	k := &fakeKiller{}
+	rep, err := Run(src, act(k, false), Options{Policy: &p}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(k.got, []uint64{1}) {
+		t.Errorf("destroyed %v, want [1] (nginx's, on its rule)", k.got)
+	}
+	if rep.Hung != 2 || rep.Skipped[policy.SkipReportOnly] != 1 || len(rep.Items) != 2 {
+		t.Errorf("hung %d, report-only %d, items %d: want 2, 1, 2", rep.Hung, rep.Skipped[policy.SkipReportOnly], len(rep.Items))
+	}
+	for _, it := range rep.Items {
+		if want := map[uint64]string{1: "nginx", 3: "watch"}[it.Conn.Cookie]; it.Verdict.Rule != want {
+			t.Errorf("socket %d decided by rule %q, want %q", it.Conn.Cookie, it.Verdict.Rule, want)
+		}
+	}
+	// curl's sockets are due at the default 60s.
+	if want := now - uint64(10*time.Second) + uint64(60*time.Second); rep.Next != want {
+		t.Errorf("Next %d, want %d (the default threshold of the sockets no rule made hung)", rep.Next, want)
 	}
 }

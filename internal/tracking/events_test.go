@@ -142,3 +142,40 @@ func TestEventsEveryWatched(t *testing.T) {
 		ev.Close()
 	}
 }
+
+// TestSetWakes: a reload's new wakes reach the tracker: a CLOSE_WAIT due
+// after the timer under the old ones is announced under the new.
+func TestSetWakes(t *testing.T) {
+	ns := testnet.New(t)
+	tr := open(t, testnet.PinDir(t), 0)
+	ev, err := tr.Events(Wakes{NetNS: []uint32{ns.Inode()}, After: map[conn.State]time.Duration{conn.CloseWait: 2 * time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Close()
+	sent := func() uint64 {
+		t.Helper()
+		c, err := tr.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.EventsSent
+	}
+	ev.Fired()
+	ev.Arm(conn.Now() + uint64(time.Hour))
+	base := sent()
+	ns.CloseWait(t, "tcp4")
+	if n := sent() - base; n != 0 {
+		t.Fatalf("%d events for a socket due after the timer, want none", n)
+	}
+	if err := ev.SetWakes(Wakes{NetNS: []uint32{ns.Inode()}, After: map[conn.State]time.Duration{conn.CloseWait: time.Second}}); err != nil {
+		t.Fatal(err)
+	}
+	ns.CloseWait(t, "tcp4")
+	if n := sent() - base; n != 1 {
+		t.Fatalf("%d events for a socket due before the timer under the new wakes, want 1", n)
+	}
+	if err := ev.SetWakes(Wakes{After: map[conn.State]time.Duration{conn.State(99): time.Second}}); err == nil {
+		t.Error("SetWakes took a state that does not exist")
+	}
+}
