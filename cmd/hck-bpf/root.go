@@ -53,7 +53,8 @@ hung_connection_killer command line.`,
 	pf.Var(pathValue{&g.logFile}, "log-file", "also append logs to this file (created 0600; a symlink, a file that is not regular or another user's is refused)")
 	pf.Var(newChoice(&g.logFormat, logging.Text, logging.Text, logging.JSON), "log-format", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "verbose/debug output (skipped connections and why)")
-	root.AddCommand(newScan(g), newRun(g), newList(g), newKill(g), newUnload(g), newDoctor(g))
+	root.AddCommand(newScan(g), newRun(g), newList(g), newKill(g), newUnload(g), newDoctor(g),
+		newInstall(g), newUninstall(g))
 	return root
 }
 
