@@ -22,7 +22,8 @@ type globals struct {
 }
 
 func (g *globals) logger() (zerolog.Logger, *logging.Output, error) {
-	log, out, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose, Buffered: true})
+	log, out, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose,
+		Buffered: true, Journal: logging.OnJournal(g.stdout)})
 	if err != nil {
 		return log, out, usageError{err}
 	}
