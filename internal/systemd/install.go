@@ -109,8 +109,8 @@ func ConfigFile(root string) string { return under(root, ConfigPath) }
 func (in Install) Do() ([]Step, error) {
 	var steps []Step
 	unitFile := UnitFile(in.Root)
-	if err := os.MkdirAll(filepath.Dir(unitFile), UnitDirMode); err != nil {
-		return steps, fmt.Errorf("make %s: %w", filepath.Dir(unitFile), err)
+	if err := mkdirAll(filepath.Dir(unitFile), UnitDirMode); err != nil {
+		return steps, err
 	}
 	if err := writeFile(unitFile, Unit(in.Bin), UnitMode, true); err != nil {
 		return steps, err
@@ -119,16 +119,11 @@ func (in Install) Do() ([]Step, error) {
 
 	cfgFile := ConfigFile(in.Root)
 	cfgDir := filepath.Dir(cfgFile)
-	if err := os.MkdirAll(filepath.Dir(cfgDir), UnitDirMode); err != nil {
-		return steps, fmt.Errorf("make %s: %w", filepath.Dir(cfgDir), err)
+	if err := mkdirAll(filepath.Dir(cfgDir), UnitDirMode); err != nil {
+		return steps, err
 	}
-	if err := os.Mkdir(cfgDir, ConfigDirMode); err == nil {
-		// Whatever the umask.
-		if err := os.Chmod(cfgDir, ConfigDirMode); err != nil {
-			return steps, fmt.Errorf("set mode of %s: %w", cfgDir, err)
-		}
-	} else if !errors.Is(err, fs.ErrExist) {
-		return steps, fmt.Errorf("make %s: %w", cfgDir, err)
+	if err := mkdirAll(cfgDir, ConfigDirMode); err != nil {
+		return steps, err
 	}
 	err := writeFile(cfgFile, in.Config, ConfigMode, false)
 	switch {
@@ -140,6 +135,30 @@ func (in Install) Do() ([]Step, error) {
 		steps = append(steps, Step{cfgFile, "wrote"})
 	}
 	return steps, nil
+}
+
+// mkdirAll makes dir and its missing parents with mode, whatever the
+// umask; directories that exist are left as they are.
+func mkdirAll(dir string, mode os.FileMode) error {
+	if st, err := os.Stat(dir); err == nil {
+		if !st.IsDir() {
+			return fmt.Errorf("make %s: not a directory", dir)
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirAll(parent, UnitDirMode); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, mode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("make %s: %w", dir, err)
+	} else if err == nil {
+		if err := os.Chmod(dir, mode); err != nil {
+			return fmt.Errorf("set mode of %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // writeFile writes data to path with mode, whatever the umask: through a
