@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -303,4 +304,52 @@ func TestServiceUnderUnitCapabilities(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestJournalLines: with its stdout the stream JOURNAL_STREAM names, as
+// systemd sets it, hck-bpf's lines carry a priority and no timestamp; the
+// same run with stdout elsewhere keeps the timestamps.
+func TestJournalLines(t *testing.T) {
+	h := newE2E(t)
+	out, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(out.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	cmd := h.command("scan", "--dry-run")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("scan: %v\n%s", err, errb.String())
+	}
+	b, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("scan wrote %q", b)
+	}
+	for _, l := range lines {
+		if !regexp.MustCompile(`^<[0-7]>(DEBUG|INFO|WARN|ERROR) - `).MatchString(l) {
+			t.Errorf("journal line %q", l)
+		}
+	}
+	// The variable alone (a pipe, not the journal's stream): timestamps.
+	r := h.runCmd(cmd2(h, cmd.Env, "scan", "--dry-run"))
+	if strings.HasPrefix(r.stdout, "<") || !regexp.MustCompile(`^\d{4}-\d\d-\d\d `).MatchString(r.stdout) {
+		t.Errorf("not the journal's stream, yet %q", r.stdout)
+	}
+}
+
+// cmd2 is h.command(args...) with env.
+func cmd2(h *e2e, env []string, args ...string) *exec.Cmd {
+	c := h.command(args...)
+	c.Env = env
+	return c
 }
