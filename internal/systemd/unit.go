@@ -141,7 +141,7 @@ func Unit(bin string) []byte {
 	w("# connection of the host.")
 	w("UMask=0077")
 	w("")
-	w("# A backstop against a leak: the service holds 20-30 MiB; BPF maps are")
+	w("# A backstop against a leak: the service holds 17-20 MiB; BPF maps are")
 	w("# charged here too (128 B per tracked socket: 32 MiB for a full default map).")
 	w("MemoryMax=%s", MemoryMax)
 	w("")
