@@ -11,6 +11,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/config"
 	"github.com/hck-bpf/hck-bpf/internal/systemd"
+	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
 
 // runMain runs hck-bpf in-process.
@@ -193,5 +194,42 @@ func TestUninstallRoot(t *testing.T) {
 	}
 	if code, _, errs := runMain("uninstall", "--root", root); code != exitFailure || !strings.Contains(errs, "not installed") {
 		t.Errorf("second uninstall: exit %d, %q; want 1, not installed", code, errs)
+	}
+}
+
+// TestInstallRunsSystemctl: on this system (a tmpfs over /etc in a mount
+// namespace of the test's own, and a systemctl that only records its
+// arguments), install reloads systemd and enables and starts the service,
+// --no-enable only reloads, uninstall disables and stops it first.
+func TestInstallRunsSystemctl(t *testing.T) {
+	testnet.RequireRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs util-linux unshare")
+	}
+	bin := hckBPF(t)
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	fake := "#!/bin/sh\necho \"$*\" >> " + calls + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "systemctl"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := `set -e; mount -t tmpfs none /etc
+"$BIN" install --bin "$BIN"; echo --; "$BIN" install --no-enable --bin "$BIN"; echo --
+test "$(stat -c %a /etc/hck-bpf/config.yaml)" = 600; "$BIN" uninstall`
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "BIN="+bin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	got, err := os.ReadFile(calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "daemon-reload\nenable --now hck-bpf.service\n" + // install
+		"daemon-reload\n" + // install --no-enable
+		"disable --now hck-bpf.service\ndaemon-reload\n" // uninstall
+	if string(got) != want {
+		t.Errorf("systemctl calls\n%s\nwant\n%s\noutput:\n%s", got, want, out)
 	}
 }
