@@ -3,15 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/config"
 	"github.com/hck-bpf/hck-bpf/internal/daemon"
@@ -156,32 +152,9 @@ type reloader struct {
 	out     chan daemon.Reload
 }
 
-// watch handles SIGHUP until ctx ends. Without --config there is nothing
-// to re-read: it says so (SIGHUP would otherwise end the service).
-func (r *reloader) watch(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				sdNotify("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10))
-				r.reload(ctx)
-				sdNotify("READY=1")
-			}
-		}
-	}()
-}
-
-func monotonicUsec() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano() / 1000
-}
-
+// reload re-reads --config (SIGHUP): a bad file keeps the running
+// configuration; a good one goes to the service loop, and what changed is
+// logged.
 func (r *reloader) reload(ctx context.Context) {
 	path := r.f.configPath
 	if path == "" {

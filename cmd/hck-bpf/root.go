@@ -22,7 +22,8 @@ type globals struct {
 }
 
 func (g *globals) logger() (zerolog.Logger, *logging.Output, error) {
-	log, out, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose, Buffered: true})
+	log, out, err := logging.New(g.stdout, logging.Options{Format: g.logFormat, File: g.logFile, Verbose: g.verbose,
+		Buffered: true, Journal: logging.OnJournal(g.stdout)})
 	if err != nil {
 		return log, out, usageError{err}
 	}
@@ -53,7 +54,8 @@ hung_connection_killer command line.`,
 	pf.Var(pathValue{&g.logFile}, "log-file", "also append logs to this file (created 0600; a symlink, a file that is not regular or another user's is refused)")
 	pf.Var(newChoice(&g.logFormat, logging.Text, logging.Text, logging.JSON), "log-format", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "verbose/debug output (skipped connections and why)")
-	root.AddCommand(newScan(g), newRun(g), newList(g), newKill(g), newUnload(g), newDoctor(g))
+	root.AddCommand(newScan(g), newRun(g), newList(g), newKill(g), newUnload(g), newDoctor(g),
+		newInstall(g), newUninstall(g))
 	return root
 }
 

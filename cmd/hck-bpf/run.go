@@ -4,22 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
+	"sync"
 	"syscall"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/hck-bpf/hck-bpf/internal/daemon"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
+	"github.com/hck-bpf/hck-bpf/internal/logging"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
+	"github.com/hck-bpf/hck-bpf/internal/systemd"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
 )
 
@@ -64,8 +68,26 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		}
 	}
 	softMemoryLimit()
+	sd, sdErr := systemd.FromEnv()
+	if sdErr != nil {
+		log.Warn().Err(sdErr).Msg("Could not read systemd's environment")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// STOPPING=1 as soon as the signal arrives, before the loop winds
+	// down; at the latest when the loop has returned.
+	stopping := sync.OnceFunc(func() { notify(log, sd.Stopping()) })
+	context.AfterFunc(ctx, stopping)
+	kernelCaps := kernelRules(log)
+	opts := func(f *sweepFlags, pol *policy.Policy) sweep.Options {
+		return sweep.Options{Policy: pol, MaxKills: f.maxKills,
+			Kernel: kernelCaps, Processes: f.processes(func(p sweep.Processes) sweep.Processes {
+				return daemon.AuditedProcesses(p, f.killGrace, log, out.Flush)
+			})}
+	}
+	reloads := make(chan daemon.Reload)
+	rl := &reloader{f: f, base: f.base, log: log, cur: f.settings(g, pol), opts: opts, out: reloads}
+	defer handleSignals(ctx, log, out, sd, rl.reload)()
 
 	tr, err := g.openTracker(f.openSize(), true, scope)
 	var busy *tracking.BusyError
@@ -84,6 +106,11 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		return err
 	}
 	defer pool.CloseAll()
+	// Ready only once netlink answers here: a service that cannot ask
+	// the kernel about a socket would destroy nothing.
+	if err := pool.Ping(); err != nil {
+		return fmt.Errorf("refuse to run: %w", err)
+	}
 	act := sweep.DryRun(pool)
 	if f.live {
 		act = sweep.Live(daemon.Audited(pool, log, out.Flush, several(scope)))
@@ -97,24 +124,20 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		ev = ev.Str("config", f.cfg.Path).Int("rules", len(pol.Rules))
 	}
 	ev.Msgf("hck-bpf service started - %s (pins in %s; %s)", report.Mode(f.dryRun), g.pinDir, scopeText(scope))
-	kernelCaps := kernelRules(log)
-	opts := func(f *sweepFlags, pol *policy.Policy) sweep.Options {
-		return sweep.Options{Policy: pol, MaxKills: f.maxKills,
-			Kernel: kernelCaps, Processes: f.processes(func(p sweep.Processes) sweep.Processes {
-				return daemon.AuditedProcesses(p, f.killGrace, log, out.Flush)
-			})}
-	}
-	reloads := make(chan daemon.Reload)
-	(&reloader{f: f, base: f.base, log: log, cur: f.settings(g, pol), opts: opts, out: reloads}).watch(ctx)
 	err = daemon.Run(ctx, tr, act, daemon.Config{
 		Sweep:  opts(f, pol),
 		Reload: reloads,
 		Log:    log,
-		Ready:  func() { sdNotify("READY=1") },
-		Swept:  heapProfiler(os.Getenv(heapProfileEnv)),
-		Scope:  scope,
-		Closed: pool.Close,
+		// After the tracker attached, the pool's netlink answered and
+		// the first sweep ran.
+		Ready:          func() { notify(log, sd.Ready("tracking; first sweep done")) },
+		Swept:          sweptHooks(heapProfiler(os.Getenv(heapProfileEnv)), sdStatus(sd)),
+		Scope:          scope,
+		Closed:         pool.Close,
+		Heartbeat:      func() { notify(log, sd.Ping()) },
+		HeartbeatEvery: sd.PingEvery(),
 	})
+	stopping()
 	logCounters(log, tr)
 	logStopped(log, out)
 	return err
@@ -159,16 +182,77 @@ func heapProfiler(dir string) func(*sweep.Report) {
 	}
 }
 
-// sdNotify tells systemd (Type=notify) how the service is doing.
-func sdNotify(state string) {
-	addr := os.Getenv("NOTIFY_SOCKET")
-	if addr == "" {
-		return
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+// notify logs a failed notification to systemd; the service goes on.
+func notify(log zerolog.Logger, err error) {
 	if err != nil {
-		return
+		log.Warn().Err(err).Msg("Could not notify systemd")
 	}
-	defer c.Close()
-	_, _ = c.Write([]byte(state))
+}
+
+// sweptHooks is one daemon.Config.Swept calling each non-nil hook.
+func sweptHooks(hooks ...func(*sweep.Report)) func(*sweep.Report) {
+	hooks = slices.DeleteFunc(hooks, func(h func(*sweep.Report)) bool { return h == nil })
+	if len(hooks) == 0 {
+		return nil
+	}
+	return func(r *sweep.Report) {
+		for _, h := range hooks {
+			h(r)
+		}
+	}
+}
+
+// sdStatus keeps systemctl status's line current: destroyed so far, and
+// the last sweep. Nil without systemd.
+func sdStatus(sd *systemd.Notifier) func(*sweep.Report) {
+	if !sd.Enabled() {
+		return nil
+	}
+	var destroyed, failed int
+	return func(r *sweep.Report) {
+		destroyed += r.Destroyed
+		failed += r.Failed
+		_ = sd.Status(fmt.Sprintf("%d destroyed, %d failed since start; last sweep: %d scanned, %d hung",
+			destroyed, failed, r.Scanned, r.Hung))
+	}
+}
+
+// handleSignals handles, until the returned stop is called, SIGHUP
+// (reload: RELOADING=1, reload, READY=1) and SIGUSR1 (reopen --log-file,
+// for logrotate).
+func handleSignals(ctx context.Context, log zerolog.Logger, out *logging.Output, sd *systemd.Notifier,
+	reload func(context.Context)) (stop func()) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case s := <-sigs:
+				switch s {
+				case syscall.SIGUSR1:
+					if err := out.Reopen(); err != nil {
+						log.Error().Err(err).Msg("SIGUSR1: could not reopen the log file; still writing to the old one")
+						continue
+					}
+					log.Info().Msg("SIGUSR1: log file reopened")
+				case syscall.SIGHUP:
+					notify(log, sd.Reloading())
+					reload(ctx)
+					notify(log, sd.Ready("reloaded"))
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+		<-finished
+	}
 }

@@ -36,17 +36,23 @@ type Options struct {
 	// few dozen write calls instead of 20,000. Output.Flush writes them at
 	// once; Close flushes.
 	Buffered bool
+	// Journal renders the lines for out as the journal wants them (see
+	// OnJournal): a syslog priority prefix ("<4>"), and in text no
+	// timestamp, the journal keeps its own. The log file's lines keep
+	// theirs.
+	Journal bool
 }
 
 // New returns the logger and its Output. Text lines go to out (stdout,
 // like the scripts'); the file gets the same lines. Bad options are an
 // error before anything is created.
 func New(out io.Writer, opts Options) (zerolog.Logger, *Output, error) {
-	format := func(w io.Writer) io.Writer { return &textWriter{w: w} }
+	var format func(w io.Writer, journal bool) io.Writer
 	switch opts.Format {
 	case "", Text:
+		format = func(w io.Writer, journal bool) io.Writer { return &textWriter{w: w, journal: journal} }
 	case JSON:
-		format = func(w io.Writer) io.Writer { return &jsonWriter{w: w} }
+		format = func(w io.Writer, journal bool) io.Writer { return &jsonWriter{w: w, journal: journal} }
 	default:
 		return zerolog.Nop(), &Output{}, fmt.Errorf("invalid log format %q: want text or json", opts.Format)
 	}
@@ -60,22 +66,35 @@ func New(out io.Writer, opts Options) (zerolog.Logger, *Output, error) {
 		o.file, o.tee.file, o.tee.path = f, f, opts.File
 		// Told on out, unbuffered, when the file starts failing: the
 		// lines it misses are counted, and Close reports them.
-		notice := zerolog.New(format(out)).With().Timestamp().Logger()
+		notice := zerolog.New(format(out, opts.Journal)).With().Timestamp().Logger()
 		o.tee.notice = func(err error) {
 			notice.Error().Err(err).Str("log_file", opts.File).
 				Msg("Could not write the log file; its missing lines are counted and reported at exit")
 		}
 	}
-	var w io.Writer = o.tee
-	if opts.Buffered {
-		o.buf = &bufWriter{w: w}
-		w = o.buf
+	buffered := func(w io.Writer) io.Writer {
+		if !opts.Buffered {
+			return w
+		}
+		b := &bufWriter{w: w}
+		o.bufs = append(o.bufs, b)
+		return b
+	}
+	var w io.Writer
+	if opts.Journal && opts.File != "" {
+		// Two renderings of each event: the journal's for out, the
+		// timestamped one for the file.
+		w = zerolog.MultiLevelWriter(
+			format(buffered(teeSide{o.tee, false}), true),
+			format(buffered(teeSide{o.tee, true}), false))
+	} else {
+		w = format(buffered(o.tee), opts.Journal)
 	}
 	level := zerolog.InfoLevel
 	if opts.Verbose {
 		level = zerolog.DebugLevel
 	}
-	return zerolog.New(format(w)).Level(level).With().Timestamp().Logger(), o, nil
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), o, nil
 }
 
 // Output is where a logger's lines go: stdout and the log file, through a
@@ -83,16 +102,45 @@ func New(out io.Writer, opts Options) (zerolog.Logger, *Output, error) {
 // lost silently: it is counted (Lost), and Close reports it.
 type Output struct {
 	tee  *tee
-	buf  *bufWriter // nil unless buffered
-	file *os.File   // nil without a log file
+	bufs []*bufWriter // none unless buffered
+	file *os.File     // nil without a log file; guarded by tee.mu
 }
 
 // Flush writes the lines held in the buffer now: an audit trail that must
 // be on disk before the next step (the service's kill lines).
 func (o *Output) Flush() {
-	if o.buf != nil {
-		_ = o.buf.Flush() // the tee counts errors, never returns them
+	for _, b := range o.bufs {
+		_ = b.Flush() // the tee counts errors, never returns them
 	}
+}
+
+// Reopen opens the log file again by its path and writes to the new file
+// from now on (logrotate renamed the old one: SIGUSR1). The new file
+// passes the checks the first one did (see openLogFile); when it does not,
+// or cannot be opened, the old file is kept and the error says why.
+// Without a log file it does nothing.
+func (o *Output) Reopen() error {
+	if o.tee == nil || o.tee.path == "" {
+		return nil
+	}
+	o.Flush() // the lines so far belong to the old file
+	f, err := openLogFile(o.tee.path)
+	if err != nil {
+		return fmt.Errorf("reopen log file: %w", err)
+	}
+	o.tee.mu.Lock()
+	old := o.file
+	if old == nil { // closed meanwhile
+		o.tee.mu.Unlock()
+		f.Close()
+		return nil
+	}
+	o.file, o.tee.file, o.tee.failing = f, f, false
+	o.tee.mu.Unlock()
+	if err := old.Close(); err != nil {
+		return fmt.Errorf("close the old log file %s: %w", o.tee.path, err)
+	}
+	return nil
 }
 
 // Loss is what one destination of the log did not get.
@@ -132,17 +180,19 @@ func (o *Output) Close() error {
 	for _, l := range o.Lost() {
 		errs = append(errs, l)
 	}
-	if o.buf != nil {
-		o.buf.stop()
+	for _, b := range o.bufs {
+		b.stop()
 	}
-	if o.file != nil {
+	if o.tee != nil {
 		o.tee.mu.Lock()
-		o.tee.file = nil // a line logged after Close goes to out only
+		f := o.file
+		o.file, o.tee.file = nil, nil // a line logged after Close goes to out only
 		o.tee.mu.Unlock()
-		if err := o.file.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close log file %s: %w", o.file.Name(), err))
+		if f != nil {
+			if err := f.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close log file %s: %w", f.Name(), err))
+			}
 		}
-		o.file = nil
 	}
 	return errors.Join(errs...)
 }
@@ -164,12 +214,41 @@ type tee struct {
 func (t *tee) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.writeOut(p)
+	t.writeFile(p)
+	return len(p), nil
+}
+
+// teeSide writes to one of the tee's destinations (the file when file):
+// where out and the file get different lines (Options.Journal).
+type teeSide struct {
+	t    *tee
+	file bool
+}
+
+func (s teeSide) Write(p []byte) (int, error) {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	if s.file {
+		s.t.writeFile(p)
+	} else {
+		s.t.writeOut(p)
+	}
+	return len(p), nil
+}
+
+// writeOut and writeFile write p to out and to the file, counting what is
+// lost. t.mu is held.
+func (t *tee) writeOut(p []byte) {
 	if n, err := t.out.Write(p); err != nil {
 		t.outLost += linesIn(p[n:])
 		if t.outErr == nil {
 			t.outErr = err
 		}
 	}
+}
+
+func (t *tee) writeFile(p []byte) {
 	if t.file != nil {
 		n, err := t.file.Write(p)
 		switch {
@@ -186,7 +265,6 @@ func (t *tee) Write(p []byte) (int, error) {
 			t.failing = false
 		}
 	}
-	return len(p), nil
 }
 
 func (t *tee) lost() []Loss {
@@ -219,13 +297,23 @@ const Human = "human"
 // text lines are logged separately): text output leaves it out.
 const Machine = "machine"
 
-// jsonWriter drops the events marked Human.
-type jsonWriter struct{ w io.Writer }
+// jsonWriter drops the events marked Human; with journal, it prefixes
+// each event with its syslog priority.
+type jsonWriter struct {
+	w       io.Writer
+	journal bool
+}
 
 var humanMark = []byte(`"` + Human + `":true`)
 
 func (j *jsonWriter) Write(p []byte) (int, error) {
 	if bytes.Contains(p, humanMark) {
+		return len(p), nil
+	}
+	if j.journal {
+		if _, err := j.w.Write(append(journalJSON(p), p...)); err != nil {
+			return 0, err
+		}
 		return len(p), nil
 	}
 	return j.w.Write(p)
@@ -235,8 +323,9 @@ func (j *jsonWriter) Write(p []byte) (int, error) {
 // other than time, level and message are appended as key=value only at
 // debug level, so the default output matches the scripts'.
 type textWriter struct {
-	w   io.Writer
-	buf []byte // reused for each line
+	w       io.Writer
+	buf     []byte // reused for each line
+	journal bool   // journalText: a priority prefix, no timestamp
 }
 
 var levelNames = map[string]string{
@@ -253,6 +342,9 @@ func (t *textWriter) Write(p []byte) (int, error) {
 	}
 	if len(line) > 0 {
 		t.buf = line[:0]
+		if t.journal {
+			line = journalText(line)
+		}
 		if _, err := t.w.Write(line); err != nil {
 			return 0, err
 		}
