@@ -232,7 +232,10 @@ func gitVersion(dir string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-var debUpstream = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+var (
+	debUpstream = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
+	fromTag     = regexp.MustCompile(`^(v[0-9]|[0-9]+\.[0-9])`) // v1..., 1.2...
+)
 
 // debVersion turns `git describe` output into a Debian version: a tag
 // v1.2.3 gives 1.2.3, v1.2.3-4-gabc1234 gives 1.2.3+4.gabc1234, and a
@@ -242,11 +245,11 @@ func debVersion(describe string) (string, error) {
 	if describe == "" {
 		return "", fmt.Errorf("make a Debian version: no version given")
 	}
-	v := strings.TrimPrefix(describe, "v")
-	if v == "" || v[0] < '0' || v[0] > '9' {
+	v := describe
+	if !fromTag.MatchString(v) { // a commit's hash, which may start with a digit
 		v = "0~g" + v
-	} else if i := strings.IndexByte(v, '-'); i >= 0 {
-		v = v[:i] + "+" + v[i+1:]
+	} else if v = strings.TrimPrefix(v, "v"); strings.Contains(v, "-") {
+		v = strings.Replace(v, "-", "+", 1)
 	}
 	v = strings.ReplaceAll(v, "-", ".")
 	if !debUpstream.MatchString(v) {

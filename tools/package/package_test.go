@@ -22,13 +22,15 @@ func TestDebVersion(t *testing.T) {
 		{"0.9", "0.9"},
 		{"abc1234", "0~gabc1234"},
 		{"abc1234-dirty", "0~gabc1234.dirty"},
+		{"3be9ca6-dirty", "0~g3be9ca6.dirty"}, // a hash starting with a digit is no tag
+		{"1234567", "0~g1234567"},
 	} {
 		got, err := debVersion(c.in)
 		if err != nil || got != c.want {
 			t.Errorf("debVersion(%q) = %q, %v; want %q", c.in, got, err, c.want)
 		}
 	}
-	for _, bad := range []string{"", "v1.2_3", "1.2 3", "v1.2.3/4"} {
+	for _, bad := range []string{"", "v1.2_3", "1.2 3", "v1.2.3/4", "abc_123"} {
 		if got, err := debVersion(bad); err == nil {
 			t.Errorf("debVersion(%q) = %q, want an error", bad, got)
 		}
