@@ -11,7 +11,7 @@ export BPF2GO_CC     := $(CLANG)
 export BPF2GO_STRIP  := $(STRIP)
 export BPF2GO_CFLAGS := -O2 -g -Wall -Werror
 
-.PHONY: all build generate check-generate test lint demo bench clean
+.PHONY: all build generate check-generate test lint demo bench package clean
 
 all: build
 
@@ -66,5 +66,12 @@ demo: build
 bench: build
 	$(GO) run ./tools/bench -bin $(BIN)
 
+# The Debian package, dist/hck-bpf_VERSION_ARCH.deb: the binary (built
+# -trimpath, the version from `git describe` stamped in), the systemd unit
+# (installed, not enabled), /etc/hck-bpf/config.yaml as a conffile and the
+# README. nfpm is used as a Go library (tools/package): no nfpm binary.
+package:
+	$(GO) run ./tools/package -out dist
+
 clean:
-	rm -rf bin
+	rm -rf bin dist
