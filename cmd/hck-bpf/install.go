@@ -25,7 +25,8 @@ func newInstall(g *globals) *cobra.Command {
 ` + systemd.ConfigPath + ` (the config, 0600, in a 0700 directory; an existing one
 is never overwritten), then runs 'systemctl daemon-reload' and
 'systemctl enable --now ` + systemd.UnitName + `'. The unit runs
-'BIN run --live --config ` + systemd.ConfigPath + `'.
+'BIN run --config ` + systemd.ConfigPath + `': it starts as a dry run, logging what
+it would destroy; set 'mode: live' in the config and restart it to destroy.
 
 With --root DIR the files go under DIR (a package or an image being built) and
 systemctl is not run; --no-enable writes the files and runs only daemon-reload.
@@ -87,6 +88,8 @@ func runInstall(g *globals, root, bin string, binSet, noEnable bool) error {
 	}
 	fmt.Fprintf(g.stdout, "enabled and started %s (systemctl status %s; journalctl -u %s)\n",
 		systemd.UnitName, systemd.UnitName, systemd.UnitName)
+	fmt.Fprintf(g.stdout, "its mode is the config's (a fresh one says dry-run: nothing is destroyed); "+
+		"to destroy, set 'mode: live' in %s and run systemctl restart %s\n", systemd.ConfigPath, systemd.UnitName)
 	return nil
 }
 

@@ -64,7 +64,7 @@ func TestInstallRoot(t *testing.T) {
 		"Service": {
 			"Type":                    {"notify"},
 			"NotifyAccess":            {"main"},
-			"ExecStart":               {bin + " run --live --config /etc/hck-bpf/config.yaml"},
+			"ExecStart":               {bin + " run --config /etc/hck-bpf/config.yaml"},
 			"ExecReload":              {"/bin/kill -HUP $MAINPID"},
 			"WatchdogSec":             {"30"},
 			"Restart":                 {"on-failure"},

@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/hck-bpf/hck-bpf/internal/config"
 )
 
 // manifest is daemonset.yaml decoded strictly: each document into its
@@ -252,6 +254,9 @@ func TestManifestInvariants(t *testing.T) {
 		t.Errorf("no ConfigMap %s mounted at /etc/hck-bpf", m.cm.Name)
 	} else if key, ok := strings.CutPrefix(cfgPath, "/etc/hck-bpf/"); !ok || m.cm.Data[key] == "" {
 		t.Errorf("--config %q: not a key of ConfigMap %s (%v)", cfgPath, m.cm.Name, slices.Sorted(maps.Keys(m.cm.Data)))
+	} else if _, err := config.Parse("configmap:"+key, []byte(m.cm.Data[key]), config.Checks{}); err != nil {
+		// The service would exit 2 on it: every pod in CrashLoopBackOff.
+		t.Errorf("ConfigMap %s: %v", m.cm.Name, err)
 	}
 	addr := flagValue(args, "--metrics-addr")
 	_, portText, ok := strings.Cut(addr, ":")

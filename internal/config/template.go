@@ -33,6 +33,8 @@ func Template() []byte {
 # Lists: [a, b], one item a line ("- a"), or one string as the flag takes it ("22 3306").
 
 # dry-run: say what would be destroyed; live: destroy (needs root).
+# The installed service (hck-bpf install) runs as this says: it starts as a
+# dry run; set live and restart it (systemctl restart hck-bpf) to destroy.
 mode: %s
 
 # How long a connection may stay in each closing state before it is hung.
