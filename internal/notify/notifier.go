@@ -47,7 +47,7 @@ type Options struct {
 	Burst  int
 	Refill time.Duration
 	// Retries bounds the tries after the first on a network error, a 5xx,
-	// a 408 or a 429; Backoff is the first wait, doubled each time (at
+	// a 408 or a 429 (negative: none); Backoff is the first wait, doubled each time (at
 	// most 30 s), unless the answer's Retry-After says otherwise (capped
 	// at MaxRetryAfter).
 	Retries       int
@@ -77,8 +77,11 @@ func (o *Options) defaults() {
 	if o.Burst <= 0 {
 		o.Burst = DefaultBurst
 	}
-	if o.Retries < 0 {
-		o.Retries = 0
+	switch {
+	case o.Retries == 0:
+		o.Retries = DefaultRetries
+	case o.Retries < 0:
+		o.Retries = 0 // none
 	}
 	if o.Client == nil {
 		o.Client = newClient(o.Timeout)
