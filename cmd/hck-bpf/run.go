@@ -24,6 +24,7 @@ import (
 
 func newRun(g *globals) *cobra.Command {
 	f := &sweepFlags{}
+	wh := &webhookFlags{}
 	cmd := &cobra.Command{
 		Use:   "run [--dry-run|--live] [flags]",
 		Short: "The service: track and sweep continuously (dry run unless --live)",
@@ -35,14 +36,18 @@ func newRun(g *globals) *cobra.Command {
 			f.dryRun = !f.live
 			f.mapSizeSet = cmd.Flags().Changed("map-size")
 			f.killGraceSet = cmd.Flags().Changed("kill-grace")
-			return runService(g, f)
+			if err := wh.parse(); err != nil {
+				return err
+			}
+			return runService(g, f, wh)
 		},
 	}
 	f.register(cmd.Flags())
+	wh.register(cmd.Flags())
 	return cmd
 }
 
-func runService(g *globals, f *sweepFlags) (err error) {
+func runService(g *globals, f *sweepFlags, wh *webhookFlags) (err error) {
 	p, err := g.prepare(f)
 	if err != nil {
 		return err
@@ -90,6 +95,13 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		ev = ev.Uint32("netns", ns[0])
 	}
 	ev.Msgf("hck-bpf service started - %s (pins in %s; %s)", report.Mode(f.dryRun), g.pinDir, scopeText(scope))
+	// The notifier takes each sweep's report without waiting: a slow or
+	// dead webhook delays no kill.
+	notifier, stopNotifier := startNotifier(wh, log, f.dryRun)
+	var notifySwept func(*sweep.Report)
+	if notifier != nil {
+		notifySwept = notifier.Swept
+	}
 	err = daemon.Run(ctx, tr, act, daemon.Config{
 		Sweep: sweep.Options{Policy: pol, MaxKills: f.maxKills,
 			Kernel: kernelRules(log), Processes: f.processes(func(p sweep.Processes) sweep.Processes {
@@ -97,10 +109,11 @@ func runService(g *globals, f *sweepFlags) (err error) {
 			})},
 		Log:    log,
 		Ready:  func() { sdNotify("READY=1") },
-		Swept:  heapProfiler(os.Getenv(heapProfileEnv)),
+		Swept:  swept(heapProfiler(os.Getenv(heapProfileEnv)), notifySwept),
 		Scope:  scope,
 		Closed: pool.Close,
 	})
+	stopNotifier()
 	logCounters(log, tr)
 	logStopped(log, out)
 	return err
