@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -73,14 +74,16 @@ func startNotifier(w *webhookFlags, log zerolog.Logger, dryRun bool) (n *notify.
 	}
 	n = notify.New(w.hooks, notify.Options{Meta: notify.Meta{Host: host, Mode: mode, Version: version}, Window: w.window})
 	arr := zerolog.Arr()
+	var names []string
 	for _, h := range w.hooks {
 		arr.Str(h.String())
+		names = append(names, h.String())
 	}
 	ev := log.Info().Array("webhooks", arr).Dur("window", w.window)
 	if dryRun {
-		ev.Msg("webhooks: a dry run destroys nothing, so sends nothing")
+		ev.Msgf("webhooks: a dry run destroys nothing, so sends nothing to %s", strings.Join(names, ", "))
 	} else {
-		ev.Msgf("webhooks: one message per %s with what was destroyed", w.window)
+		ev.Msgf("webhooks: one message per %s with what was destroyed, to %s", w.window, strings.Join(names, ", "))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
