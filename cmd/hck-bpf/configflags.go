@@ -11,6 +11,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/config"
 	"github.com/hck-bpf/hck-bpf/internal/daemon"
+	"github.com/hck-bpf/hck-bpf/internal/notify"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 )
@@ -18,7 +19,10 @@ import (
 // configChecks check the values the config file carries for other
 // packages (metrics_addr, webhooks); nil accepts any. The metrics and
 // notification parsers are wired in here.
-var configChecks = config.Checks{}
+var configChecks = config.Checks{
+	Webhook: func(s string) error { _, err := notify.Parse(s); return err },
+	// MetricsAddr: metrics.ParseAddr, with the metrics.
+}
 
 // loadConfig reads --config, when given, and lays the file under the
 // flags: a key applies unless its flag was given (changed). A bad file is

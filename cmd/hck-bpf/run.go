@@ -29,6 +29,7 @@ import (
 
 func newRun(g *globals) *cobra.Command {
 	f := &sweepFlags{}
+	wh := &webhookFlags{}
 	cmd := &cobra.Command{
 		Use:   "run [--dry-run|--live] [flags]",
 		Short: "The service: track and sweep continuously (dry run unless --live)",
@@ -43,14 +44,21 @@ func newRun(g *globals) *cobra.Command {
 			f.dryRun = !f.live
 			f.mapSizeSet = f.mapSizeSet || cmd.Flags().Changed("map-size")
 			f.killGraceSet = cmd.Flags().Changed("kill-grace")
-			return runService(g, f)
+			if f.cfg != nil && !cmd.Flags().Changed("webhook") {
+				wh.raw = f.cfg.Settings.Webhooks // checked by configChecks
+			}
+			if err := wh.parse(); err != nil {
+				return err
+			}
+			return runService(g, f, wh)
 		},
 	}
 	f.register(cmd.Flags())
+	wh.register(cmd.Flags())
 	return cmd
 }
 
-func runService(g *globals, f *sweepFlags) (err error) {
+func runService(g *globals, f *sweepFlags, wh *webhookFlags) (err error) {
 	p, err := g.prepare(f)
 	if err != nil {
 		return err
@@ -76,7 +84,7 @@ func runService(g *globals, f *sweepFlags) (err error) {
 	defer stop()
 	// STOPPING=1 as soon as the signal arrives, before the loop winds
 	// down; at the latest when the loop has returned.
-	stopping := sync.OnceFunc(func() { notify(log, sd.Stopping()) })
+	stopping := sync.OnceFunc(func() { sdNotified(log, sd.Stopping()) })
 	context.AfterFunc(ctx, stopping)
 	kernelCaps := kernelRules(log)
 	opts := func(f *sweepFlags, pol *policy.Policy) sweep.Options {
@@ -124,20 +132,28 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		ev = ev.Str("config", f.cfg.Path).Int("rules", len(pol.Rules))
 	}
 	ev.Msgf("hck-bpf service started - %s (pins in %s; %s)", report.Mode(f.dryRun), g.pinDir, scopeText(scope))
+	// The notifier takes each sweep's report without waiting: a slow or
+	// dead webhook delays no kill.
+	notifier, stopNotifier := startNotifier(wh, log, f.dryRun)
+	var notifySwept func(*sweep.Report)
+	if notifier != nil {
+		notifySwept = notifier.Swept
+	}
 	err = daemon.Run(ctx, tr, act, daemon.Config{
 		Sweep:  opts(f, pol),
 		Reload: reloads,
 		Log:    log,
 		// After the tracker attached, the pool's netlink answered and
 		// the first sweep ran.
-		Ready:          func() { notify(log, sd.Ready("tracking; first sweep done")) },
-		Swept:          sweptHooks(heapProfiler(os.Getenv(heapProfileEnv)), sdStatus(sd)),
+		Ready:          func() { sdNotified(log, sd.Ready("tracking; first sweep done")) },
+		Swept:          sweptHooks(heapProfiler(os.Getenv(heapProfileEnv)), sdStatus(sd), notifySwept),
 		Scope:          scope,
 		Closed:         pool.Close,
-		Heartbeat:      func() { notify(log, sd.Ping()) },
+		Heartbeat:      func() { sdNotified(log, sd.Ping()) },
 		HeartbeatEvery: sd.PingEvery(),
 	})
 	stopping()
+	stopNotifier()
 	logCounters(log, tr)
 	logStopped(log, out)
 	return err
@@ -182,8 +198,8 @@ func heapProfiler(dir string) func(*sweep.Report) {
 	}
 }
 
-// notify logs a failed notification to systemd; the service goes on.
-func notify(log zerolog.Logger, err error) {
+// sdNotified logs a failed notification to systemd; the service goes on.
+func sdNotified(log zerolog.Logger, err error) {
 	if err != nil {
 		log.Warn().Err(err).Msg("Could not notify systemd")
 	}
@@ -243,9 +259,9 @@ func handleSignals(ctx context.Context, log zerolog.Logger, out *logging.Output,
 					}
 					log.Info().Msg("SIGUSR1: log file reopened")
 				case syscall.SIGHUP:
-					notify(log, sd.Reloading())
+					sdNotified(log, sd.Reloading())
 					reload(ctx)
-					notify(log, sd.Ready("reloaded"))
+					sdNotified(log, sd.Ready("reloaded"))
 				}
 			}
 		}
