@@ -199,6 +199,10 @@ type Item struct {
 // Report is what one sweep saw and did.
 type Report struct {
 	Scanned   int // tracked sockets in scope
+	// ByState counts the tracked sockets in scope by state (indexed by
+	// conn.State): read while the sweep reads them, so it costs nothing
+	// more (metrics report it).
+	ByState [StateSlots]int
 	Hung      int // overstayed their threshold
 	Skipped   map[policy.SkipReason]int
 	Planned   int
@@ -237,6 +241,9 @@ type Report struct {
 	// Namespaces is how many network namespaces were in scope.
 	Namespaces int
 }
+
+// StateSlots is the size of an array indexed by conn.State (1 to 12).
+const StateSlots = 16
 
 // Steps are the parts of a sweep's time: walking the namespace (Walk),
 // reading the tracked sockets (Read), finding the owners of the hung ones
@@ -314,7 +321,7 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 		}
 		lap(&rep.Steps.Read)
 	}
-	rep.Scanned, rep.Next = found.scanned, found.next
+	rep.Scanned, rep.Next, rep.ByState = found.scanned, found.next, found.byState
 
 	rep.Hung = len(found.hung)
 	if len(found.hung) > 0 {
@@ -447,6 +454,7 @@ type found struct {
 	hung    []conn.Conn
 	next    uint64 // earliest deadline still ahead; 0: none
 	scanned int
+	byState [StateSlots]int
 	// stale holds the namespaces where what the map says of a hung socket
 	// may be out of date in a way no event reports (see stale), and only
 	// a walk of the namespace says.
@@ -477,6 +485,9 @@ func collect(src Source, opts Options, now uint64) (found, error) {
 			}
 		}
 		f.scanned++
+		if int(c.State) < len(f.byState) {
+			f.byState[c.State]++
+		}
 		hung, deadline := opts.Policy.Due(c, now)
 		st, check := stale(opts.Policy, c, hung, opts.walked(c.NetNS), now)
 		if st {
