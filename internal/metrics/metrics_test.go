@@ -157,7 +157,7 @@ func TestSweptCounts(t *testing.T) {
 	// The gauges follow the last sweep.
 	m.Swept(&rep)
 	for _, c := range []struct {
-		state string
+		state         string
 		tracked, hung float64
 	}{{"CLOSE_WAIT", 40, 2}, {"TIME_WAIT", 7, 1}, {"LAST_ACK", 0, 3}, {"FIN_WAIT1", 0, 2}, {"FIN_WAIT2", 0, 3}, {"CLOSING", 0, 0}} {
 		if got := value(t, m, "hck_tracked_sockets", "state", c.state); got != c.tracked {

@@ -199,10 +199,6 @@ type Item struct {
 // Report is what one sweep saw and did.
 type Report struct {
 	Scanned   int // tracked sockets in scope
-	// ByState counts the tracked sockets in scope by state (indexed by
-	// conn.State): read while the sweep reads them, so it costs nothing
-	// more (metrics report it).
-	ByState [StateSlots]int
 	Hung      int // overstayed their threshold
 	Skipped   map[policy.SkipReason]int
 	Planned   int
@@ -240,6 +236,10 @@ type Report struct {
 	Steps Steps
 	// Namespaces is how many network namespaces were in scope.
 	Namespaces int
+	// ByState counts the tracked sockets in scope by state (indexed by
+	// conn.State): read while the sweep reads them, so it costs nothing
+	// more (metrics report it).
+	ByState [StateSlots]int
 }
 
 // StateSlots is the size of an array indexed by conn.State (1 to 12).
