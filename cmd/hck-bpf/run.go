@@ -10,13 +10,16 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/hck-bpf/hck-bpf/internal/daemon"
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
+	"github.com/hck-bpf/hck-bpf/internal/metrics"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/tracking"
@@ -24,6 +27,7 @@ import (
 
 func newRun(g *globals) *cobra.Command {
 	f := &sweepFlags{}
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "run [--dry-run|--live] [flags]",
 		Short: "The service: track and sweep continuously (dry run unless --live)",
@@ -35,14 +39,22 @@ func newRun(g *globals) *cobra.Command {
 			f.dryRun = !f.live
 			f.mapSizeSet = cmd.Flags().Changed("map-size")
 			f.killGraceSet = cmd.Flags().Changed("kill-grace")
-			return runService(g, f)
+			addr := ""
+			if metricsAddr != "" {
+				var err error
+				if addr, err = metrics.ParseAddr(metricsAddr); err != nil {
+					return usagef("--metrics-addr: %v", err)
+				}
+			}
+			return runService(g, f, addr)
 		},
 	}
 	f.register(cmd.Flags())
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on HOST:PORT (127.0.0.1:9477; port 0: any free one); off when empty")
 	return cmd
 }
 
-func runService(g *globals, f *sweepFlags) (err error) {
+func runService(g *globals, f *sweepFlags, metricsAddr string) (err error) {
 	p, err := g.prepare(f)
 	if err != nil {
 		return err
@@ -62,6 +74,15 @@ func runService(g *globals, f *sweepFlags) (err error) {
 	softMemoryLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	// The port first: one in use fails the start before anything is loaded.
+	var metricsLn net.Listener
+	if metricsAddr != "" {
+		if metricsLn, err = metrics.Listen(metricsAddr); err != nil {
+			return err
+		}
+		defer metricsLn.Close()
+	}
 
 	tr, err := g.openTracker(f.openSize(), true, scope)
 	var busy *tracking.BusyError
@@ -90,6 +111,21 @@ func runService(g *globals, f *sweepFlags) (err error) {
 		ev = ev.Uint32("netns", ns[0])
 	}
 	ev.Msgf("hck-bpf service started - %s (pins in %s; %s)", report.Mode(f.dryRun), g.pinDir, scopeText(scope))
+	var swept []func(*sweep.Report)
+	var beats []func()
+	if metricsLn != nil {
+		m := metrics.New(tr, version)
+		health := metrics.NewHealth(healthLimit(f))
+		srv := metrics.Serve(metricsLn, m.Handler(health))
+		defer func() {
+			if err := srv.Close(); err != nil {
+				log.Warn().Err(err).Msg("Metrics server stopped")
+			}
+		}()
+		swept, beats = append(swept, m.Swept), append(beats, health.Beat)
+		log.Info().Str("metrics_addr", metricsLn.Addr().String()).
+			Msgf("Metrics on http://%s/metrics, health on /healthz", metricsLn.Addr())
+	}
 	err = daemon.Run(ctx, tr, act, daemon.Config{
 		Sweep: sweep.Options{Policy: pol, MaxKills: f.maxKills,
 			Kernel: kernelRules(log), Processes: f.processes(func(p sweep.Processes) sweep.Processes {
@@ -97,13 +133,59 @@ func runService(g *globals, f *sweepFlags) (err error) {
 			})},
 		Log:    log,
 		Ready:  func() { sdNotify("READY=1") },
-		Swept:  heapProfiler(os.Getenv(heapProfileEnv)),
+		Swept:  sweptHooks(append(swept, heapProfiler(os.Getenv(heapProfileEnv)))...),
 		Scope:  scope,
 		Closed: pool.Close,
+
+		Heartbeat:      beatHooks(beats...),
+		HeartbeatEvery: heartbeatEvery,
 	})
 	logCounters(log, tr)
 	logStopped(log, out)
 	return err
+}
+
+// heartbeatEvery is how often the service loop says it is alive while it
+// waits (daemon.Config.HeartbeatEvery): /healthz fails after three missed.
+const heartbeatEvery = 10 * time.Second
+
+// healthLimit is how long /healthz waits for the loop's heartbeat before
+// it answers 503: three missed beats, at least a minute, and with
+// --kill-process the grace period a sweep may wait for processes to exit.
+func healthLimit(f *sweepFlags) time.Duration {
+	d := max(3*heartbeatEvery, time.Minute)
+	if f.killProcess {
+		d += f.killGrace + 2*time.Second
+	}
+	return d
+}
+
+// sweptHooks is one daemon.Config.Swept calling each hook given (nil ones
+// skipped); nil when there is none.
+func sweptHooks(hooks ...func(*sweep.Report)) func(*sweep.Report) {
+	hooks = slices.DeleteFunc(hooks, func(h func(*sweep.Report)) bool { return h == nil })
+	if len(hooks) == 0 {
+		return nil
+	}
+	return func(rep *sweep.Report) {
+		for _, h := range hooks {
+			h(rep)
+		}
+	}
+}
+
+// beatHooks is one daemon.Config.Heartbeat calling each hook given; nil
+// when there is none.
+func beatHooks(hooks ...func()) func() {
+	hooks = slices.DeleteFunc(hooks, func(h func()) bool { return h == nil })
+	if len(hooks) == 0 {
+		return nil
+	}
+	return func() {
+		for _, h := range hooks {
+			h()
+		}
+	}
 }
 
 // serviceMemoryLimit is the service's soft limit on the Go runtime's memory

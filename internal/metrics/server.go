@@ -40,6 +40,10 @@ func ParseAddr(s string) (string, error) {
 func Listen(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err // "bind: address already in use", without the address again
+		}
 		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
 	}
 	return ln, nil
