@@ -145,6 +145,11 @@ func New(tr Tracker, version string) *Metrics {
 	for _, o := range Outcomes {
 		m.notDestroyed.WithLabelValues(o)
 	}
+	// The errors a deployment is likely to meet; other errnos appear
+	// when they happen.
+	for _, e := range []string{"EPERM", "no_effect", "no_answer", "owners_unknown", "other"} {
+		m.destroyErrors.WithLabelValues(e)
+	}
 	for _, h := range []string{"terminated", "killed"} {
 		m.processes.WithLabelValues(h)
 	}
