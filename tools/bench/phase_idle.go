@@ -63,6 +63,7 @@ func (b *bench) idleRun(ctx context.Context, p plan, extra []string) error {
 	}
 	time.Sleep(time.Second) // past the start's work: the first sweep, its log
 
+	svc.drain()
 	start := time.Now()
 	cpu0, err := procCPUTicks(pid)
 	if err != nil {
@@ -71,11 +72,28 @@ func (b *bench) idleRun(ctx context.Context, p plan, extra []string) error {
 	sweeps0 := -1.0
 	var took []time.Duration
 	var size int
+	// Ticks at each scrape's start, and spent during scrapes: where the
+	// minute's CPU went.
+	marks := []uint64{cpu0}
+	var scrapeTicks uint64
 	for i := 0; ; i++ {
+		before, err := procCPUTicks(pid)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			marks = append(marks, before)
+		}
 		d, body, err := scrapeOnce(url)
 		if err != nil {
 			return err
 		}
+		time.Sleep(50 * time.Millisecond) // the scrape's garbage, if collected at once
+		after, err := procCPUTicks(pid)
+		if err != nil {
+			return err
+		}
+		scrapeTicks += after - before
 		took, size = append(took, d), len(body)
 		if sweeps0 < 0 {
 			sweeps0 = metricValue(body, "hck_sweeps_total")
@@ -97,6 +115,11 @@ func (b *bench) idleRun(ctx context.Context, p plan, extra []string) error {
 		return err
 	}
 	elapsed := time.Since(start)
+	marks = append(marks, cpu1)
+	var intervals []string
+	for i := 1; i < len(marks); i++ {
+		intervals = append(intervals, fmtDur(time.Duration(marks[i]-marks[i-1])*time.Second/clockTicks))
+	}
 	_, body, err := scrapeOnce(url)
 	if err != nil {
 		return err
@@ -119,6 +142,19 @@ func (b *bench) idleRun(ctx context.Context, p plan, extra []string) error {
 	t.note("idle: `hck-bpf run --dry-run --metrics-addr %s` (thresholds 3600 s: nothing due)%s beside %s sockets (%s); CPU = utime+stime of /proc/PID/stat, %d Hz ticks (±%s), over %s after the first sweep; %d scrapes, %.0f sweeps in the window (the one-minute backstop's full walk)",
 		addr, extraText(extra), fmtCount(total), stateSummary(counts), clockTicks, fmtDur(time.Second/time.Duration(clockTicks)),
 		elapsed.Round(100*time.Millisecond), len(took), sweeps)
+	var sweepTook []string
+	for {
+		select {
+		case l := <-svc.sweeps:
+			sweepTook = append(sweepTook, fmtDur(l.Took))
+			continue
+		default:
+		}
+		break
+	}
+	t.note("idle: CPU per %s interval: %s; during the %d scrapes (each request and 50 ms after it): %s; the sweeps in the window took (wall): %s",
+		idleScrapeEvery, strings.Join(intervals, ", "), len(took), fmtDur(time.Duration(scrapeTicks)*time.Second/clockTicks),
+		strings.Join(sweepTook, ", "))
 	if pr := svc.problemsSnapshot(); len(pr) > 0 {
 		t.note("idle: the service warned: %v", pr)
 	}
