@@ -100,6 +100,9 @@ func TestBadInputExits2(t *testing.T) {
 		{"--live", "stray"},
 		{"--dry-run", "--log-format", "xml"},
 		{"list", "--state", "ESTABLISHED-ish"},
+		{"run", "--metrics-addr", "9477"},
+		{"run", "--live", "--metrics-addr", "example.com:9477"},
+		{"run", "--metrics-addr", "127.0.0.1:65536"},
 		{"frobnicate"},
 	}
 	for _, args := range cases {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/config"
 	"github.com/hck-bpf/hck-bpf/internal/daemon"
+	"github.com/hck-bpf/hck-bpf/internal/metrics"
 	"github.com/hck-bpf/hck-bpf/internal/notify"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
@@ -21,7 +22,7 @@ import (
 // notification parsers are wired in here.
 var configChecks = config.Checks{
 	Webhook: func(s string) error { _, err := notify.Parse(s); return err },
-	// MetricsAddr: metrics.ParseAddr, with the metrics.
+	MetricsAddr: func(s string) error { _, err := metrics.ParseAddr(s); return err },
 }
 
 // loadConfig reads --config, when given, and lays the file under the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -20,6 +22,7 @@ import (
 	"github.com/hck-bpf/hck-bpf/internal/destroy"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/logging"
+	"github.com/hck-bpf/hck-bpf/internal/metrics"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/report"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
@@ -30,6 +33,7 @@ import (
 func newRun(g *globals) *cobra.Command {
 	f := &sweepFlags{}
 	wh := &webhookFlags{}
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "run [--dry-run|--live] [flags]",
 		Short: "The service: track and sweep continuously (dry run unless --live)",
@@ -50,15 +54,26 @@ func newRun(g *globals) *cobra.Command {
 			if err := wh.parse(); err != nil {
 				return err
 			}
-			return runService(g, f, wh)
+			if f.cfg != nil && !cmd.Flags().Changed("metrics-addr") {
+				metricsAddr = f.cfg.Settings.MetricsAddr // checked by configChecks
+			}
+			addr := ""
+			if metricsAddr != "" {
+				var err error
+				if addr, err = metrics.ParseAddr(metricsAddr); err != nil {
+					return usagef("--metrics-addr: %v", err)
+				}
+			}
+			return runService(g, f, wh, addr)
 		},
 	}
 	f.register(cmd.Flags())
 	wh.register(cmd.Flags())
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on HOST:PORT (127.0.0.1:9477; port 0: any free one); off when empty")
 	return cmd
 }
 
-func runService(g *globals, f *sweepFlags, wh *webhookFlags) (err error) {
+func runService(g *globals, f *sweepFlags, wh *webhookFlags, metricsAddr string) (err error) {
 	p, err := g.prepare(f)
 	if err != nil {
 		return err
@@ -96,6 +111,15 @@ func runService(g *globals, f *sweepFlags, wh *webhookFlags) (err error) {
 	reloads := make(chan daemon.Reload)
 	rl := &reloader{f: f, base: f.base, log: log, cur: f.settings(g, pol), opts: opts, out: reloads}
 	defer handleSignals(ctx, log, out, sd, rl.reload)()
+
+	// The port first: one in use fails the start before anything is loaded.
+	var metricsLn net.Listener
+	if metricsAddr != "" {
+		if metricsLn, err = metrics.Listen(metricsAddr); err != nil {
+			return err
+		}
+		defer metricsLn.Close()
+	}
 
 	tr, err := g.openTracker(f.openSize(), true, scope)
 	var busy *tracking.BusyError
@@ -135,9 +159,26 @@ func runService(g *globals, f *sweepFlags, wh *webhookFlags) (err error) {
 	// The notifier takes each sweep's report without waiting: a slow or
 	// dead webhook delays no kill.
 	notifier, stopNotifier := startNotifier(wh, log, f.dryRun)
-	var notifySwept func(*sweep.Report)
+	swept := []func(*sweep.Report){heapProfiler(os.Getenv(heapProfileEnv)), sdStatus(sd)}
+	beats := []func(){func() { sdNotified(log, sd.Ping()) }}
 	if notifier != nil {
-		notifySwept = notifier.Swept
+		swept = append(swept, notifier.Swept)
+	}
+	if metricsLn != nil {
+		m := metrics.New(tr, version)
+		if notifier != nil {
+			m.Register(notifier)
+		}
+		health := metrics.NewHealth(healthLimit(f))
+		srv := metrics.Serve(metricsLn, m.Handler(health))
+		defer func() {
+			if err := srv.Close(); err != nil {
+				log.Warn().Err(err).Msg("Metrics server stopped")
+			}
+		}()
+		swept, beats = append(swept, m.Swept), append(beats, health.Beat)
+		log.Info().Str("metrics_addr", metricsLn.Addr().String()).
+			Msgf("Metrics on http://%s/metrics, health on /healthz", metricsLn.Addr())
 	}
 	err = daemon.Run(ctx, tr, act, daemon.Config{
 		Sweep:  opts(f, pol),
@@ -146,11 +187,11 @@ func runService(g *globals, f *sweepFlags, wh *webhookFlags) (err error) {
 		// After the tracker attached, the pool's netlink answered and
 		// the first sweep ran.
 		Ready:          func() { sdNotified(log, sd.Ready("tracking; first sweep done")) },
-		Swept:          sweptHooks(heapProfiler(os.Getenv(heapProfileEnv)), sdStatus(sd), notifySwept),
+		Swept:          sweptHooks(swept...),
 		Scope:          scope,
 		Closed:         pool.Close,
-		Heartbeat:      func() { sdNotified(log, sd.Ping()) },
-		HeartbeatEvery: sd.PingEvery(),
+		Heartbeat:      beatHooks(beats...),
+		HeartbeatEvery: beatEvery(sd.PingEvery()),
 	})
 	stopping()
 	stopNotifier()
@@ -195,6 +236,40 @@ func heapProfiler(dir string) func(*sweep.Report) {
 		}
 		defer f.Close()
 		_ = pprof.Lookup("heap").WriteTo(f, 0)
+	}
+}
+
+// heartbeatEvery is how often the service loop says it is alive while it
+// waits (daemon.Config.HeartbeatEvery), unless systemd's watchdog asks for
+// more: /healthz fails after three missed.
+const heartbeatEvery = 10 * time.Second
+
+// beatEvery is heartbeatEvery, or the watchdog's ping interval when that
+// is shorter (0: no watchdog).
+func beatEvery(watchdog time.Duration) time.Duration {
+	if watchdog > 0 && watchdog < heartbeatEvery {
+		return watchdog
+	}
+	return heartbeatEvery
+}
+
+// healthLimit is how long /healthz waits for the loop's heartbeat before
+// it answers 503: three missed beats, at least a minute, and with
+// --kill-process the grace period a sweep may wait for processes to exit.
+func healthLimit(f *sweepFlags) time.Duration {
+	d := max(3*heartbeatEvery, time.Minute)
+	if f.killProcess {
+		d += f.killGrace + 2*time.Second
+	}
+	return d
+}
+
+// beatHooks is one daemon.Config.Heartbeat calling each hook given.
+func beatHooks(hooks ...func()) func() {
+	return func() {
+		for _, h := range hooks {
+			h()
+		}
 	}
 }
 

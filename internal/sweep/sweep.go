@@ -236,7 +236,14 @@ type Report struct {
 	Steps Steps
 	// Namespaces is how many network namespaces were in scope.
 	Namespaces int
+	// ByState counts the tracked sockets in scope by state (indexed by
+	// conn.State): read while the sweep reads them, so it costs nothing
+	// more (metrics report it).
+	ByState [StateSlots]int
 }
+
+// StateSlots is the size of an array indexed by conn.State (1 to 12).
+const StateSlots = 16
 
 // Steps are the parts of a sweep's time: walking the namespace (Walk),
 // reading the tracked sockets (Read), finding the owners of the hung ones
@@ -314,7 +321,7 @@ func Run(src Source, act Act, opts Options, now uint64) (Report, error) {
 		}
 		lap(&rep.Steps.Read)
 	}
-	rep.Scanned, rep.Next = found.scanned, found.next
+	rep.Scanned, rep.Next, rep.ByState = found.scanned, found.next, found.byState
 
 	rep.Hung = len(found.hung)
 	if len(found.hung) > 0 {
@@ -457,6 +464,7 @@ type found struct {
 	hung    []conn.Conn
 	next    uint64 // earliest deadline still ahead; 0: none
 	scanned int
+	byState [StateSlots]int
 	// stale holds the namespaces where what the map says of a hung socket
 	// may be out of date in a way no event reports (see stale), and only
 	// a walk of the namespace says.
@@ -488,6 +496,9 @@ func collect(src Source, opts Options, now uint64) (found, error) {
 			}
 		}
 		f.scanned++
+		if int(c.State) < len(f.byState) {
+			f.byState[c.State]++
+		}
 		if names {
 			c.NetNSName = opts.NetNS[c.NetNS]
 		}

@@ -522,3 +522,35 @@ func TestRulesWithOwners(t *testing.T) {
 		t.Errorf("Next %d, want %d (the default threshold of the sockets no rule made hung)", rep.Next, want)
 	}
 }
+
+// TestByState: a sweep counts the tracked sockets in scope by state as it
+// reads them (the metrics' tracked sockets by state), the hung and the
+// others alike, and none outside its scope.
+func TestByState(t *testing.T) {
+	pol := policy.Default()
+	src := &fakeSource{}
+	add := func(cookie uint64, st conn.State, netns uint32, entered uint64) {
+		c := hung(cookie, st, false)
+		c.NetNS, c.Entered = netns, entered
+		src.conns = append(src.conns, c)
+	}
+	now := 1000 * sec
+	add(1, conn.CloseWait, 7, 1*sec)     // hung
+	add(2, conn.CloseWait, 7, now-1*sec) // not yet
+	add(3, conn.TimeWait, 7, now-1*sec)
+	add(4, conn.LastAck, 7, now-1*sec)
+	add(5, conn.CloseWait, 8, 1*sec) // another namespace: out of scope
+	opts := Options{Policy: &pol, NetNS: map[uint32]string{7: "", 9: ""}, WalkOnDemand: true}
+	rep, err := Run(src, act(&fakeKiller{}, true), opts, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want [StateSlots]int
+	want[conn.CloseWait], want[conn.TimeWait], want[conn.LastAck] = 2, 1, 1
+	if rep.ByState != want {
+		t.Errorf("by state %v, want %v", rep.ByState, want)
+	}
+	if rep.Scanned != 4 {
+		t.Errorf("scanned %d, want 4", rep.Scanned)
+	}
+}

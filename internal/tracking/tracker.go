@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -54,7 +55,8 @@ type Tracker struct {
 	lock        *pinLock        // the pin dir's lock (Options.Own)
 	live        map[uint32]bool // network namespaces still reachable
 	enter       func(ns uint32, fn func() error) error
-	walkBuf     *walkBuf // forEach's batch, reused
+	walkBuf     *walkBuf     // forEach's batch, reused
+	entries     atomic.Int64 // hck_conns' entries at the last complete read, +1 (0: none yet)
 	liveAt      time.Time
 	link        link.Link
 	pinDir      string

@@ -54,6 +54,42 @@ func TestWalkFlat(t *testing.T) {
 	}
 }
 
+// TestEntriesFromTheLastRead: Entries is what the last complete read of
+// the map counted, whichever namespace the walk was for; nothing before
+// the first read.
+func TestEntriesFromTheLastRead(t *testing.T) {
+	testnet.RequireRoot(t)
+	tr, err := Open(Options{PinDir: testnet.PinDir(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if n, ok := tr.Entries(); ok {
+		t.Fatalf("entries %d before any read", n)
+	}
+	fill(t, tr, 3000, 1)
+	if err := tr.Walk(2, func(*conn.Conn) {}); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := tr.Entries(); !ok || n != 3000 {
+		t.Errorf("entries %d (%v) after a read of 3,000, want 3000", n, ok)
+	}
+	for i := range 1000 {
+		if err := tr.Forget(uint64(1<<40 + i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := tr.Entries(); n != 3000 {
+		t.Errorf("entries %d before the next read, want the last read's 3000", n)
+	}
+	if _, err := tr.Conns(0); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := tr.Entries(); n != 2000 {
+		t.Errorf("entries %d after 1,000 forgotten, want 2000", n)
+	}
+}
+
 // BenchmarkWalk100k: one sweep's read of 100,000 tracked sockets.
 func BenchmarkWalk100k(b *testing.B) {
 	testnet.RequireRoot(b)

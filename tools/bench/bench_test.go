@@ -128,3 +128,19 @@ func TestFmtCount(t *testing.T) {
 		}
 	}
 }
+
+// TestStatTicks: utime+stime from a /proc/PID/stat line whose command
+// name holds spaces and a parenthesis.
+func TestStatTicks(t *testing.T) {
+	line := "4242 (hck (x) y) S 1 4242 4242 0 -1 4194560 1234 0 0 0 17 25 0 0 20 0 9 0 100 1000 300 0\n"
+	n, err := statTicks(line)
+	if err != nil || n != 42 {
+		t.Errorf("statTicks = %d, %v; want 42", n, err)
+	}
+	if _, err := statTicks("4242 (x) S 1 2"); err == nil {
+		t.Error("a short line parsed")
+	}
+	if _, err := procCPUTicks(os.Getpid()); err != nil {
+		t.Error(err)
+	}
+}

@@ -11,7 +11,7 @@
 //
 // -quick is a smoke run (1k sockets, small counts); -md also writes the
 // tables as Markdown; -phases picks measurements (sweep, lag, destroy,
-// kill, memory, churn, netns); -logs keeps each hck-bpf service's JSON log and the
+// kill, memory, idle, churn, netns); -logs keeps each hck-bpf service's JSON log and the
 // destroy scans' output, for analysis.
 //
 // Nothing runs in the host's network namespace: this process re-executes
@@ -63,7 +63,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.bin, "bin", "bin/hck-bpf", "hck-bpf binary to measure")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: 1k sockets only, small counts, one repetition")
 	fs.StringVar(&o.md, "md", "", "also write the results as Markdown to this file")
-	fs.StringVar(&o.phases, "phases", "sweep,lag,destroy,kill,memory,churn,netns", "which measurements to run, comma-separated")
+	fs.StringVar(&o.phases, "phases", "sweep,lag,destroy,kill,memory,idle,churn,netns", "which measurements to run, comma-separated")
 	fs.StringVar(&o.logs, "logs", "", "keep each hck-bpf service's JSON log in this directory")
 }
 
