@@ -21,7 +21,7 @@ import (
 // packages (metrics_addr, webhooks); nil accepts any. The metrics and
 // notification parsers are wired in here.
 var configChecks = config.Checks{
-	Webhook: func(s string) error { _, err := notify.Parse(s); return err },
+	Webhook:     func(s string) error { _, err := notify.Parse(s); return err },
 	MetricsAddr: func(s string) error { _, err := metrics.ParseAddr(s); return err },
 }
 
