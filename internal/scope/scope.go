@@ -202,6 +202,26 @@ func (s *Scope) Dup(ino uint32) (*netns.NS, error) {
 	return m.ns.Dup()
 }
 
+// liveNetNS lists the live namespaces (tests replace it).
+var liveNetNS = netns.Live
+
+// othersThanOwn reports whether the scope has a namespace other than the
+// calling thread's (or that could not be read).
+func (s *Scope) othersThanOwn() bool {
+	here, err := netns.CurrentInode()
+	if err != nil {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ino := range s.members {
+		if ino != here {
+			return true
+		}
+	}
+	return false
+}
+
 // Refresh brings the scope up to date and returns the namespaces it
 // added and removed. Every namespace: what discovery finds now is the
 // scope, new ones opened, names read again. Chosen ones: those nothing
@@ -212,8 +232,13 @@ func (s *Scope) Refresh() (added, removed []uint32) {
 	var live map[uint32]bool
 	if s.all {
 		found = s.discover()
+	} else if s.othersThanOwn() {
+		live = liveNetNS()
 	} else {
-		live = netns.Live()
+		// The service's own namespace alone: it lives while the
+		// service does. Listing the live ones is a walk of every
+		// thread in /proc, the most of an idle backstop's cost.
+		return nil, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -387,3 +387,20 @@ func ownCgroup(t *testing.T, root string) string {
 	t.Fatalf("no line for %s in /proc/self/cgroup:\n%s", root, b)
 	return ""
 }
+
+// TestRefreshOwnListsNothing: a scope of the service's own namespace alone
+// stays as it is without a walk of /proc (the namespace lives while the
+// service does); a chosen other namespace is still checked.
+func TestRefreshOwnListsNothing(t *testing.T) {
+	calls := 0
+	liveNetNS = func() map[uint32]bool { calls++; return map[uint32]bool{} }
+	defer func() { liveNetNS = netns.Live }()
+	s, err := Own()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if added, removed := s.Refresh(); len(added)+len(removed) != 0 || calls != 0 || len(s.Inodes()) != 1 {
+		t.Fatalf("Refresh of the own namespace: added %v, removed %v, %d lists of live namespaces; want nothing", added, removed, calls)
+	}
+}

@@ -41,6 +41,12 @@ type WalkStats struct {
 	Removed  int // entries whose socket is gone without an event
 	Pruned   int // entries of network namespaces that no longer exist
 	Overflow int // sockets that could not be seeded: the map is full
+	// Iterated counts the namespaces walked with the sockets iterator
+	// (iter/tcp), which takes a reference on every socket: those whose
+	// closing sockets a sock_diag dump could not tell everything of (a
+	// socket never tracked, one accepted or closed since). The others'
+	// walk was the dump alone.
+	Iterated int
 }
 
 // Add adds o's counts to s.
@@ -51,6 +57,7 @@ func (s *WalkStats) Add(o WalkStats) {
 	s.Removed += o.Removed
 	s.Pruned += o.Pruned
 	s.Overflow += o.Overflow
+	s.Iterated += o.Iterated
 }
 
 // Lookup asks the kernel for sockets, by tuple and cookie, and destroys

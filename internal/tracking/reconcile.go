@@ -59,7 +59,7 @@ func (t *Tracker) Reconcile(in []uint32) (sweep.WalkStats, error) {
 		if walked[ns] {
 			continue
 		}
-		recs, err := t.walkIn(ns, here)
+		recs, iterated, err := t.walkIn(ns, here, tracked)
 		if errors.Is(err, netns.ErrGone) {
 			continue // its sockets went with it; its entries are pruned below
 		}
@@ -68,6 +68,9 @@ func (t *Tracker) Reconcile(in []uint32) (sweep.WalkStats, error) {
 			continue
 		}
 		walked[ns] = true
+		if iterated {
+			st.Iterated++
+		}
 		if err := t.merge(recs, tracked, start, &st, &full); err != nil {
 			return st, errors.Join(append(errs, err)...)
 		}
@@ -99,7 +102,7 @@ func (t *Tracker) Reconcile(in []uint32) (sweep.WalkStats, error) {
 			}
 		}
 	}
-	t.unwatchDead()
+	t.unwatchDead(walked)
 	for _, c := range stale {
 		if err := m.Delete(c); err == nil {
 			st.Removed++
@@ -118,25 +121,44 @@ func (t *Tracker) Reconcile(in []uint32) (sweep.WalkStats, error) {
 
 // walkIn walks namespace ns's sockets from inside it: on the calling
 // thread when it is there (here), else through the Enter of the tracker's
-// options, else opened by inode (a walk of /proc).
-func (t *Tracker) walkIn(ns, here uint32) ([]socketRec, error) {
-	if ns == here {
-		return t.walkSockets()
-	}
-	var recs []socketRec
-	walk := func() (err error) {
-		recs, err = t.walkSockets()
+// options, else opened by inode (a walk of /proc). The walk is a sock_diag
+// dump of the closing states, or the sockets iterator when the dump leaves
+// out what tracked (the map before the walk) needs (needsIterator) or
+// fails; iterated tells which.
+func (t *Tracker) walkIn(ns, here uint32, tracked map[uint64]snap) (recs []socketRec, iterated bool, err error) {
+	walk := func() error {
+		recs, iterated, err = t.walkHere(ns, tracked)
 		return err
 	}
-	if t.enter != nil {
-		return recs, t.enter(ns, walk)
+	switch {
+	case ns == here:
+		err = walk()
+	case t.enter != nil:
+		err = t.enter(ns, walk)
+	default:
+		var h *netns.NS
+		if h, err = netns.FromInode(ns); err != nil {
+			return nil, false, err
+		}
+		defer h.Close()
+		err = h.Do(walk)
 	}
-	h, err := netns.FromInode(ns)
-	if err != nil {
-		return nil, err
+	return recs, iterated, err
+}
+
+// walkHere walks the calling thread's namespace (inode ns), as walkIn.
+func (t *Tracker) walkHere(ns uint32, tracked map[uint64]snap) ([]socketRec, bool, error) {
+	if !t.iterateOnly {
+		if d, err := dumpClosing(ns); err == nil && !needsIterator(d, tracked) {
+			recs := make([]socketRec, len(d))
+			for i := range d {
+				recs[i] = d[i].socketRec
+			}
+			return recs, false, nil
+		}
 	}
-	defer h.Close()
-	return recs, h.Do(walk)
+	recs, err := t.walkSockets()
+	return recs, true, err
 }
 
 // merge brings the entries of one namespace's walk (recs) in line with
@@ -237,17 +259,28 @@ func fullUpdate(cur, full bpf.TrackerHckConn, start uint64, before snap) (bpf.Tr
 }
 
 // unwatchDead removes namespaces that no longer exist from the watched set.
-func (t *Tracker) unwatchDead() {
+// Those just walked (alive) exist: the list of live namespaces, a walk of
+// every thread in /proc, is read only when another is watched.
+func (t *Tracker) unwatchDead(alive map[uint32]bool) {
 	var (
-		ns   uint32
-		mark uint64
-		dead []uint32
+		ns    uint32
+		mark  uint64
+		other []uint32
+		dead  []uint32
 	)
-	live := t.liveNetNS(false)
 	it := t.objs.HckNetns.Iterate()
 	for it.Next(&ns, &mark) {
-		if ns != 0 && !live[ns] {
-			dead = append(dead, ns)
+		if ns != 0 && !alive[ns] {
+			other = append(other, ns)
+		}
+	}
+	if len(other) == 0 {
+		return
+	}
+	live := t.liveNetNS(false)
+	for _, n := range other {
+		if !live[n] {
+			dead = append(dead, n)
 		}
 	}
 	if len(dead) > 0 {

@@ -58,6 +58,9 @@ type Tracker struct {
 	walkBuf     *walkBuf     // forEach's batch, reused
 	entries     atomic.Int64 // hck_conns' entries at the last complete read, +1 (0: none yet)
 	liveAt      time.Time
+	// iterateOnly makes every walk use the sockets iterator, never a
+	// sock_diag dump (tests compare the two).
+	iterateOnly bool
 	link        link.Link
 	pinDir      string
 	// Attached is true when this Open attached the program: nothing was
