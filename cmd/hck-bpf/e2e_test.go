@@ -507,36 +507,8 @@ type sample struct {
 func TestService(t *testing.T) {
 	const threshold = 1500 * time.Millisecond
 	h := newE2E(t)
-	svc := h.command("run", "--live", "--close-wait-timeout", "1.5")
-	notify := notifySocket(t)
-	svc.Env = notify.env()
-	stdout, err := svc.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	svc.Stderr = &stderr
-	if err := svc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logs := watch(stdout)
-	// exited is closed once the service is reaped; waitErr is then set.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		<-logs.done
-		waitErr = svc.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = svc.Process.Kill()
-			<-exited
-		}
-	})
-	notify.waitReady(t, 30*time.Second, logs)
+	svc := h.startService("run", "--live", "--close-wait-timeout", "1.5")
+	logs := svc.logs
 
 	before := conn.Now()
 	s, _ := h.ns.CloseWait(t, "tcp4")
@@ -602,18 +574,7 @@ func TestService(t *testing.T) {
 		t.Errorf("kill line %q does not name %s", line, s)
 	}
 
-	if err := svc.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("service exit after SIGTERM: %v\nstderr: %s", waitErr, stderr.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("service still running 10s after SIGTERM")
-	}
-	logs.waitFor(t, time.Second, "service stopped")
+	svc.stop() // "service stopped" logged, exit 0
 	for _, pin := range []string{"hck_conns", "hck_set_state_link"} {
 		if _, err := os.Stat(filepath.Join(h.pin, pin)); err != nil {
 			t.Errorf("pin %s gone after SIGTERM: %v", pin, err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -78,35 +76,8 @@ var metricsLine = regexp.MustCompile(`Metrics on http://([^/]+)/metrics`)
 func TestMetricsDuringDestroy(t *testing.T) {
 	h := newE2E(t)
 	// Port 0: any free one, as the service's log says.
-	svc := h.command("run", "--live", "--close-wait-timeout", "1.5", "--metrics-addr", "127.0.0.1:0")
-	notify := notifySocket(t)
-	svc.Env = notify.env()
-	stdout, err := svc.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	svc.Stderr = &stderr
-	if err := svc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logs := watch(stdout)
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		<-logs.done
-		waitErr = svc.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = svc.Process.Kill()
-			<-exited
-		}
-	})
-	notify.waitReady(t, 30*time.Second, logs)
+	svc := h.startService("run", "--live", "--close-wait-timeout", "1.5", "--metrics-addr", "127.0.0.1:0")
+	logs := svc.logs
 	m := metricsLine.FindStringSubmatch(logs.waitFor(t, 5*time.Second, "Metrics on http://"))
 	base := "http://" + m[1]
 	c := scraper(h.ns)
@@ -153,17 +124,7 @@ func TestMetricsDuringDestroy(t *testing.T) {
 	}
 	get(t, c, base+"/healthz", http.StatusOK)
 
-	if err := svc.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("service exit after SIGTERM: %v\nstderr: %s", waitErr, stderr.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("service still running 10s after SIGTERM")
-	}
+	svc.stop()
 
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {

@@ -41,31 +41,10 @@ type service struct {
 // sweep ran. The test's end kills it if it is still running.
 func (h *e2e) startService(args ...string) *service {
 	h.t.Helper()
-	s := &service{t: h.t, cmd: h.command(args...), exited: make(chan struct{})}
+	cmd := h.command(args...)
 	notify := notifySocket(h.t)
-	s.cmd.Env = notify.env()
-	stdout, err := s.cmd.StdoutPipe()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	s.cmd.Stderr = &s.stderr
-	if err := s.cmd.Start(); err != nil {
-		h.t.Fatal(err)
-	}
-	s.logs = watch(stdout)
-	go func() {
-		<-s.logs.done
-		s.waitErr = s.cmd.Wait()
-		close(s.exited)
-	}()
-	h.t.Cleanup(func() {
-		select {
-		case <-s.exited:
-		default:
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-		}
-	})
+	cmd.Env = notify.env()
+	s := startWith(h.t, cmd)
 	notify.waitReady(h.t, 30*time.Second, s.logs)
 	s.started = s.logs.waitFor(h.t, time.Second, "service started")
 	return s
