@@ -614,13 +614,7 @@ func parseCIDRs(values []string) ([]netip.Prefix, error) {
 			out = append(out, p)
 		}
 	}
-	slices.SortFunc(out, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
-	return slices.Compact(out), nil
+	return policy.SortPrefixes(out), nil
 }
 
 func parseNetNS(values []string) ([]string, error) {

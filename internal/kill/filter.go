@@ -157,13 +157,7 @@ func ParsePeers(values []string) ([]netip.Prefix, error) {
 			out = append(out, p)
 		}
 	}
-	slices.SortFunc(out, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
-	return slices.Compact(out), nil
+	return policy.SortPrefixes(out), nil
 }
 
 func parsePeer(s string) (netip.Prefix, error) {

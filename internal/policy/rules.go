@@ -127,6 +127,18 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// SortPrefixes sorts ps by address, then prefix length, and drops the
+// duplicates: one order for every list of prefixes (rules, kill's peers).
+func SortPrefixes(ps []netip.Prefix) []netip.Prefix {
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return slices.Compact(ps)
+}
+
 // Validate reports the first problem of r: a bad name or matcher, a
 // threshold out of range.
 func (r *Rule) Validate() error {
