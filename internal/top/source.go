@@ -253,6 +253,7 @@ func (s *Source) Snapshot() (Snapshot, error) {
 		} else {
 			for _, k := range kills {
 				if inScope[k.Conn.NetNS] {
+					k.Conn.NetNSName = s.opts.Scope.Name(k.Conn.NetNS)
 					snap.Kills = append(snap.Kills, Kill{At: k.At, Conn: k.Conn, Age: k.Age, Reason: k.Reason, Rule: k.Rule})
 				}
 			}
@@ -329,6 +330,7 @@ func (s *Source) candidates(scope map[uint32]bool, now uint64, peers map[netip.A
 			}
 		}
 		all = append(all, due{c: *c, deadline: deadline})
+		all[len(all)-1].c.NetNSName = s.opts.Scope.Name(c.NetNS)
 	})
 	// Soonest first; sockets that never become hung (no threshold) last.
 	slices.SortFunc(all, func(a, b due) int {
