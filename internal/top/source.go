@@ -7,8 +7,8 @@ package top
 import (
 	"cmp"
 	"errors"
-	"math"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"slices"
@@ -71,11 +71,11 @@ type nsSource struct {
 
 // sample is what rates are computed from.
 type sample struct {
-	at      time.Time
-	entered [tracking.NStates]uint64
-	states  bool // entered was read
+	at                 time.Time
+	entered            [tracking.NStates]uint64
+	states             bool // entered was read
 	cookies, overflows uint64
-	netstat bool // cookies and overflows were read in every namespace
+	netstat            bool // cookies and overflows were read in every namespace
 }
 
 // Open opens the pins of opts.PinDir read-only and the namespaces of
