@@ -25,6 +25,7 @@ type jsonSnapshot struct {
 	States      []jsonState `json:"states"`
 	Syn         jsonSyn     `json:"syn"`
 	Peers       []jsonPeer  `json:"peers"`
+	PeersAt     *time.Time  `json:"peers_at"`
 	Candidates  []jsonCand  `json:"candidates"`
 	Kills       []jsonKill  `json:"kills"`
 	Warnings    []string    `json:"warnings"`
@@ -100,6 +101,9 @@ func WriteJSON(w io.Writer, snap Snapshot) error {
 	for _, s := range snap.States {
 		j.States = append(j.States, jsonState{State: s.State.String(), Count: s.Count, PerS: s.PerSec})
 	}
+	if !snap.PeersAt.IsZero() {
+		j.PeersAt = &snap.PeersAt
+	}
 	for _, p := range snap.Peers {
 		j.Peers = append(j.Peers, jsonPeer{Addr: p.Addr.String(), Conns: p.Conns, Hung: p.Hung})
 	}
@@ -162,6 +166,9 @@ func WriteTable(w io.Writer, snap Snapshot, maxRows int) error {
 	fmt.Fprintf(tw, "\nSYN_RECV half-open %d\tsyncookies sent %d (%s/s)\tlisten overflows %d (%s/s)%s\n", snap.Syn.HalfOpen,
 		snap.Syn.CookiesSent, rate(snap.Syn.CookiesPerSec), snap.Syn.ListenOverflows, rate(snap.Syn.OverflowsPerSec), alarm)
 	fmt.Fprintln(tw, "\nPEER\tCONNS\tHUNG")
+	if !snap.PeersAt.IsZero() && snap.PeersAt.Before(snap.At) {
+		fmt.Fprintf(tw, "(conns counted %s ago)\t\t\n", snap.At.Sub(snap.PeersAt).Round(time.Second))
+	}
 	for _, p := range snap.Peers[:cut(len(snap.Peers))] {
 		fmt.Fprintf(tw, "%s\t%d\t%d\n", p.Addr, p.Conns, p.Hung)
 	}

@@ -21,6 +21,10 @@ type Snapshot struct {
 	Kills       []Kill      // newest first
 	Namespaces  int         // in scope
 	Warnings    []string    // e.g. "tracker not attached", "map full", partial data
+	// PeersAt is when Peers' Conns were counted (a full dump of every
+	// socket, every PeersEvery or less often: zero if never); their Hung
+	// are of this snapshot, and a peer's Conns is at least its Hung.
+	PeersAt time.Time
 }
 
 // StateCount is one TCP state's sockets and entries.

@@ -8,12 +8,16 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/kill"
@@ -60,13 +64,23 @@ type Source struct {
 	owners  map[uint64][]conn.Owner // by cookie, asked once per socket
 	nss     map[uint32]*nsSource
 	prev    *sample
+	buf     []byte // for /proc/net files
+
+	// Peers: connections per remote address, counted by a full dump of
+	// the namespaces peersNS at peersAt; the next one is due at peersNext.
+	peers     map[netip.Addr]int
+	peersAt   time.Time
+	peersNext time.Time
+	peersNS   map[uint32]bool
+	peersCost time.Duration // CPU of the last full dump, all namespaces
 }
 
 // nsSource is what Source keeps open in one namespace: a sock_diag socket
-// and its /proc/net/netstat (both bound to the namespace when opened).
+// and its /proc/net/netstat, snmp and sockstat (all bound to the
+// namespace when opened).
 type nsSource struct {
-	dump    *kill.Dumper
-	netstat *os.File
+	dump                    *kill.Dumper
+	netstat, snmp, sockstat *os.File
 }
 
 // sample is what rates are computed from.
@@ -103,7 +117,7 @@ func Open(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open top: %w", err)
 	}
-	s := &Source{opts: opts, view: view, tracked: ok, owners: map[uint64][]conn.Owner{}, nss: map[uint32]*nsSource{}}
+	s := &Source{opts: opts, view: view, tracked: ok, owners: map[uint64][]conn.Owner{}, nss: map[uint32]*nsSource{}, buf: make([]byte, procBuf)}
 	if ok {
 		s.finder = owners.New(opts.PinDir, view.MapSize())
 	}
@@ -126,8 +140,10 @@ func (n *nsSource) close() {
 	if n.dump != nil {
 		n.dump.Close()
 	}
-	if n.netstat != nil {
-		n.netstat.Close()
+	for _, f := range []*os.File{n.netstat, n.snmp, n.sockstat} {
+		if f != nil {
+			f.Close()
+		}
 	}
 }
 
@@ -146,14 +162,21 @@ func (s *Source) ns(ino uint32) (*nsSource, error) {
 		return nil, err
 	}
 	// /proc/thread-self/net is the calling thread's namespace's, fixed
-	// when opened: the file reads this namespace's counters from then on.
+	// when opened: the files read this namespace's counters from then on.
 	err = h.Do(func() error {
-		n.netstat, err = os.Open("/proc/thread-self/net/netstat")
-		return err
+		for _, f := range []struct {
+			name string
+			to   **os.File
+		}{{"netstat", &n.netstat}, {"snmp", &n.snmp}, {"sockstat", &n.sockstat}} {
+			if *f.to, err = os.Open("/proc/thread-self/net/" + f.name); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		n.close()
-		return nil, fmt.Errorf("open netstat of network namespace %d: %w", ino, err)
+		return nil, fmt.Errorf("open /proc/net of network namespace %d: %w", ino, err)
 	}
 	s.nss[ino] = n
 	return n, nil
@@ -197,36 +220,41 @@ func (s *Source) Snapshot() (Snapshot, error) {
 	}
 	snap.Namespaces = len(inScope)
 
-	// The kernel's socket tables: counts, peers, half-open; TcpExt.
+	// Counts per state and half-open, without a walk of every socket:
+	// the few states from a dump filtered by state, ESTABLISHED from
+	// CurrEstab, TIME_WAIT from sockstat's tw; TcpExt.
 	var counts [tracking.NStates]int
-	countsOK := true
-	peers := map[netip.Addr]*Peer{}
+	countsOK, estOK, twOK := true, true, true
 	cur.netstat = true
 	for ino := range inScope {
 		n, err := s.ns(ino)
+		var c nsCounts
 		if err == nil {
-			err = n.dump.Dump(allStates, func(so *kill.Socket) {
-				counts[int(so.State)&(tracking.NStates-1)]++
-				if so.State == conn.Listen {
-					return
-				}
-				a := so.Remote.Addr().Unmap()
-				if !a.IsValid() || a.IsUnspecified() {
-					return
-				}
-				if p := peers[a]; p != nil {
-					p.Conns++
-				} else {
-					peers[a] = &Peer{Addr: a, Conns: 1}
-				}
-			})
+			c, err = n.counts()
 		}
 		if err != nil {
 			countsOK = false
 			snap.Warnings = append(snap.Warnings, fmt.Sprintf("read sockets of network namespace %d: %v", ino, err))
 			continue
 		}
-		ext, err := readTcpExt(n.netstat)
+		for st, k := range c.few {
+			counts[st] += k
+		}
+		if est, err := readCurrEstab(n.snmp, s.buf); err != nil {
+			estOK = false
+			snap.Warnings = append(snap.Warnings, fmt.Sprintf("network namespace %d: %v", ino, err))
+		} else {
+			// CurrEstab counts CLOSE_WAIT too; read a moment apart from
+			// the dump, the two may disagree by a transition or two.
+			counts[conn.Established] += max(est-c.few[conn.CloseWait], 0)
+		}
+		if tw, err := readTimewait(n.sockstat, s.buf); err != nil {
+			twOK = false
+			snap.Warnings = append(snap.Warnings, fmt.Sprintf("network namespace %d: %v", ino, err))
+		} else {
+			counts[conn.TimeWait] += max(tw-c.finWait2Timewait, 0)
+		}
+		ext, err := readTcpExt(n.netstat, s.buf)
 		if err != nil {
 			cur.netstat = false
 			snap.Warnings = append(snap.Warnings, fmt.Sprintf("network namespace %d: %v", ino, err))
@@ -234,6 +262,15 @@ func (s *Source) Snapshot() (Snapshot, error) {
 		}
 		cur.cookies += ext["SyncookiesSent"]
 		cur.overflows += ext["ListenOverflows"]
+	}
+	// Peers: from a full dump when due (see refreshPeers).
+	if s.peersDue(now, inScope) {
+		snap.Warnings = append(snap.Warnings, s.refreshPeers(now, inScope)...)
+	}
+	snap.PeersAt = s.peersAt
+	peers := make(map[netip.Addr]*Peer, len(s.peers))
+	for a, n := range s.peers {
+		peers[a] = &Peer{Addr: a, Conns: n}
 	}
 	snap.Syn = SynPressure{HalfOpen: counts[conn.SynRecv], CookiesSent: cur.cookies, ListenOverflows: cur.overflows}
 	if !countsOK {
@@ -281,13 +318,16 @@ func (s *Source) Snapshot() (Snapshot, error) {
 	s.prev = cur
 	for st := conn.Established; st <= conn.NewSynRecv; st++ {
 		c := counts[st]
-		if !countsOK {
+		if !countsOK || st == conn.Established && !estOK || st == conn.TimeWait && !twOK {
 			c = -1
 		}
 		if c == 0 && perSec[st] == 0 && !(cur.states && cur.entered[st] > 0) {
 			continue
 		}
 		snap.States = append(snap.States, StateCount{State: st, Count: c, PerSec: perSec[st]})
+	}
+	for _, p := range peers { // a hung connection is one, counted since
+		p.Conns = max(p.Conns, p.Hung)
 	}
 	snap.Peers = sortPeers(peers, s.opts.MaxPeers)
 	if len(inScope) > 0 && !countsOK && len(snap.States) == 0 {
@@ -296,8 +336,112 @@ func (s *Source) Snapshot() (Snapshot, error) {
 	return snap, nil
 }
 
-// allStates asks a dump for every TCP state.
-const allStates = ^uint32(0)
+// States of dumps (masks of 1<<state).
+const (
+	// allStates: every TCP state of the established and listening
+	// tables (not TCP_BOUND_INACTIVE: bound sockets that are no
+	// connection, which ss does not show either).
+	allStates = 1<<(conn.NewSynRecv+1) - 1
+	// fewStates: all but ESTABLISHED and TIME_WAIT, the states of most
+	// sockets on a busy host, counted from /proc/net instead. The kernel
+	// tests a socket's state under its hash bucket's lock and skips the
+	// others before it writes anything: the dump costs the walk of the
+	// hash table and the few sockets it returns. A timewait socket is
+	// returned under its substate: FIN_WAIT2 ones (an orphan's FIN_WAIT2
+	// the kernel turned into a timewait socket) come with this mask.
+	fewStates = allStates &^ (1<<conn.Established | 1<<conn.TimeWait)
+)
+
+// nsCounts is what the filtered dump of one namespace counted.
+type nsCounts struct {
+	few [tracking.NStates]int // sockets per state (fewStates only)
+	// finWait2Timewait: FIN_WAIT2 timewait sockets, which sockstat's tw
+	// counts too.
+	finWait2Timewait int
+}
+
+// counts dumps the namespace's sockets in fewStates and counts them.
+func (n *nsSource) counts() (nsCounts, error) {
+	var c nsCounts
+	err := n.dump.Dump(fewStates, func(so *kill.Socket) {
+		c.few[int(so.State)&(tracking.NStates-1)]++
+		if so.State == conn.FinWait2 && so.Timewait {
+			c.finWait2Timewait++
+		}
+	})
+	return c, err
+}
+
+// PeersEvery is how often at most peers are counted again (a full dump
+// of every namespace's sockets, the one part of a refresh whose cost
+// grows with the number of connections); PeersBudget stretches it so
+// that a dump's CPU stays under that share of a core.
+const (
+	PeersEvery  = 10 * time.Second
+	PeersBudget = 0.01
+)
+
+// peersDue tells whether peers must be counted again: never counted, the
+// namespaces in scope changed, or peersNext passed.
+func (s *Source) peersDue(now time.Time, scope map[uint32]bool) bool {
+	if s.peersAt.IsZero() || !now.Before(s.peersNext) || len(scope) != len(s.peersNS) {
+		return true
+	}
+	for ino := range scope {
+		if !s.peersNS[ino] {
+			return true
+		}
+	}
+	return false
+}
+
+// refreshPeers counts connections per remote address by a full dump of
+// every namespace in scope, and sets when the next is due from its CPU
+// time. It returns the warnings of namespaces that did not answer.
+func (s *Source) refreshPeers(now time.Time, scope map[uint32]bool) (warnings []string) {
+	// The thread's CPU (its syscalls: the kernel's walk and fill are
+	// most of it) is the dump's cost.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0 := threadCPU()
+	peers := make(map[netip.Addr]int, len(s.peers))
+	for ino := range scope {
+		n, err := s.ns(ino)
+		if err == nil {
+			err = n.dump.Dump(allStates, func(so *kill.Socket) {
+				if so.State == conn.Listen {
+					return
+				}
+				if a := so.Remote.Addr().Unmap(); a.IsValid() && !a.IsUnspecified() {
+					peers[a]++
+				}
+			})
+		}
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("count peers of network namespace %d: %v", ino, err))
+		}
+	}
+	s.peersCost = threadCPU() - cpu0
+	s.peers, s.peersAt = peers, now
+	s.peersNS = maps.Clone(scope)
+	s.peersNext = peersNext(now, s.peersCost)
+	return warnings
+}
+
+// peersNext is when peers are due again after a full dump at now that
+// cost cpu: PeersEvery, or later so that it costs under PeersBudget.
+func peersNext(now time.Time, cpu time.Duration) time.Time {
+	return now.Add(max(PeersEvery, time.Duration(float64(cpu)/PeersBudget)))
+}
+
+// threadCPU is the calling thread's user and system CPU time so far.
+func threadCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // rate is the change from prev to cur over secs, per second; 0 when the
 // counter went back (the tracker was unloaded and attached again, or the
@@ -325,8 +469,11 @@ func (s *Source) candidates(scope map[uint32]bool, now uint64, peers map[netip.A
 		}
 		hung, deadline := s.opts.Policy.Due(c, now)
 		if hung {
-			if p := peers[c.Remote.Addr().Unmap()]; p != nil {
+			a := c.Remote.Addr().Unmap()
+			if p := peers[a]; p != nil {
 				p.Hung++
+			} else if a.IsValid() && !a.IsUnspecified() {
+				peers[a] = &Peer{Addr: a, Hung: 1}
 			}
 		}
 		all = append(all, due{c: *c, deadline: deadline})

@@ -99,14 +99,45 @@ func itoa(n uint16) string {
 
 func TestParseTcpExt(t *testing.T) {
 	in := "TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows\nTcpExt: 7 1 42\nIpExt: InNoRoutes\nIpExt: 0\n"
-	m, err := parseTcpExt([]byte(in))
+	m, err := parseGroup([]byte(in), "TcpExt", "netstat")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m["SyncookiesSent"] != 7 || m["ListenOverflows"] != 42 {
 		t.Errorf("got %v", m)
 	}
-	if _, err := parseTcpExt([]byte("TcpExt: A B\nTcpExt: 1\n")); err == nil {
+	if _, err := parseGroup([]byte("TcpExt: A B\nTcpExt: 1\n"), "TcpExt", "netstat"); err == nil {
 		t.Error("mismatched line: no error")
+	}
+}
+
+func TestParseTimewait(t *testing.T) {
+	n, err := parseTimewait([]byte("sockets: used 5\nTCP: inuse 3 orphan 1 tw 17 alloc 4 mem 1\nUDP: inuse 0 mem 0\n"))
+	if err != nil || n != 17 {
+		t.Errorf("got %d, %v; want 17", n, err)
+	}
+	for _, bad := range []string{"UDP: inuse 0\n", "TCP: inuse 3 orphan 1\n", "TCP: inuse 3 tw x\n"} {
+		if _, err := parseTimewait([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestParseSnmpTcp(t *testing.T) {
+	in := "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm MaxConn ActiveOpens CurrEstab\nTcp: 1 -1 12 7\n"
+	m, err := parseGroup([]byte(in), "Tcp", "snmp")
+	if err != nil || m["CurrEstab"] != 7 || m["ActiveOpens"] != 12 {
+		t.Errorf("got %v, %v; want CurrEstab 7 (MaxConn -1 is signed)", m, err)
+	}
+}
+
+func TestPeersNext(t *testing.T) {
+	now := time.Unix(1000, 0)
+	if got := peersNext(now, 5*time.Millisecond); got != now.Add(PeersEvery) {
+		t.Errorf("cheap dump: next at +%v, want +%v", got.Sub(now), PeersEvery)
+	}
+	// A dump of 300 ms CPU: once every 30 s keeps it at 1% of a core.
+	if got := peersNext(now, 300*time.Millisecond); got != now.Add(30*time.Second) {
+		t.Errorf("300 ms dump: next at +%v, want +30s", got.Sub(now))
 	}
 }
