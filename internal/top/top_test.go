@@ -136,8 +136,8 @@ func TestPeersNext(t *testing.T) {
 	if got := peersNext(now, 5*time.Millisecond); got != now.Add(PeersEvery) {
 		t.Errorf("cheap dump: next at +%v, want +%v", got.Sub(now), PeersEvery)
 	}
-	// A dump of 300 ms CPU: once every 30 s keeps it at 1% of a core.
-	if got := peersNext(now, 300*time.Millisecond); got != now.Add(30*time.Second) {
-		t.Errorf("300 ms dump: next at +%v, want +30s", got.Sub(now))
+	// A dump of 150 ms CPU: once every 30 s keeps it at 0.5% of a core.
+	if got := peersNext(now, 150*time.Millisecond); got != now.Add(30*time.Second) {
+		t.Errorf("150 ms dump: next at +%v, want +30s", got.Sub(now))
 	}
 }
