@@ -37,7 +37,10 @@ func readTcpExt(f *os.File, buf []byte) (map[string]uint64, error) {
 // namespace's sockets in ESTABLISHED or CLOSE_WAIT (RFC 1213's
 // tcpCurrEstab; tcp_set_state() counts a socket in when it enters
 // ESTABLISHED, or CLOSE_WAIT straight from SYN_RECV, and out when it
-// leaves either for another state).
+// leaves either for another state). Before commit a46d0ea5c942 ("tcp:
+// count CLOSE-WAIT sockets for TCP_MIB_CURRESTAB", Linux 6.10, taken by
+// the stable kernels down to 4.19 in July 2024) it counted ESTABLISHED
+// only: entering CLOSE_WAIT counted a socket out (see Source.estabCW).
 func readCurrEstab(f *os.File, buf []byte) (int, error) {
 	b, err := readProc(f, buf)
 	if err != nil {

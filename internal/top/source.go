@@ -73,6 +73,12 @@ type Source struct {
 	peersNext time.Time
 	peersNS   map[uint32]bool
 	peersCost time.Duration // CPU of the last full dump, all namespaces
+
+	// estabCW: the kernel's CurrEstab counts CLOSE_WAIT sockets too
+	// (Linux 6.10 and the stable kernels that took the fix; before, it
+	// counts ESTABLISHED only). Guessed from the kernel's version, then
+	// learnt from each full dump that tells the two apart.
+	estabCW bool
 }
 
 // nsSource is what Source keeps open in one namespace: a sock_diag socket
@@ -117,7 +123,8 @@ func Open(opts Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open top: %w", err)
 	}
-	s := &Source{opts: opts, view: view, tracked: ok, owners: map[uint64][]conn.Owner{}, nss: map[uint32]*nsSource{}, buf: make([]byte, procBuf)}
+	s := &Source{opts: opts, view: view, tracked: ok, owners: map[uint64][]conn.Owner{}, nss: map[uint32]*nsSource{}, buf: make([]byte, procBuf),
+		estabCW: kernelAtLeast(6, 10)}
 	if ok {
 		s.finder = owners.New(opts.PinDir, view.MapSize())
 	}
@@ -369,9 +376,12 @@ func (s *Source) cheapCounts(n *nsSource, counts *[tracking.NStates]int, estOK, 
 		*estOK = false
 		*warnings = append(*warnings, err.Error())
 	} else {
-		// CurrEstab counts CLOSE_WAIT too; read a moment apart from the
-		// dump, the two may disagree by a transition or two.
-		counts[conn.Established] += max(est-c.few[conn.CloseWait], 0)
+		// CurrEstab counts CLOSE_WAIT too (s.estabCW); read a moment
+		// apart from the dump, the two may disagree by a transition or two.
+		if s.estabCW {
+			est -= c.few[conn.CloseWait]
+		}
+		counts[conn.Established] += max(est, 0)
 	}
 	if tw, err := readTimewait(n.sockstat, s.buf); err != nil {
 		*twOK = false
@@ -449,6 +459,9 @@ func (s *Source) refreshPeers(now time.Time, scope map[uint32]bool) (full map[ui
 			continue
 		}
 		full[ino] = &c
+		if est, err := readCurrEstab(n.snmp, s.buf); err == nil {
+			s.estabCW = learnEstabCW(s.estabCW, est, c[conn.Established], c[conn.CloseWait])
+		}
 	}
 	s.peersCost = threadCPU() - cpu0
 	s.peers, s.peersAt = peers, now
@@ -461,6 +474,36 @@ func (s *Source) refreshPeers(now time.Time, scope map[uint32]bool) (full map[ui
 // cost cpu: PeersEvery, or later so that it costs under PeersBudget.
 func peersNext(now time.Time, cpu time.Duration) time.Time {
 	return now.Add(max(PeersEvery, time.Duration(float64(cpu)/PeersBudget)))
+}
+
+// learnEstabCW tells whether CurrEstab counts CLOSE_WAIT sockets, from
+// curr read just after a full dump counted est ESTABLISHED and cw
+// CLOSE_WAIT sockets: prev when they do not tell (no CLOSE_WAIT socket,
+// or a socket changed state between the two reads).
+func learnEstabCW(prev bool, curr, est, cw int) bool {
+	switch {
+	case cw == 0:
+		return prev
+	case curr == est+cw:
+		return true
+	case curr == est:
+		return false
+	}
+	return prev
+}
+
+// kernelAtLeast tells whether the running kernel's version is at least
+// major.minor (false when unknown).
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 // threadCPU is the calling thread's user and system CPU time so far.

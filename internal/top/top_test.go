@@ -141,3 +141,22 @@ func TestPeersNext(t *testing.T) {
 		t.Errorf("150 ms dump: next at +%v, want +30s", got.Sub(now))
 	}
 }
+
+func TestLearnEstabCW(t *testing.T) {
+	for _, tt := range []struct {
+		prev          bool
+		curr, est, cw int
+		want          bool
+	}{
+		{false, 12, 10, 2, true},  // Linux 6.10+: ESTABLISHED + CLOSE_WAIT
+		{true, 10, 10, 2, false},  // older: ESTABLISHED only
+		{false, 10, 10, 0, false}, // no CLOSE_WAIT: cannot tell
+		{true, 10, 10, 0, true},
+		{true, 11, 10, 2, true}, // a transition between the reads: keep
+		{false, 11, 10, 2, false},
+	} {
+		if got := learnEstabCW(tt.prev, tt.curr, tt.est, tt.cw); got != tt.want {
+			t.Errorf("learnEstabCW(%v, %d, %d, %d) = %v, want %v", tt.prev, tt.curr, tt.est, tt.cw, got, tt.want)
+		}
+	}
+}
