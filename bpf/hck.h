@@ -66,6 +66,17 @@ enum hck_counter {
 
 /* hck_cfg.wake_ns is indexed by TCP state (1 to 12, kernel numbering). */
 #define HCK_NSTATES 16
+
+/* The single entry of the per-CPU hck_states array: per TCP state (kernel
+ * numbering), how many times a socket entered it, on this CPU, since the
+ * tracker was attached. Every transition the tracepoint reports counts,
+ * whatever the namespace; a full socket that becomes a timewait socket
+ * counts as CLOSE (what the tracepoint says) and as TIME_WAIT when the
+ * tracker infers it went there. Request sockets (NEW_SYN_RECV) and timewait
+ * sockets have no transitions. `top` turns these into rates. */
+struct hck_state_counts {
+	__u64 entered[HCK_NSTATES];
+};
 /* The most namespaces hck_cfg.scope names one by one. */
 #define HCK_SCOPE_MAX 16
 
@@ -144,6 +155,23 @@ struct hck_sockfile {
 	__u16 dport;    /* in: remote port, host order */
 	__u16 family;   /* in: AF_INET or AF_INET6; 0 ends the list */
 	__u16 found;    /* out: 1 when the socket was found, its cookie checked */
+};
+
+/* One slot of hck_recent, the ring of recent kills a service publishes
+ * for `top`: slot seq % HCK_RECENT_MAX holds kill number seq (from 1; 0:
+ * an empty slot). Written by userspace only, read by `top` and bpftool. */
+#define HCK_RECENT_MAX 128
+struct hck_recent_kill {
+	__u64 seq;
+	__u64 at_ns;   /* CLOCK_REALTIME of the destroy */
+	__u64 cookie;
+	__u64 age_ns;  /* its age in the state when destroyed */
+	struct hck_conn conn;
+	__u32 pid;     /* an owner, 0 when none is known */
+	__u32 _pad;
+	char comm[16]; /* that owner's name */
+	char rule[32]; /* the config rule that decided, "" for the flags' */
+	char reason[128]; /* the verdict's reason line, cut to fit */
 };
 
 #endif /* HCK_H */

@@ -50,6 +50,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hck_counters SEC(".maps");
 
+/* Entries per TCP state (struct hck_state_counts): one per-CPU slot, a
+ * lookup the verifier inlines and an add per transition. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hck_state_counts);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_states SEC(".maps");
+
+/* The ring of recent kills (struct hck_recent_kill): a service writes it,
+ * `top` and bpftool read it. No program touches it; it lives here to be
+ * pinned with the tracker's maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HCK_RECENT_MAX);
+	__type(key, __u32);
+	__type(value, struct hck_recent_kill);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hck_recent SEC(".maps");
+
 /* struct hck_wake records for a listening service. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -85,6 +106,7 @@ const enum hck_flag *_hck_flag __attribute__((unused));
 const enum hck_counter *_hck_counter __attribute__((unused));
 const struct hck_event *_hck_event __attribute__((unused));
 const struct hck_wake *_hck_wake __attribute__((unused));
+const struct hck_recent_kill *_hck_recent_kill __attribute__((unused));
 
 static __always_inline void count(enum hck_counter idx)
 {
@@ -92,6 +114,15 @@ static __always_inline void count(enum hck_counter idx)
 
 	if (v)
 		*v += 1; /* per-CPU: no atomics needed */
+}
+
+static __always_inline void entered(int state)
+{
+	__u32 zero = 0;
+	struct hck_state_counts *st = bpf_map_lookup_elem(&hck_states, &zero);
+
+	if (st)
+		st->entered[state & (HCK_NSTATES - 1)] += 1; /* per-CPU */
 }
 
 static __always_inline bool watched(__u32 netns)
@@ -279,8 +310,9 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 	bool orphan_fin_wait2 = false;
 	__u64 cookie;
 
+	entered(newstate);
 	/* Most transitions (SYN_SENT -> ESTABLISHED, LISTEN -> CLOSE...) are
-	 * none of our business: leave before touching anything. */
+	 * none of our business beyond that count: leave. */
 	if (!closing(oldstate) && !closing(newstate)) {
 		/* But a socket that leaves CLOSE for SYN_SENT (connect()) or
 		 * LISTEN is in use again, and a closed socket may still have an
@@ -320,6 +352,7 @@ int BPF_PROG(hck_set_state, const struct sock *sk, int oldstate, int newstate)
 		if (oldstate == TCP_CLOSING || sk->sk_socket) {
 			state = TCP_TIME_WAIT;
 			flags = HCK_F_TIMEWAIT;
+			entered(TCP_TIME_WAIT);
 		} else {
 			state = TCP_FIN_WAIT2;
 			flags = HCK_F_TIMEWAIT | HCK_F_LOWER_BOUND;

@@ -64,6 +64,25 @@ const (
 	TrackerHckFlagHCK_F_ORPHAN      TrackerHckFlag = 4
 )
 
+type TrackerHckRecentKill struct {
+	_      structs.HostLayout
+	Seq    uint64
+	AtNs   uint64
+	Cookie uint64
+	AgeNs  uint64
+	Conn   TrackerHckConn
+	Pid    uint32
+	Pad    uint32
+	Comm   [16]int8
+	Rule   [32]int8
+	Reason [128]int8
+}
+
+type TrackerHckStateCounts struct {
+	_       structs.HostLayout
+	Entered [16]uint64
+}
+
 type TrackerHckWake struct {
 	_      structs.HostLayout
 	Cookie uint64
@@ -74,17 +93,20 @@ type TrackerHckWake struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TrackerMapHckArmed     = "hck_armed"
-	TrackerMapHckConfig    = "hck_config"
-	TrackerMapHckConns     = "hck_conns"
-	TrackerMapHckCounters  = "hck_counters"
-	TrackerMapHckEvents    = "hck_events"
-	TrackerMapHckNetns     = "hck_netns"
-	TrackerProgHckSetState = "hck_set_state"
-	TrackerVarHckCounter   = "_hck_counter"
-	TrackerVarHckEvent     = "_hck_event"
-	TrackerVarHckFlag      = "_hck_flag"
-	TrackerVarHckWake      = "_hck_wake"
+	TrackerMapHckArmed      = "hck_armed"
+	TrackerMapHckConfig     = "hck_config"
+	TrackerMapHckConns      = "hck_conns"
+	TrackerMapHckCounters   = "hck_counters"
+	TrackerMapHckEvents     = "hck_events"
+	TrackerMapHckNetns      = "hck_netns"
+	TrackerMapHckRecent     = "hck_recent"
+	TrackerMapHckStates     = "hck_states"
+	TrackerProgHckSetState  = "hck_set_state"
+	TrackerVarHckCounter    = "_hck_counter"
+	TrackerVarHckEvent      = "_hck_event"
+	TrackerVarHckFlag       = "_hck_flag"
+	TrackerVarHckRecentKill = "_hck_recent_kill"
+	TrackerVarHckWake       = "_hck_wake"
 )
 
 // LoadTracker returns the embedded CollectionSpec for Tracker.
@@ -142,16 +164,19 @@ type TrackerMapSpecs struct {
 	HckCounters *ebpf.MapSpec `ebpf:"hck_counters"`
 	HckEvents   *ebpf.MapSpec `ebpf:"hck_events"`
 	HckNetns    *ebpf.MapSpec `ebpf:"hck_netns"`
+	HckRecent   *ebpf.MapSpec `ebpf:"hck_recent"`
+	HckStates   *ebpf.MapSpec `ebpf:"hck_states"`
 }
 
 // TrackerVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TrackerVariableSpecs struct {
-	HckCounter *ebpf.VariableSpec `ebpf:"_hck_counter"`
-	HckEvent   *ebpf.VariableSpec `ebpf:"_hck_event"`
-	HckFlag    *ebpf.VariableSpec `ebpf:"_hck_flag"`
-	HckWake    *ebpf.VariableSpec `ebpf:"_hck_wake"`
+	HckCounter    *ebpf.VariableSpec `ebpf:"_hck_counter"`
+	HckEvent      *ebpf.VariableSpec `ebpf:"_hck_event"`
+	HckFlag       *ebpf.VariableSpec `ebpf:"_hck_flag"`
+	HckRecentKill *ebpf.VariableSpec `ebpf:"_hck_recent_kill"`
+	HckWake       *ebpf.VariableSpec `ebpf:"_hck_wake"`
 }
 
 // TrackerObjects contains all objects after they have been loaded into the kernel.
@@ -180,6 +205,8 @@ type TrackerMaps struct {
 	HckCounters *ebpf.Map `ebpf:"hck_counters"`
 	HckEvents   *ebpf.Map `ebpf:"hck_events"`
 	HckNetns    *ebpf.Map `ebpf:"hck_netns"`
+	HckRecent   *ebpf.Map `ebpf:"hck_recent"`
+	HckStates   *ebpf.Map `ebpf:"hck_states"`
 }
 
 func (m *TrackerMaps) Close() error {
@@ -190,6 +217,8 @@ func (m *TrackerMaps) Close() error {
 		m.HckCounters,
 		m.HckEvents,
 		m.HckNetns,
+		m.HckRecent,
+		m.HckStates,
 	)
 }
 
@@ -197,10 +226,11 @@ func (m *TrackerMaps) Close() error {
 //
 // It can be passed to LoadTrackerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TrackerVariables struct {
-	HckCounter *ebpf.Variable `ebpf:"_hck_counter"`
-	HckEvent   *ebpf.Variable `ebpf:"_hck_event"`
-	HckFlag    *ebpf.Variable `ebpf:"_hck_flag"`
-	HckWake    *ebpf.Variable `ebpf:"_hck_wake"`
+	HckCounter    *ebpf.Variable `ebpf:"_hck_counter"`
+	HckEvent      *ebpf.Variable `ebpf:"_hck_event"`
+	HckFlag       *ebpf.Variable `ebpf:"_hck_flag"`
+	HckRecentKill *ebpf.Variable `ebpf:"_hck_recent_kill"`
+	HckWake       *ebpf.Variable `ebpf:"_hck_wake"`
 }
 
 // TrackerPrograms contains all programs after they have been loaded into the kernel.

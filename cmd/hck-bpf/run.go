@@ -159,7 +159,7 @@ func runService(g *globals, f *sweepFlags, wh *webhookFlags, metricsAddr string)
 	// The notifier takes each sweep's report without waiting: a slow or
 	// dead webhook delays no kill.
 	notifier, stopNotifier := startNotifier(wh, log, f.dryRun)
-	swept := []func(*sweep.Report){heapProfiler(os.Getenv(heapProfileEnv)), sdStatus(sd)}
+	swept := []func(*sweep.Report){heapProfiler(os.Getenv(heapProfileEnv)), sdStatus(sd), daemon.PublishKills(tr, log)}
 	beats := []func(){func() { sdNotified(log, sd.Ping()) }}
 	if notifier != nil {
 		swept = append(swept, notifier.Swept)

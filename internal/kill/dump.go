@@ -195,3 +195,31 @@ func decode(m []byte, netnsIno uint32, s *Socket) {
 	s.UID = ne.Uint32(m[64:])
 	s.Inode = ne.Uint32(m[68:])
 }
+
+// Dumper dumps the TCP sockets of one network namespace through a
+// NETLINK_SOCK_DIAG socket it keeps open: for a caller that dumps again
+// and again (top).
+type Dumper struct {
+	d   *dumper
+	ino uint32
+}
+
+// OpenDumper opens a Dumper of namespace ns (which the caller may close
+// afterwards: the socket stays in its namespace).
+func OpenDumper(ns *netns.NS) (*Dumper, error) {
+	d, err := openDumper(ns)
+	if err != nil {
+		return nil, err
+	}
+	return &Dumper{d: d, ino: ns.Inode()}, nil
+}
+
+// Dump calls fn with every TCP socket in states (a mask of 1<<state; the
+// kernel reports request sockets as SYN_RECV). *s is only valid during
+// the call.
+func (d *Dumper) Dump(states uint32, fn func(s *Socket)) error {
+	return d.d.dump(states, nil, d.ino, fn)
+}
+
+// Close closes the socket.
+func (d *Dumper) Close() { d.d.close() }

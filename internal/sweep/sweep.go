@@ -619,3 +619,11 @@ func (r *Report) next(t uint64) {
 		r.Next = t
 	}
 }
+
+// Decide is what a sweep at now decides for c with its owners (none
+// known: nil): the verdict the service and `list` act on, for viewers
+// (top). A socket shared by several processes is decided as decideOwned
+// says.
+func Decide(p *policy.Policy, c conn.Conn, owners []conn.Owner, now uint64) policy.Verdict {
+	return decideOwned(p, c, owners, now).Verdict
+}

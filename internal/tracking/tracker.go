@@ -63,6 +63,7 @@ type Tracker struct {
 	iterateOnly bool
 	link        link.Link
 	pinDir      string
+	recentSeq   uint64 // the last kill Publish wrote (0: not read yet)
 	// Attached is true when this Open attached the program: nothing was
 	// pinned before, so every socket it tracks was first seen now.
 	Attached bool

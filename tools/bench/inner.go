@@ -67,7 +67,7 @@ var quickPlan = plan{sizes: []int{1000}, reps: 1, sweeps: 3, lagSockets: 100,
 	namespaces: 10, perNS: 200, killN: 1000, killPeer: 100, killReps: 1}
 
 // phaseOrder is the order the measurements run in.
-var phaseOrder = []string{"sweep", "lag", "destroy", "kill", "memory", "idle", "churn", "netns"}
+var phaseOrder = []string{"sweep", "lag", "destroy", "kill", "memory", "idle", "churn", "netns", "top"}
 
 // parsePhases reads -phases: names from phaseOrder, comma-separated.
 func parsePhases(list string) (map[string]bool, error) {
@@ -130,7 +130,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 
 	phases := map[string]func(context.Context, plan) error{
-		"sweep": b.sweepPhase, "lag": b.lagPhase, "destroy": b.destroyPhase, "kill": b.killPhase, "memory": b.memoryPhase, "idle": b.idlePhase, "churn": b.churnPhase,
+		"sweep": b.sweepPhase, "lag": b.lagPhase, "destroy": b.destroyPhase, "kill": b.killPhase, "memory": b.memoryPhase, "idle": b.idlePhase, "churn": b.churnPhase, "top": b.topPhase,
 		"netns": b.netnsPhase,
 	}
 	var err error

@@ -63,7 +63,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.bin, "bin", "bin/hck-bpf", "hck-bpf binary to measure")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: 1k sockets only, small counts, one repetition")
 	fs.StringVar(&o.md, "md", "", "also write the results as Markdown to this file")
-	fs.StringVar(&o.phases, "phases", "sweep,lag,destroy,kill,memory,idle,churn,netns", "which measurements to run, comma-separated")
+	fs.StringVar(&o.phases, "phases", "sweep,lag,destroy,kill,memory,idle,churn,netns,top", "which measurements to run, comma-separated")
 	fs.StringVar(&o.logs, "logs", "", "keep each hck-bpf service's JSON log in this directory")
 }
 
