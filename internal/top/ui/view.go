@@ -178,6 +178,9 @@ func padLeft(s string, w int) string {
 func (m *Model) header() string {
 	s := &m.snap
 	parts := []string{m.st.title.Render("hck-bpf top")}
+	if m.paused {
+		parts = append(parts, m.st.alarm.Render("PAUSED"))
+	}
 	if m.opts.Host != "" {
 		parts = append(parts, m.opts.Host)
 	}
@@ -199,9 +202,6 @@ func (m *Model) header() string {
 	}
 	if !s.At.IsZero() {
 		parts = append(parts, s.At.Format("15:04:05"))
-	}
-	if m.paused {
-		parts = append(parts, m.st.alarm.Render("PAUSED"))
 	}
 	return strings.Join(parts, " · ")
 }
