@@ -90,6 +90,9 @@ func (f *topFlags) check() (time.Duration, ui.Sort, *policy.Policy, error) {
 	if err != nil {
 		return 0, ui.Sort{}, nil, usagef("--sort: %v", err)
 	}
+	if f.scope.all && len(f.scope.netns) > 0 {
+		return 0, ui.Sort{}, nil, usagef("--all-netns and --netns: choose one")
+	}
 	if f.allowKill && (f.once || f.json) {
 		return 0, ui.Sort{}, nil, usagef("--allow-kill: only for the full-screen view, not with --once or --json")
 	}

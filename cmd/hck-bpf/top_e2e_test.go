@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
+	"io"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -343,5 +347,46 @@ func TestTopInTmux(t *testing.T) {
 			t.Fatalf("top still running after q:\n%s", pane.screen(false))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestTopPlain: without a terminal, --once prints one snapshot (a table,
+// or one JSON line with --json) and exits; --json alone prints one JSON
+// document per interval until SIGTERM, then exits 0.
+func TestTopPlain(t *testing.T) {
+	h := newE2E(t)
+	h.attach()
+	h.ns.CloseWait(t, "tcp4")
+	r := h.mustRun(0, "top", "--once", "--json")
+	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 1 || !json.Valid([]byte(lines[0])) {
+		t.Errorf("--once --json: want one JSON line, got %q", r.stdout)
+	}
+	r = h.mustRun(0, "top", "--once")
+	if !strings.Contains(r.stdout, "CLOSE_WAIT") || strings.Contains(r.stdout, "\x1b[") {
+		t.Errorf("--once without a terminal: want a plain table with CLOSE_WAIT, got %q", r.stdout)
+	}
+
+	cmd := h.command("top", "--json", "--interval", "250ms")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(nil, 1<<20)
+	for i := 0; i < 3; i++ {
+		if !sc.Scan() {
+			t.Fatalf("--json: %d lines, then %v", i, sc.Err())
+		}
+		if !json.Valid(sc.Bytes()) {
+			t.Errorf("--json line %d is not JSON: %q", i, sc.Text())
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("--json after SIGTERM: %v, want exit 0", err)
 	}
 }
