@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,7 +238,9 @@ func TestTopInTmux(t *testing.T) {
 	victimPort := victim.Remote.Port()
 	holder := holdAs(t, "topholder", victim, false)
 
-	pane := newTmux(t, 100, 30, []string{"NO_COLOR=1", "TERM=xterm-256color"},
+	// NO_COLOR=yes: any value but empty turns colour off (no-color.org);
+	// the terminal library alone only reads a boolean (1, true).
+	pane := newTmux(t, 100, 30, []string{"NO_COLOR=yes", "TERM=xterm-256color"},
 		"nsenter", "--net="+h.ns.Path(), "--", h.bin, "top", "--pin-dir", h.pin, "--allow-kill",
 		"--interval", "500ms", "--close-wait-timeout", fmt.Sprint(threshold))
 
@@ -361,12 +363,49 @@ func TestTopPlain(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 1 || !json.Valid([]byte(lines[0])) {
 		t.Errorf("--once --json: want one JSON line, got %q", r.stdout)
 	}
-	r = h.mustRun(0, "top", "--once")
-	if !strings.Contains(r.stdout, "CLOSE_WAIT") || strings.Contains(r.stdout, "\x1b[") {
-		t.Errorf("--once without a terminal: want a plain table with CLOSE_WAIT, got %q", r.stdout)
+	// No terminal, no flag: plain tables every interval, no escape codes.
+	cmd := h.command("top", "--interval", "250ms")
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	var got []string
+	timeout := time.After(30 * time.Second)
+wait:
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				break wait
+			}
+			if got = append(got, l); strings.Contains(l, "CLOSE_WAIT") {
+				break wait
+			}
+		case <-timeout:
+			break wait
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	for l := range lines {
+		got = append(got, l)
+	}
+	err = cmd.Wait()
+	if all := strings.Join(got, "\n"); err != nil || !strings.Contains(all, "CLOSE_WAIT") || strings.Contains(all, "\x1b[") {
+		t.Errorf("no terminal: exit %v, want 0 and plain tables with CLOSE_WAIT, got %q", err, all)
 	}
 
-	cmd := h.command("top", "--json", "--interval", "250ms")
+	cmd = h.command("top", "--json", "--interval", "250ms")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
