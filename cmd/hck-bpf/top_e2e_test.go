@@ -254,7 +254,6 @@ func TestTopInTmux(t *testing.T) {
 	if colour := colourSGR.FindString(pane.screen(true)); colour != "" {
 		t.Errorf("NO_COLOR: the screen has colour (%q)", colour)
 	}
-	t.Logf("the screen at 100×30:\n%s", screen)
 
 	// Sort: s twice (left → state → local), once more → remote, in
 	// ascending order; S reverses it.
@@ -299,7 +298,8 @@ func TestTopInTmux(t *testing.T) {
 		t.Errorf("paused, the screen changed:\n%s", s)
 	}
 	pane.keys("Space")
-	pane.await("4 CLOSE_WAIT after resuming", func(s string) bool { return countOf(s) == 4 && !strings.Contains(s, "PAUSED") })
+	screen = pane.await("4 CLOSE_WAIT after resuming", func(s string) bool { return countOf(s) == 4 && !strings.Contains(s, "PAUSED") })
+	t.Logf("the screen at 100×30:\n%s", screen)
 
 	// Help.
 	pane.keys("?")
