@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
@@ -236,49 +237,49 @@ func (m *Model) key(k tea.KeyPressMsg) tea.Cmd {
 		return nil
 	}
 	m.status = ""
-	switch s {
-	case "q":
+	switch {
+	case key.Matches(k, keys.Quit):
 		return tea.Quit
-	case "up", "k":
+	case key.Matches(k, keys.Up):
 		m.move(-1)
-	case "down", "j":
+	case key.Matches(k, keys.Down):
 		m.move(1)
-	case "pgup":
+	case key.Matches(k, keys.PageUp):
 		m.move(-max(1, m.tableRows()))
-	case "pgdown":
+	case key.Matches(k, keys.PageDown):
 		m.move(max(1, m.tableRows()))
-	case "home", "g":
+	case key.Matches(k, keys.Home):
 		m.move(-len(m.snap.Candidates))
-	case "end", "G":
+	case key.Matches(k, keys.End):
 		m.move(len(m.snap.Candidates))
-	case "enter":
+	case key.Matches(k, keys.Details):
 		if _, ok := m.Selected(); ok {
 			m.details = true
 		}
-	case "s":
+	case key.Matches(k, keys.Sort):
 		m.sort.Col = (m.sort.Col + 1) % numColumns
 		m.follow()
-	case "S":
+	case key.Matches(k, keys.Reverse):
 		m.sort.Desc = !m.sort.Desc
 		m.follow()
-	case "/":
+	case key.Matches(k, keys.Filter):
 		m.editing = true
-	case "esc":
+	case key.Matches(k, keys.Clear):
 		m.filter = ""
 		m.follow()
-	case "space":
+	case key.Matches(k, keys.Pause):
 		m.paused = !m.paused
 		if !m.paused {
 			m.now = m.opts.Clock()
 			return m.take()
 		}
-	case "+", "=":
+	case key.Matches(k, keys.Slower):
 		return m.setInterval(stepUp(m.interval))
-	case "-", "_":
+	case key.Matches(k, keys.Faster):
 		return m.setInterval(stepDown(m.interval))
-	case "K":
+	case key.Matches(k, keys.Kill):
 		return m.askKill()
-	case "?", "h", "f1":
+	case key.Matches(k, keys.Help):
 		m.help = true
 	}
 	return nil
