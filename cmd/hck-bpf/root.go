@@ -55,7 +55,7 @@ hung_connection_killer command line.`,
 	pf.Var(newChoice(&g.logFormat, logging.Text, logging.Text, logging.JSON), "log-format", "log format: text or json")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "verbose/debug output (skipped connections and why)")
 	root.AddCommand(newScan(g), newRun(g), newList(g), newKill(g), newUnload(g), newDoctor(g),
-		newInstall(g), newUninstall(g))
+		newInstall(g), newUninstall(g), newTop(g))
 	return root
 }
 

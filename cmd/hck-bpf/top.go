@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/colorprofile"
+	"github.com/charmbracelet/x/term"
+	"github.com/spf13/cobra"
+
+	"github.com/hck-bpf/hck-bpf/internal/policy"
+	"github.com/hck-bpf/hck-bpf/internal/top"
+	"github.com/hck-bpf/hck-bpf/internal/top/ui"
+)
+
+// topFlags are top's flags, as given.
+type topFlags struct {
+	interval     string
+	maxRows      int
+	sort         string
+	filter       string
+	synAlarm     int
+	allowKill    bool
+	once, json   bool
+	timeouts     map[string]*string
+	excludePorts []string
+	scope        scopeFlags
+}
+
+func newTop(g *globals) *cobra.Command {
+	f := &topFlags{}
+	cmd := &cobra.Command{
+		Use:   "top [--interval D] [--sort COLUMN[,desc]] [--filter TEXT] [--allow-kill] [--once] [--json]",
+		Short: "A live view of the TCP states, peers, SYN_RECV pressure, hung candidates and the latest kills",
+		Long: `top shows, refreshed every --interval, the sockets per TCP state and the
+transitions per second, the top remote peers, SYN_RECV pressure, the tracked
+sockets in closing states with the time left before they are hung (or why
+they never will be), and the service's latest kills. It reads the pinned maps:
+it works with or without the service running.
+
+Keys: ↑/↓ j/k move, Enter details, s/S sort column/order, / filter, space
+pause, +/- interval, K destroy the selected connection (--allow-kill only),
+? help, q quit. Without a terminal, or with --once or --json, it prints plain
+tables, or one JSON document per line, every interval (once with --once).`,
+		Example: `  hck-bpf top
+  hck-bpf top --all-netns --sort age,desc --filter 10.0.0.
+  hck-bpf top --once --json | jq .states`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return topCmd(g, f) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.interval, "interval", "1s", "refresh interval (250ms to 60s; seconds, or 500ms, 2s)")
+	fs.IntVar(&f.maxRows, "max-rows", 0, "at most this many candidates (and rows of each plain table); 0: as many as fit")
+	fs.StringVar(&f.sort, "sort", "left", "candidates' order: COLUMN[,desc], COLUMN one of state, local, remote, owner, netns, age, left")
+	fs.StringVar(&f.filter, "filter", "", "only candidates whose state, addresses, owner or namespace contain this text (any case)")
+	fs.IntVar(&f.synAlarm, "syn-alarm", 0, "alarm when this many connections are half-open (SYN_RECV); 0: never")
+	fs.BoolVar(&f.allowKill, "allow-kill", false, "let K destroy the selected connection (asks y/N; cookie-exact, as kill)")
+	fs.BoolVar(&f.once, "once", false, "print one snapshot and exit")
+	fs.BoolVar(&f.json, "json", false, "one JSON document per interval (JSON lines)")
+	f.timeouts = map[string]*string{}
+	for _, t := range timeoutFlags {
+		f.timeouts[t.name] = fs.String(t.name, t.def, t.help+", for the countdowns: give the service's (seconds, or 90s)")
+	}
+	fs.StringArrayVar(&f.excludePorts, "exclude-ports", []string{"22"}, "ports shown as excluded, local or remote (as run's)")
+	f.scope.register(fs)
+	return cmd
+}
+
+// check validates every flag, before anything is opened.
+func (f *topFlags) check() (time.Duration, ui.Sort, *policy.Policy, error) {
+	d, err := policy.ParseDuration(f.interval)
+	if err != nil {
+		return 0, ui.Sort{}, nil, usagef("--interval: %v", err)
+	}
+	if d < ui.MinInterval || d > ui.MaxInterval {
+		return 0, ui.Sort{}, nil, usagef("--interval: %s is outside %s..%s", d, ui.MinInterval, ui.MaxInterval)
+	}
+	if f.maxRows < 0 {
+		return 0, ui.Sort{}, nil, usagef("--max-rows: %d is negative", f.maxRows)
+	}
+	if f.synAlarm < 0 {
+		return 0, ui.Sort{}, nil, usagef("--syn-alarm: %d is negative", f.synAlarm)
+	}
+	s, err := ui.ParseSort(f.sort)
+	if err != nil {
+		return 0, ui.Sort{}, nil, usagef("--sort: %v", err)
+	}
+	if f.scope.all && len(f.scope.netns) > 0 {
+		return 0, ui.Sort{}, nil, usagef("--all-netns and --netns: choose one")
+	}
+	if f.allowKill && (f.once || f.json) {
+		return 0, ui.Sort{}, nil, usagef("--allow-kill: only for the full-screen view, not with --once or --json")
+	}
+	p := policy.Default()
+	for _, t := range timeoutFlags {
+		d, err := policy.ParseDuration(*f.timeouts[t.name])
+		if err != nil {
+			return 0, ui.Sort{}, nil, usagef("--%s: %v", t.name, err)
+		}
+		for _, st := range t.states {
+			if err := p.Thresholds.Set(st, d); err != nil {
+				return 0, ui.Sort{}, nil, usagef("--%s: %v", t.name, err)
+			}
+		}
+	}
+	if p.ExcludePorts, err = policy.ParsePorts(f.excludePorts); err != nil {
+		return 0, ui.Sort{}, nil, usagef("--exclude-ports: %v", err)
+	}
+	return d, s, &p, nil
+}
+
+func topCmd(g *globals, f *topFlags) error {
+	interval, order, pol, err := f.check()
+	if err != nil {
+		return err
+	}
+	if err := g.checkPinDir(); err != nil {
+		return err
+	}
+	sc, err := f.scope.open()
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	if err := canEnter(sc); err != nil {
+		return err
+	}
+	src, err := top.Open(top.Options{PinDir: g.pinDir, Policy: pol, Scope: sc, SynAlarm: f.synAlarm, MaxPeers: 10})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	out, tty := g.stdout.(*os.File)
+	tty = tty && term.IsTerminal(out.Fd())
+	if !tty || f.once || f.json {
+		return topPlain(ctx, g, f, src, interval)
+	}
+	host, _ := os.Hostname()
+	noColor := os.Getenv("NO_COLOR") != ""
+	m := ui.New(ui.Options{Source: src.Snapshot, Interval: interval, MaxRows: f.maxRows, Sort: order, Filter: f.filter,
+		AllowKill: f.allowKill, Kill: ui.Destroyer(sc), Host: host, Scope: scopeText(sc), SynAlarm: f.synAlarm, NoColor: noColor})
+	opts := []tea.ProgramOption{tea.WithContext(ctx), tea.WithOutput(out)}
+	if noColor {
+		opts = append(opts, tea.WithColorProfile(colorprofile.Ascii))
+	}
+	_, err = tea.NewProgram(m, opts...).Run()
+	if err != nil && (errors.Is(err, tea.ErrProgramPanic) || !errors.Is(err, tea.ErrProgramKilled) && !errors.Is(err, tea.ErrInterrupted)) {
+		return err
+	}
+	return nil
+}
+
+// topPlain prints a snapshot every interval (one with --once): plain
+// tables, or JSON lines with --json; until interrupted.
+func topPlain(ctx context.Context, g *globals, f *topFlags, src *top.Source, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		s, err := src.Snapshot()
+		if err != nil {
+			return err
+		}
+		if f.json {
+			err = top.WriteJSON(g.stdout, s)
+		} else {
+			err = top.WriteTable(g.stdout, s, f.maxRows)
+		}
+		if err != nil || f.once {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
