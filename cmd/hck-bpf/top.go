@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 	"github.com/charmbracelet/colorprofile"
 	"github.com/charmbracelet/x/term"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/hck-bpf/hck-bpf/internal/config"
 	"github.com/hck-bpf/hck-bpf/internal/policy"
 	"github.com/hck-bpf/hck-bpf/internal/top"
 	"github.com/hck-bpf/hck-bpf/internal/top/ui"
@@ -20,16 +23,17 @@ import (
 
 // topFlags are top's flags, as given.
 type topFlags struct {
-	interval     string
-	maxRows      int
-	sort         string
-	filter       string
-	synAlarm     int
-	allowKill    bool
-	once, json   bool
-	timeouts     map[string]*string
-	excludePorts []string
-	scope        scopeFlags
+	interval   string
+	maxRows    int
+	sort       string
+	filter     string
+	synAlarm   int
+	allowKill  bool
+	once, json bool
+	configPath string
+	from       string // what the countdowns follow (policy)
+	follow     bool   // a running service's policy
+	scope      scopeFlags
 }
 
 func newTop(g *globals) *cobra.Command {
@@ -51,7 +55,7 @@ tables, or one JSON document per line, every interval (once with --once).`,
   hck-bpf top --all-netns --sort age,desc --filter 10.0.0.
   hck-bpf top --once --json | jq .states`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return topCmd(g, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return topCmd(g, f, cmd.Flags()) },
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.interval, "interval", "1s", "refresh interval (250ms to 60s; seconds, or 500ms, 2s)")
@@ -62,17 +66,22 @@ tables, or one JSON document per line, every interval (once with --once).`,
 	fs.BoolVar(&f.allowKill, "allow-kill", false, "let K destroy the selected connection (asks y/N; cookie-exact, as kill)")
 	fs.BoolVar(&f.once, "once", false, "print one snapshot and exit")
 	fs.BoolVar(&f.json, "json", false, "one JSON document per interval (JSON lines)")
-	f.timeouts = map[string]*string{}
 	for _, t := range timeoutFlags {
-		f.timeouts[t.name] = fs.String(t.name, t.def, t.help+", for the countdowns: give the service's (seconds, or 90s)")
+		fs.String(t.name, t.def, t.help+", for the countdowns (seconds, or 90s)")
 	}
-	fs.StringArrayVar(&f.excludePorts, "exclude-ports", []string{"22"}, "ports shown as excluded, local or remote (as run's)")
+	fs.StringArray("exclude-ports", []string{"22"}, "ports shown as excluded, local or remote (as run's)")
+	fs.StringArray("include-ports", nil, "only these ports are candidates to destroy, local or remote (as run's; default all)")
+	fs.StringArray("exclude-processes", nil, "process names (comm) shown as excluded (as run's)")
+	fs.StringArray("exclude-cgroups", nil, "cgroup globs shown as excluded (as run's)")
+	fs.StringArray("include-cgroups", nil, "only owners in these cgroup globs are candidates to destroy (as run's)")
+	fs.StringVar(&f.configPath, "config", "", "countdowns by this YAML file's thresholds and rules, as run --config (flags given override it);\n"+
+		"without it and without a threshold or filter flag, a running service's own --config and flags")
 	f.scope.register(fs)
 	return cmd
 }
 
 // check validates every flag, before anything is opened.
-func (f *topFlags) check() (time.Duration, ui.Sort, *policy.Policy, error) {
+func (f *topFlags) check(fs *pflag.FlagSet) (time.Duration, ui.Sort, *policy.Policy, error) {
 	d, err := policy.ParseDuration(f.interval)
 	if err != nil {
 		return 0, ui.Sort{}, nil, usagef("--interval: %v", err)
@@ -96,26 +105,54 @@ func (f *topFlags) check() (time.Duration, ui.Sort, *policy.Policy, error) {
 	if f.allowKill && (f.once || f.json) {
 		return 0, ui.Sort{}, nil, usagef("--allow-kill: only for the full-screen view, not with --once or --json")
 	}
-	p := policy.Default()
-	for _, t := range timeoutFlags {
-		d, err := policy.ParseDuration(*f.timeouts[t.name])
-		if err != nil {
-			return 0, ui.Sort{}, nil, usagef("--%s: %v", t.name, err)
-		}
-		for _, st := range t.states {
-			if err := p.Thresholds.Set(st, d); err != nil {
-				return 0, ui.Sort{}, nil, usagef("--%s: %v", t.name, err)
-			}
-		}
+	p, from, follow, err := f.policy(fs)
+	if err != nil {
+		return 0, ui.Sort{}, nil, err
 	}
-	if p.ExcludePorts, err = policy.ParsePorts(f.excludePorts); err != nil {
-		return 0, ui.Sort{}, nil, usagef("--exclude-ports: %v", err)
-	}
-	return d, s, &p, nil
+	f.from, f.follow = from, follow
+	return d, s, p, nil
 }
 
-func topCmd(g *globals, f *topFlags) error {
-	interval, order, pol, err := f.check()
+// policy is what the countdowns follow: --config's file (loaded as run
+// loads it: a bad file is a usage error naming file:line) under the
+// policy flags given; follow when neither was given (a running service's
+// policy, then). from says which, for the header.
+func (f *topFlags) policy(fs *pflag.FlagSet) (p *policy.Policy, from string, follow bool, err error) {
+	given := map[string][]string{}
+	fs.Visit(func(fl *pflag.Flag) {
+		if !slices.Contains(top.PolicyFlags, fl.Name) {
+			return
+		}
+		if sv, ok := fl.Value.(pflag.SliceValue); ok {
+			given[fl.Name] = sv.GetSlice()
+		} else {
+			given[fl.Name] = []string{fl.Value.String()}
+		}
+	})
+	pol := policy.Default()
+	switch {
+	case f.configPath != "":
+		cfg, err := config.Load(f.configPath, configChecks)
+		if err != nil {
+			return nil, "", false, usageError{err}
+		}
+		pol, from = cfg.Settings.Policy(), f.configPath
+		if len(given) > 0 {
+			from += " + flags"
+		}
+	case len(given) > 0:
+		from = "flags"
+	default:
+		from, follow = "defaults", true
+	}
+	if err := top.Overlay(&pol, given); err != nil {
+		return nil, "", false, usageError{err}
+	}
+	return &pol, from, follow, nil
+}
+
+func topCmd(g *globals, f *topFlags, fs *pflag.FlagSet) error {
+	interval, order, pol, err := f.check(fs)
 	if err != nil {
 		return err
 	}
@@ -130,7 +167,7 @@ func topCmd(g *globals, f *topFlags) error {
 	if err := canEnter(sc); err != nil {
 		return err
 	}
-	src, err := top.Open(top.Options{PinDir: g.pinDir, Policy: pol, Scope: sc, SynAlarm: f.synAlarm, MaxPeers: 10})
+	src, err := top.Open(top.Options{PinDir: g.pinDir, Policy: pol, PolicyFrom: f.from, FollowService: f.follow, Scope: sc, SynAlarm: f.synAlarm, MaxPeers: 10})
 	if err != nil {
 		return err
 	}

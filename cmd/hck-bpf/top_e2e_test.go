@@ -429,3 +429,89 @@ wait:
 		t.Errorf("--json after SIGTERM: %v, want exit 0", err)
 	}
 }
+
+// topJSON runs `top --once --json` with args and decodes its document.
+func (h *e2e) topJSON(args ...string) map[string]any {
+	h.t.Helper()
+	r := h.mustRun(0, append([]string{"top", "--once", "--json"}, args...)...)
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		h.t.Fatalf("top --once --json: %v: %q", err, r.stdout)
+	}
+	return doc
+}
+
+// candidateOf is the candidate with cookie in a top JSON document.
+func candidateOf(t *testing.T, doc map[string]any, cookie uint64) map[string]any {
+	t.Helper()
+	cands, _ := doc["candidates"].([]any)
+	for _, c := range cands {
+		if m, _ := c.(map[string]any); m != nil && uint64(m["cookie"].(float64)) == cookie {
+			return m
+		}
+	}
+	t.Fatalf("cookie %d is no candidate: %v", cookie, doc["candidates"])
+	return nil
+}
+
+// TestTopFollowsServiceConfig: without --config and without a threshold
+// or filter flag, top's countdowns follow the running service's
+// configuration, read from its command line (--config PATH): a rule's
+// short threshold for one port, and the rule's name; the header (JSON
+// "policy") says so. Flags given, or --config, win; a service's file
+// gone gives the defaults and a warning.
+func TestTopFollowsServiceConfig(t *testing.T) {
+	h := newE2E(t)
+	cfg := writeConfig(t, "", `close_wait_timeout: 300
+rules:
+  - name: fast-port
+    ports: [7201]
+    close_wait_timeout: 45
+`)
+	svc := h.startService("run", "--config", cfg)
+	fast, _ := h.ns.CloseWaitOn(t, "tcp4", 7201)
+	slow, _ := h.ns.CloseWaitOn(t, "tcp4", 7202)
+	want := func(doc map[string]any, s *testnet.Sock, threshold float64, rule string) {
+		t.Helper()
+		c := candidateOf(t, doc, s.Cookie)
+		if c["threshold_s"] != threshold || (c["rule"] != nil || rule != "") && c["rule"] != rule {
+			t.Errorf("policy %q: cookie %d (port %d): threshold_s %v rule %v, want %v %q",
+				doc["policy"], s.Cookie, s.Local.Port(), c["threshold_s"], c["rule"], threshold, rule)
+		}
+	}
+
+	doc := h.topJSON()
+	if doc["policy"] != "service's "+cfg || doc["mode"] != "dry-run" {
+		t.Errorf("policy %q mode %q, want the service's %s, dry-run", doc["policy"], doc["mode"], cfg)
+	}
+	want(doc, fast, 45, "fast-port")
+	want(doc, slow, 300, "")
+
+	// A threshold flag: the flags (and the defaults under them).
+	doc = h.topJSON("--close-wait-timeout", "100")
+	if doc["policy"] != "flags" {
+		t.Errorf("with a flag: policy %q, want flags", doc["policy"])
+	}
+	want(doc, fast, 100, "")
+	want(doc, slow, 100, "")
+
+	// --config: that file, under the flags given.
+	other := writeConfig(t, "", "rules:\n  - name: mine\n    ports: [7202]\n    close_wait_timeout: 20\n")
+	doc = h.topJSON("--config", other)
+	if doc["policy"] != other {
+		t.Errorf("--config: policy %q, want %s", doc["policy"], other)
+	}
+	want(doc, fast, 60, "")
+	want(doc, slow, 20, "mine")
+
+	// The service's file gone: the defaults, and a warning naming it.
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	doc = h.topJSON()
+	if doc["policy"] != "defaults" || !strings.Contains(fmt.Sprint(doc["warnings"]), "read config "+cfg) {
+		t.Errorf("file gone: policy %q warnings %v, want defaults and a warning", doc["policy"], doc["warnings"])
+	}
+	want(doc, fast, 60, "")
+	svc.stop()
+}

@@ -12,6 +12,7 @@ import (
 // exist), which would be the error were the flags checked later.
 func TestTopUsage(t *testing.T) {
 	pin := t.TempDir() + "/pins"
+	bad := writeConfig(t, "", "close_wait_timeout: 30\nrules:\n  - name: a\n    ports: [80, 99999]\n")
 	for _, tt := range []struct {
 		args []string
 		msg  string
@@ -28,6 +29,9 @@ func TestTopUsage(t *testing.T) {
 		{[]string{"--exclude-ports", "70000"}, "--exclude-ports:"},
 		{[]string{"--netns", "x", "--all-netns"}, "choose one"},
 		{[]string{"stray"}, "unknown command"},
+		{[]string{"--config", bad}, bad + `:4: rules[0].ports: invalid port "99999"`},
+		{[]string{"--config", "/nonexistent/hck.yaml"}, "read config: open /nonexistent/hck.yaml"},
+		{[]string{"--include-ports", "x"}, "--include-ports:"},
 	} {
 		var out, errb bytes.Buffer
 		code := Main(append([]string{"top", "--pin-dir", pin}, tt.args...), &out, &errb)

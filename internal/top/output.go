@@ -20,6 +20,7 @@ type jsonSnapshot struct {
 	IntervalS   float64     `json:"interval_s"`
 	Service     bool        `json:"service"`
 	Mode        string      `json:"mode"`
+	Policy      string      `json:"policy"`
 	Namespaces  int         `json:"namespaces"`
 	Transitions float64     `json:"transitions_per_s"`
 	States      []jsonState `json:"states"`
@@ -93,7 +94,7 @@ func connJSON(c *conn.Conn) jsonConn {
 
 // WriteJSON writes snap as one JSON document on one line.
 func WriteJSON(w io.Writer, snap Snapshot) error {
-	j := jsonSnapshot{At: snap.At, IntervalS: snap.Interval.Seconds(), Service: snap.Service, Mode: snap.Mode,
+	j := jsonSnapshot{At: snap.At, IntervalS: snap.Interval.Seconds(), Service: snap.Service, Mode: snap.Mode, Policy: snap.Policy,
 		Namespaces: snap.Namespaces, Transitions: snap.Transitions,
 		States: []jsonState{}, Peers: []jsonPeer{}, Candidates: []jsonCand{}, Kills: []jsonKill{}, Warnings: []string{},
 		Syn: jsonSyn{HalfOpen: snap.Syn.HalfOpen, CookiesSent: snap.Syn.CookiesSent, CookiesPerS: snap.Syn.CookiesPerSec,
@@ -147,7 +148,7 @@ func WriteTable(w io.Writer, snap Snapshot, maxRows int) error {
 			svc += " (" + snap.Mode + ")"
 		}
 	}
-	fmt.Fprintf(tw, "# %s  %s  %d namespace(s)  transitions/s %s\n", snap.At.Format(time.RFC3339), svc, snap.Namespaces, rate(snap.Transitions))
+	fmt.Fprintf(tw, "# %s  %s  policy: %s  %d namespace(s)  transitions/s %s\n", snap.At.Format(time.RFC3339), svc, snap.Policy, snap.Namespaces, rate(snap.Transitions))
 	for _, m := range snap.Warnings {
 		fmt.Fprintf(tw, "# warning: %s\n", m)
 	}

@@ -13,6 +13,7 @@ type Snapshot struct {
 	Interval    time.Duration // since the previous snapshot (0 on the first: rates unknown)
 	Service     bool          // a service (hck-bpf run) holds the pin dir
 	Mode        string        // the service's mode if known ("live", "dry-run"), else ""
+	Policy      string        // what the countdowns follow: "flags", "service's /etc/hck-bpf/config.yaml", "defaults", ...
 	States      []StateCount  // every TCP state with sockets or transitions, kernel order
 	Transitions float64       // state changes per second, all states (0 when unknown)
 	Syn         SynPressure

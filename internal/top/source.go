@@ -14,7 +14,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,7 +31,14 @@ import (
 type Options struct {
 	PinDir string         // tracking.DefaultPinDir when empty
 	Policy *policy.Policy // thresholds, filters and rules: policy.Default() when nil
-	Scope  *scope.Scope   // the namespaces shown; the caller keeps and closes it
+	// PolicyFrom says where Policy comes from, for Snapshot.Policy
+	// ("flags", "/etc/hck-bpf/config.yaml + flags"; "defaults" when empty).
+	PolicyFrom string
+	// FollowService: while a service holds the pin dir, the countdowns
+	// follow its policy (its --config file and policy flags, read from
+	// its command line) instead of Policy.
+	FollowService bool
+	Scope         *scope.Scope // the namespaces shown; the caller keeps and closes it
 	// SynAlarm sets SynPressure.Alarm when HalfOpen reaches it (0: never).
 	SynAlarm int
 	// MaxPeers cuts Snapshot.Peers (0: DefaultMaxPeers).
@@ -64,7 +70,8 @@ type Source struct {
 	owners  map[uint64][]conn.Owner // by cookie, asked once per socket
 	nss     map[uint32]*nsSource
 	prev    *sample
-	buf     []byte // for /proc/net files
+	svc     *servicePolicy // the service's, when FollowService
+	buf     []byte         // for /proc/net files
 
 	// Peers: connections per remote address, counted by a full dump of
 	// the namespaces peersNS at peersAt; the next one is due at peersNext.
@@ -109,6 +116,9 @@ func Open(opts Options) (*Source, error) {
 	if opts.Policy == nil {
 		p := policy.Default()
 		opts.Policy = &p
+	}
+	if opts.PolicyFrom == "" {
+		opts.PolicyFrom = "defaults"
 	}
 	if opts.Scope == nil {
 		return nil, errors.New("open top: no scope")
@@ -194,9 +204,16 @@ func (s *Source) ns(ino uint32) (*nsSource, error) {
 func (s *Source) Snapshot() (Snapshot, error) {
 	now := time.Now()
 	boot := conn.Now()
-	snap := Snapshot{At: now, Service: tracking.ServicePID(s.opts.PinDir) != 0}
+	pid := tracking.ServicePID(s.opts.PinDir)
+	snap := Snapshot{At: now, Service: pid != 0, Policy: s.opts.PolicyFrom}
+	pol := s.opts.Policy
 	if snap.Service {
-		snap.Mode = serviceMode(tracking.ServicePID(s.opts.PinDir))
+		sp := s.followService(pid)
+		snap.Mode = sp.mode
+		if s.opts.FollowService {
+			pol, snap.Policy = &sp.pol, sp.from
+			snap.Warnings = append(snap.Warnings, sp.warnings...)
+		}
 	}
 	cur := &sample{at: now}
 	if !s.tracked {
@@ -281,7 +298,7 @@ func (s *Source) Snapshot() (Snapshot, error) {
 
 	// Candidates: the tracked sockets in scope, by the policy.
 	if s.tracked {
-		cands, err := s.candidates(inScope, boot, peers)
+		cands, err := s.candidates(pol, inScope, boot, peers)
 		if err != nil {
 			snap.Warnings = append(snap.Warnings, err.Error())
 		}
@@ -529,7 +546,7 @@ func rate(prev, cur uint64, secs float64) float64 {
 // candidates are the tracked sockets of scope in closing states, soonest
 // deadline first, decided as a sweep would; hung ones are counted into
 // peers too.
-func (s *Source) candidates(scope map[uint32]bool, now uint64, peers map[netip.Addr]*Peer) ([]Candidate, error) {
+func (s *Source) candidates(pol *policy.Policy, scope map[uint32]bool, now uint64, peers map[netip.Addr]*Peer) ([]Candidate, error) {
 	type due struct {
 		c        conn.Conn
 		deadline uint64
@@ -539,7 +556,7 @@ func (s *Source) candidates(scope map[uint32]bool, now uint64, peers map[netip.A
 		if !scope[c.NetNS] || !c.State.Closing() {
 			return
 		}
-		hung, deadline := s.opts.Policy.Due(c, now)
+		hung, deadline := pol.Due(c, now)
 		if hung {
 			a := c.Remote.Addr().Unmap()
 			if p := peers[a]; p != nil {
@@ -578,7 +595,7 @@ func (s *Source) candidates(scope map[uint32]bool, now uint64, peers map[netip.A
 	}
 	out := make([]Candidate, 0, len(all))
 	for _, d := range all {
-		out = append(out, candidate(s.opts.Policy, d.c, s.owners[d.c.Cookie], now))
+		out = append(out, candidate(pol, d.c, s.owners[d.c.Cookie], now))
 	}
 	if err != nil {
 		return out, err
@@ -666,24 +683,4 @@ func sortPeers(m map[netip.Addr]*Peer, max int) []Peer {
 		return a.Addr.Compare(b.Addr)
 	})
 	return out[:min(len(out), max)]
-}
-
-// serviceMode reads the service's mode from its command line: "live" with
-// --live, "dry-run" with --dry-run or with neither and no --config; ""
-// when a configuration file may say.
-func serviceMode(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return ""
-	}
-	args := strings.Split(string(b), "\x00")
-	switch {
-	case slices.Contains(args, "--live"):
-		return "live"
-	case slices.Contains(args, "--dry-run"):
-		return "dry-run"
-	case slices.ContainsFunc(args, func(a string) bool { return a == "--config" || strings.HasPrefix(a, "--config=") }):
-		return ""
-	}
-	return "dry-run"
 }
