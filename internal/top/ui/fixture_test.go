@@ -35,6 +35,7 @@ func fixture() top.Snapshot {
 	java := &conn.Owner{PID: 4242, Comm: "java"}
 	return top.Snapshot{
 		At: t0, Interval: time.Second, Service: true, Mode: "dry-run", Namespaces: 2,
+		Policy: "service's /etc/hck-bpf/config.yaml", PeersAt: t0.Add(-4 * time.Second),
 		States: []top.StateCount{
 			{State: conn.Established, Count: 1204, PerSec: 35.2},
 			{State: conn.SynSent, Count: 3, PerSec: 1},

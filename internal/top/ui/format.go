@@ -19,6 +19,20 @@ func elapsed(s *top.Snapshot, now time.Time) time.Duration {
 	return now.Sub(s.At)
 }
 
+// PeersAge says how old the peers' connection counts are at now (they are
+// counted by a full dump, every top.PeersEvery or less often):
+// "(counted 4s ago)", "(not counted yet)".
+func PeersAge(s *top.Snapshot, now time.Time) string {
+	if s.PeersAt.IsZero() {
+		return "(not counted yet)"
+	}
+	d := max(0, s.At.Sub(s.PeersAt)+elapsed(s, now)).Truncate(time.Second)
+	if d < time.Second {
+		return "(counted just now)"
+	}
+	return "(counted " + Short(d) + " ago)"
+}
+
 // AgeAt is a candidate's age at now, d after its snapshot was taken.
 func AgeAt(c *top.Candidate, d time.Duration) time.Duration { return c.Age + d }
 

@@ -365,3 +365,37 @@ func TestResize(t *testing.T) {
 		t.Errorf("80×24 cuts the countdowns:\n%s", out)
 	}
 }
+
+// TestPeersAge: the peers panel says how old the connection counts are
+// (PeersAt, a full dump's time), growing with the clock between
+// refreshes; "not counted yet" before the first.
+func TestPeersAge(t *testing.T) {
+	s := fixture() // counted 4s before the snapshot
+	m, ck := newTest(s, 100, 30, Options{})
+	if screen := plain(t, m, 100, 30); !strings.Contains(screen, "TOP PEERS by conns (counted 4s ago)") {
+		t.Errorf("no 'counted 4s ago' in the peers' title:\n%s", screen)
+	}
+	ck.now = t0.Add(70 * time.Second)
+	m.Update(tickMsg{m.gen})
+	if screen := plain(t, m, 100, 30); !strings.Contains(screen, "(counted 1m14s ago)") {
+		t.Errorf("70s later, no 'counted 1m14s ago':\n%s", screen)
+	}
+	s.PeersAt = time.Time{}
+	m, _ = newTest(s, 100, 30, Options{})
+	if screen := plain(t, m, 100, 30); !strings.Contains(screen, "TOP PEERS by conns (not counted yet)") {
+		t.Errorf("never counted: no 'not counted yet':\n%s", screen)
+	}
+	s.PeersAt = t0.Add(-300 * time.Millisecond)
+	m, _ = newTest(s, 100, 30, Options{})
+	if screen := plain(t, m, 100, 30); !strings.Contains(screen, "(counted just now)") {
+		t.Errorf("counted 0.3s before: no 'counted just now':\n%s", screen)
+	}
+}
+
+// TestHeaderPolicy: the header says what the countdowns follow.
+func TestHeaderPolicy(t *testing.T) {
+	m, _ := newTest(fixture(), 120, 40, Options{})
+	if h := strings.SplitN(plain(t, m, 120, 40), "\n", 2)[0]; !strings.Contains(h, "policy: service's /etc/hck-bpf/config.yaml") {
+		t.Errorf("header %q does not name the policy", h)
+	}
+}

@@ -194,6 +194,9 @@ func (m *Model) header() string {
 	default:
 		parts = append(parts, "service: not running")
 	}
+	if m.have && s.Policy != "" {
+		parts = append(parts, "policy: "+s.Policy)
+	}
 	parts = append(parts, "every "+m.interval.String())
 	if m.opts.Scope != "" {
 		parts = append(parts, m.opts.Scope)
@@ -259,7 +262,7 @@ func (m *Model) peerLines(n int) []string {
 		}
 		return a.Addr.Compare(b.Addr)
 	})
-	lines := []string{pad(m.st.title.Render("TOP PEERS")+" by connections", half) + " " +
+	lines := []string{pad(m.st.title.Render("TOP PEERS")+" by conns "+m.st.dim.Render(PeersAge(&m.snap, m.now)), half) + " " +
 		m.st.title.Render("TOP PEERS") + " by hung"}
 	aw := min(39, half-2-7)
 	for i := 0; i < n-1; i++ {
