@@ -31,6 +31,9 @@ const (
 	// prefix + digest.
 	OwnersIterPin  = "hck_owners_iter_"
 	SocketsIterPin = "hck_sockets_iter_"
+	// OwnersCompatIterPin is the prefix of the owners iterator's fallback
+	// (OwnersLoop).
+	OwnersCompatIterPin = "hck_owners_compat_iter_"
 	// SockfilePin is the sockfile program's prefix: prefix + digest.
 	SockfilePin = "hck_sockfile_"
 	// KillPinDir is the subdirectory of a pin dir where `kill` pins its
@@ -46,7 +49,7 @@ const noPrealloc = 1
 // PinnedMaps are the maps of every object that are pinned by name.
 var PinnedMaps = sync.OnceValue(func() []string {
 	var names []string
-	for _, load := range []func() (*ebpf.CollectionSpec, error){LoadTracker, LoadOwners, LoadSockets, LoadDestroy, LoadSockfile} {
+	for _, load := range []func() (*ebpf.CollectionSpec, error){LoadTracker, LoadOwners, LoadOwnersCompat, LoadSockets, LoadDestroy, LoadSockfile} {
 		spec, err := load()
 		if err != nil {
 			panic(fmt.Sprintf("load embedded BPF spec: %v", err)) // the objects are compiled in
@@ -67,7 +70,7 @@ func IsPinName(name string) bool {
 	if name == LinkPin || slices.Contains(PinnedMaps(), name) {
 		return true
 	}
-	for _, prefix := range []string{OwnersIterPin, SocketsIterPin, SockfilePin} {
+	for _, prefix := range []string{OwnersIterPin, OwnersCompatIterPin, SocketsIterPin, SockfilePin} {
 		if digest, ok := strings.CutPrefix(name, prefix); ok && isDigest(digest) {
 			return true
 		}
@@ -181,10 +184,21 @@ func OpenOwnersPrealloc(pinDir string, size uint32) (want, owned *ebpf.Map, it *
 }
 
 func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Map, it *link.Iter, err error) {
-	const what = "owners iterator"
-	spec, err := LoadOwners()
+	method, err := ChooseOwners()
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("load owners spec: %w", err)
+		return nil, nil, nil, err
+	}
+	return OpenOwnersWith(method, pinDir, size, prealloc)
+}
+
+// OpenOwnersWith is OpenOwners (OpenOwnersPrealloc with prealloc) with the
+// owners iterator of method, whatever the kernel has: for tests, which
+// compare the methods on one kernel.
+func OpenOwnersWith(method OwnersMethod, pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Map, it *link.Iter, err error) {
+	what := "owners iterator (" + method.String() + ")"
+	spec, prefix, digest, prog, err := method.spec()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	spec.Maps[OwnersMapHckWant].MaxEntries = size
 	spec.Maps[OwnersMapHckOwned].MaxEntries = size
@@ -201,15 +215,14 @@ func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Ma
 		want.Close()
 		return nil, nil, nil, explainLoad(what+" map "+OwnersMapHckOwned, pinDir, size, err)
 	}
-	it, err = pinnedIter(pinDir, OwnersIterPin, OwnersDigest, func() (*ebpf.Program, io.Closer, error) {
-		var objs OwnersObjects
-		err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+	it, err = pinnedIter(pinDir, prefix, digest, func() (*ebpf.Program, io.Closer, error) {
+		coll, err := ebpf.NewCollectionWithOptions(onlyProgram(spec, prog), ebpf.CollectionOptions{
 			MapReplacements: map[string]*ebpf.Map{OwnersMapHckWant: want, OwnersMapHckOwned: owned},
 		})
 		if err != nil {
 			return nil, nil, explainLoad(what, pinDir, size, err)
 		}
-		return objs.HckOwners, &objs, nil
+		return coll.Programs[prog], closer(coll.Close), nil
 	})
 	if err != nil {
 		want.Close()
@@ -217,6 +230,22 @@ func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Ma
 		return nil, nil, nil, err
 	}
 	return want, owned, it, nil
+}
+
+// closer is a Close without an error as an io.Closer.
+type closer func()
+
+func (c closer) Close() error { c(); return nil }
+
+// onlyProgram is spec with its program prog alone, and the maps it uses.
+func onlyProgram(spec *ebpf.CollectionSpec, prog string) *ebpf.CollectionSpec {
+	out := spec.Copy()
+	for name := range out.Programs {
+		if name != prog {
+			delete(out.Programs, name)
+		}
+	}
+	return out
 }
 
 // OpenSockfile returns the sockfile program pinned in dir for this build
