@@ -14,6 +14,8 @@ var (
 	// OwnersCompatDigest names the owners iterator's fallback.
 	OwnersCompatDigest = digest(_OwnersCompatBytes)
 	SockfileDigest     = digest(_SockfileBytes)
+	// SockfileCompatDigest names the sockfile program's fallback.
+	SockfileCompatDigest = digest(_SockfileCompatBytes)
 )
 
 func digest(b []byte) string {

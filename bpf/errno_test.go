@@ -41,7 +41,7 @@ func TestHelperErrnoCompare32(t *testing.T) {
 // emits right after a call.
 func wideErrnoCompares(insns asm.Instructions) []asm.Instruction {
 	var bad []asm.Instruction
-	result := map[asm.Register]bool{}  // holds a call's result
+	result := map[asm.Register]bool{}   // holds a call's result
 	negative := map[asm.Register]bool{} // holds a negative 64-bit constant
 	for _, ins := range insns {
 		op := ins.OpCode

@@ -11,3 +11,4 @@ package bpf
 //go:generate go tool bpf2go -tags linux -target bpfel Sockets sockets.bpf.c
 //go:generate go tool bpf2go -tags linux -target bpfel -type hck_kill -type hck_kill_state Destroy destroy.bpf.c
 //go:generate go tool bpf2go -tags linux -target bpfel -type hck_sockfile Sockfile sockfile.bpf.c
+//go:generate go tool bpf2go -tags linux -target bpfel SockfileCompat sockfile_compat.bpf.c

@@ -34,8 +34,10 @@ const (
 	// OwnersCompatIterPin is the prefix of the owners iterator's fallback
 	// (OwnersLoop).
 	OwnersCompatIterPin = "hck_owners_compat_iter_"
-	// SockfilePin is the sockfile program's prefix: prefix + digest.
-	SockfilePin = "hck_sockfile_"
+	// SockfilePin is the sockfile program's prefix: prefix + digest;
+	// SockfileCompatPin its fallback's.
+	SockfilePin       = "hck_sockfile_"
+	SockfileCompatPin = "hck_sockfilecompat_"
 	// KillPinDir is the subdirectory of a pin dir where `kill` pins its
 	// owner lookup (the sockfile program, and an owners iterator with maps
 	// of its own), apart from the service's: kills take turns on it (a
@@ -49,7 +51,7 @@ const noPrealloc = 1
 // PinnedMaps are the maps of every object that are pinned by name.
 var PinnedMaps = sync.OnceValue(func() []string {
 	var names []string
-	for _, load := range []func() (*ebpf.CollectionSpec, error){LoadTracker, LoadOwners, LoadOwnersCompat, LoadSockets, LoadDestroy, LoadSockfile} {
+	for _, load := range []func() (*ebpf.CollectionSpec, error){LoadTracker, LoadOwners, LoadOwnersCompat, LoadSockets, LoadDestroy, LoadSockfile, LoadSockfileCompat} {
 		spec, err := load()
 		if err != nil {
 			panic(fmt.Sprintf("load embedded BPF spec: %v", err)) // the objects are compiled in
@@ -70,7 +72,7 @@ func IsPinName(name string) bool {
 	if name == LinkPin || slices.Contains(PinnedMaps(), name) {
 		return true
 	}
-	for _, prefix := range []string{OwnersIterPin, OwnersCompatIterPin, SocketsIterPin, SockfilePin} {
+	for _, prefix := range []string{OwnersIterPin, OwnersCompatIterPin, SocketsIterPin, SockfilePin, SockfileCompatPin} {
 		if digest, ok := strings.CutPrefix(name, prefix); ok && isDigest(digest) {
 			return true
 		}
@@ -251,9 +253,28 @@ func onlyProgram(spec *ebpf.CollectionSpec, prog string) *ebpf.CollectionSpec {
 // OpenSockfile returns the sockfile program pinned in dir for this build
 // and its map hck_sockfiles (pinned by name), loading and pinning them
 // when there are none. The program is run, never attached.
+//
+// Kernels without the bpf_iter_num or bpf_rdonly_cast kfuncs get its
+// fallback (sockfile_compat.bpf.c, pinned as SockfileCompatPin), as the
+// owners iterator's method (ChooseOwners) says.
 func OpenSockfile(dir string) (*ebpf.Program, *ebpf.Map, error) {
-	const what = "sockfile program"
-	spec, err := LoadSockfile()
+	m, err := ChooseOwners()
+	if err != nil {
+		return nil, nil, err
+	}
+	return OpenSockfileWith(m, dir)
+}
+
+// OpenSockfileWith is OpenSockfile with the sockfile program that goes
+// with the owners method m, whatever the kernel has: for tests.
+func OpenSockfileWith(method OwnersMethod, dir string) (*ebpf.Program, *ebpf.Map, error) {
+	what := "sockfile program"
+	load, prefix, digest, name := LoadSockfile, SockfilePin, SockfileDigest, SockfileProgHckFindFiles
+	if method == OwnersLoop {
+		what += " (bpf_loop)"
+		load, prefix, digest, name = LoadSockfileCompat, SockfileCompatPin, SockfileCompatDigest, SockfileCompatProgHckFindFilesCompat
+	}
+	spec, err := load()
 	if err != nil {
 		return nil, nil, fmt.Errorf("load sockfile spec: %w", err)
 	}
@@ -261,18 +282,19 @@ func OpenSockfile(dir string) (*ebpf.Program, *ebpf.Map, error) {
 	if err != nil {
 		return nil, nil, explainLoad(what+" map "+SockfileMapHckSockfiles, dir, 0, err)
 	}
-	path := filepath.Join(dir, SockfilePin+SockfileDigest)
+	path := filepath.Join(dir, prefix+digest)
 	prog, err := ebpf.LoadPinnedProgram(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
-		var objs SockfileObjects
-		err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+		var coll *ebpf.Collection
+		coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 			MapReplacements: map[string]*ebpf.Map{SockfileMapHckSockfiles: m},
 		})
 		if err != nil {
 			m.Close()
 			return nil, nil, explainLoad(what, dir, 0, err)
 		}
-		prog = objs.HckFindFiles
+		prog = coll.DetachProgram(name)
+		coll.Close()
 		if err := prog.Pin(path); err != nil {
 			prog.Close()
 			if !errors.Is(err, os.ErrExist) { // or another hck-bpf pinned it first
@@ -281,7 +303,7 @@ func OpenSockfile(dir string) (*ebpf.Program, *ebpf.Map, error) {
 			}
 			prog, err = ebpf.LoadPinnedProgram(path, nil)
 		} else {
-			removeOtherBuilds(dir, SockfilePin, SockfileDigest)
+			removeOtherBuilds(dir, prefix, digest)
 		}
 	}
 	if err != nil {

@@ -24,9 +24,10 @@ const (
 )
 
 // OwnersEnv forces an owners method, for tests only: "iter_num" or
-// "bpf_loop" (the fallback, which then runs on a kernel that has the
-// other: HCK_BPF_TEST_OWNERS=bpf_loop go test ./... runs the whole suite
-// with it). Unset, the kernel is probed.
+// "bpf_loop" (the fallbacks, owners iterator and kill's sockfile program,
+// which then run on a kernel that has the primaries:
+// HCK_BPF_TEST_OWNERS=bpf_loop go test ./... runs the whole suite with
+// them). Unset, the kernel is probed.
 const OwnersEnv = "HCK_BPF_TEST_OWNERS"
 
 func (m OwnersMethod) String() string {
@@ -59,8 +60,9 @@ func (m OwnersMethod) spec() (*ebpf.CollectionSpec, string, string, string, erro
 }
 
 // ChooseOwners is the owners method for this kernel: OwnersIterNum when its
-// BTF has the bpf_iter_num_new kfunc, OwnersLoop otherwise (probed once
-// per process); OwnersEnv overrides it (tests).
+// BTF has the kfuncs the primaries call (bpf_iter_num_new, Linux 6.4;
+// bpf_rdonly_cast, 6.2, kill's sockfile program), OwnersLoop otherwise
+// (probed once per process); OwnersEnv overrides it (tests).
 func ChooseOwners() (OwnersMethod, error) {
 	switch v := os.Getenv(OwnersEnv); v {
 	case "":
@@ -75,14 +77,16 @@ func ChooseOwners() (OwnersMethod, error) {
 }
 
 var probeIterNum = sync.OnceValues(func() (OwnersMethod, error) {
-	ok, err := HasKfunc("bpf_iter_num_new")
-	if err != nil {
-		return 0, err
+	for _, kfunc := range []string{"bpf_iter_num_new", "bpf_rdonly_cast"} {
+		ok, err := HasKfunc(kfunc)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			return OwnersLoop, nil
+		}
 	}
-	if ok {
-		return OwnersIterNum, nil
-	}
-	return OwnersLoop, nil
+	return OwnersIterNum, nil
 })
 
 // HasKfunc reports whether the running kernel's BTF has the function
