@@ -98,6 +98,9 @@ func isDigest(s string) bool {
 // on, naming the object. A verifier error keeps its whole log (%+v).
 func explainLoad(what, pinDir string, mapSize uint32, err error) error {
 	var verr *ebpf.VerifierError
+	if f, ok := missingFeature(err); ok {
+		return &loadError{msg: fmt.Sprintf("load %s: this kernel lacks %s (Linux %s+): %v", what, f.name, f.since, firstLine(err)), err: err}
+	}
 	switch {
 	case errors.As(err, &verr):
 		return &loadError{msg: fmt.Sprintf("load %s: the kernel's verifier refused it: %+v", what, verr), err: err}
@@ -112,6 +115,40 @@ func explainLoad(what, pinDir string, mapSize uint32, err error) error {
 			what, pinDir, size, pinDir, err)
 	}
 	return fmt.Errorf("load %s: %w", what, err)
+}
+
+// feature is a kernel feature a program needs, as a failed load names it.
+type feature struct {
+	sign  string // in the load error (or the verifier's log)
+	name  string
+	since string // the first kernel that has it
+}
+
+// features are the newer kernel features hck-bpf's programs call. Each of
+// these has a fallback (ChooseOwners) or a refusal that names it.
+var features = []feature{
+	{`kfunc "bpf_iter_num_`, "the bpf_iter_num kfuncs (open-coded iterators)", "6.4"},
+	{`kfunc "bpf_rdonly_cast"`, "the bpf_rdonly_cast kfunc", "6.2"},
+	{`kfunc "bpf_sock_destroy"`, "the bpf_sock_destroy kfunc", "6.5"},
+	{"unknown func bpf_loop#", "the bpf_loop helper", "5.17"},
+}
+
+// missingFeature is the feature whose absence failed a load, if known.
+func missingFeature(err error) (feature, bool) {
+	msg := fmt.Sprintf("%+v", err)
+	for _, f := range features {
+		if strings.Contains(msg, f.sign) {
+			return f, true
+		}
+	}
+	return feature{}, false
+}
+
+// firstLine is err's message up to its first line break (a verifier
+// error's log follows it).
+func firstLine(err error) string {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return msg
 }
 
 // loadError is a message of its own over the error it explains.

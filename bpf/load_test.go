@@ -32,6 +32,15 @@ func TestExplainLoad(t *testing.T) {
 		{"owners iterator", 0, &ebpf.VerifierError{Cause: errors.New("invalid argument"),
 			Log: []string{"0: (b7) r0 = 0", "1: first line", "2: middle line", "3: last line"}},
 			[]string{"load owners iterator: the kernel's verifier refused it", "0: (b7) r0 = 0", "1: first line", "2: middle line", "3: last line"}, nil},
+		// A feature the kernel lacks: named with the kernel that has it,
+		// no verifier dump.
+		{"owners iterator", 0, fmt.Errorf(`program hck_owners: fixing up kfuncs: kfunc "bpf_iter_num_new": %w`, ebpf.ErrNotSupported),
+			[]string{"load owners iterator: this kernel lacks the bpf_iter_num kfuncs (open-coded iterators) (Linux 6.4+)"}, nil},
+		{"destroy iterator", 0, fmt.Errorf(`program hck_destroy: fixing up kfuncs: kfunc "bpf_sock_destroy": %w`, ebpf.ErrNotSupported),
+			[]string{"load destroy iterator: this kernel lacks the bpf_sock_destroy kfunc (Linux 6.5+)"}, nil},
+		{"owners iterator", 0, &ebpf.VerifierError{Cause: errors.New("invalid argument"),
+			Log: []string{"0: (85) call bpf_loop#181", "unknown func bpf_loop#181", "processed 5 insns"}},
+			[]string{"load owners iterator: this kernel lacks the bpf_loop helper (Linux 5.17+)"}, []string{"processed 5 insns"}},
 	} {
 		err := explainLoad(tt.what, "/sys/fs/bpf/x", tt.size, tt.err)
 		for _, w := range tt.want {

@@ -219,10 +219,14 @@ func runIsolated(t *testing.T, fstype string) {
 	if isBPF := uint32(st.Type) == bpffsMagic; isBPF != (fstype == "bpf") {
 		t.Errorf("%s: bpffs=%v after the doctor, over a %s", dir, isBPF, fstype)
 	}
+	rules, _ := kernel.Running()
 	for _, c := range checks {
 		want := OK
 		if c.Name == CheckBPFFS && fstype != "bpf" {
 			want = Warn
+		}
+		if c.Name == CheckKernel && rules.Warning() != "" {
+			want = Warn // before 6.11: orphans are reported, not destroyed
 		}
 		if c.Status != want {
 			t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, want)
