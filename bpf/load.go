@@ -234,7 +234,9 @@ func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Ma
 // owners iterator of method, whatever the kernel has: for tests, which
 // compare the methods on one kernel.
 func OpenOwnersWith(method OwnersMethod, pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Map, it *link.Iter, err error) {
-	what := "owners iterator (" + method.String() + ")"
+	// The maps are the same whichever program uses them.
+	const maps = "owners iterator"
+	what := maps + " (" + method.String() + ")"
 	spec, prefix, digest, prog, err := method.spec()
 	if err != nil {
 		return nil, nil, nil, err
@@ -247,12 +249,12 @@ func OpenOwnersWith(method OwnersMethod, pinDir string, size uint32, prealloc bo
 	}
 	want, err = ebpf.NewMapWithOptions(spec.Maps[OwnersMapHckWant], ebpf.MapOptions{PinPath: pinDir})
 	if err != nil {
-		return nil, nil, nil, explainLoad(what+" map "+OwnersMapHckWant, pinDir, size, err)
+		return nil, nil, nil, explainLoad(maps+" map "+OwnersMapHckWant, pinDir, size, err)
 	}
 	owned, err = ebpf.NewMapWithOptions(spec.Maps[OwnersMapHckOwned], ebpf.MapOptions{PinPath: pinDir})
 	if err != nil {
 		want.Close()
-		return nil, nil, nil, explainLoad(what+" map "+OwnersMapHckOwned, pinDir, size, err)
+		return nil, nil, nil, explainLoad(maps+" map "+OwnersMapHckOwned, pinDir, size, err)
 	}
 	it, err = pinnedIter(pinDir, prefix, digest, func() (*ebpf.Program, io.Closer, error) {
 		coll, err := ebpf.NewCollectionWithOptions(onlyProgram(spec, prog), ebpf.CollectionOptions{
