@@ -89,10 +89,11 @@ func TestOpenSockfile(t *testing.T) {
 	id, _ := info.ID()
 	prog.Close()
 	m.Close()
-	pin := SockfilePin + SockfileDigest
-	if m, _ := ChooseOwners(); m == OwnersLoop {
-		pin = SockfileCompatPin + SockfileCompatDigest
+	method, err := ChooseOwners()
+	if err != nil {
+		t.Fatal(err)
 	}
+	pin := method.SockfilePin()
 	for _, name := range []string{pin, SockfileMapHckSockfiles} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("%s not pinned: %v", name, err)

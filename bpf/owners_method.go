@@ -106,3 +106,12 @@ func HasKfunc(name string) (bool, error) {
 	}
 	return false, fmt.Errorf("look up %s in kernel BTF: %w", name, err)
 }
+
+// SockfilePin is the pin name of the sockfile program that goes with
+// method m: the primary's, or with OwnersLoop its fallback's.
+func (m OwnersMethod) SockfilePin() string {
+	if m == OwnersLoop {
+		return SockfileCompatPin + SockfileCompatDigest
+	}
+	return SockfilePin + SockfileDigest
+}

@@ -203,10 +203,9 @@ func TestRunOwners(t *testing.T) {
 	for _, m := range []struct {
 		env    string
 		method bpf.OwnersMethod
-		pin    string
 	}{
-		{"iter_num", bpf.OwnersIterNum, bpf.SockfilePin + bpf.SockfileDigest},
-		{"bpf_loop", bpf.OwnersLoop, bpf.SockfileCompatPin + bpf.SockfileCompatDigest},
+		{"iter_num", bpf.OwnersIterNum},
+		{"bpf_loop", bpf.OwnersLoop},
 	} {
 		t.Run(m.env, func(t *testing.T) {
 			if m.method == bpf.OwnersIterNum && primary != m.method {
@@ -214,7 +213,7 @@ func TestRunOwners(t *testing.T) {
 			}
 			t.Setenv(bpf.OwnersEnv, m.env)
 			pin := runOwners(t)
-			if _, err := os.Stat(filepath.Join(pin, bpf.KillPinDir, m.pin)); err != nil {
+			if _, err := os.Stat(filepath.Join(pin, bpf.KillPinDir, m.method.SockfilePin())); err != nil {
 				t.Errorf("the kill did not use the %s sockfile program: %v", m.env, err)
 			}
 		})
