@@ -151,6 +151,11 @@ func firstLine(err error) string {
 	return msg
 }
 
+// ExplainLoad is the one-line error for a failed load of the object what
+// (no pins): the kernel feature it lacks and the kernel that has it, when
+// known, else the verifier's log or the cause.
+func ExplainLoad(what string, err error) error { return explainLoad(what, "", 0, err) }
+
 // loadError is a message of its own over the error it explains.
 type loadError struct {
 	msg string
