@@ -31,8 +31,13 @@ const (
 	// prefix + digest.
 	OwnersIterPin  = "hck_owners_iter_"
 	SocketsIterPin = "hck_sockets_iter_"
-	// SockfilePin is the sockfile program's prefix: prefix + digest.
-	SockfilePin = "hck_sockfile_"
+	// OwnersCompatIterPin is the prefix of the owners iterator's fallback
+	// (OwnersLoop).
+	OwnersCompatIterPin = "hck_owners_compat_iter_"
+	// SockfilePin is the sockfile program's prefix: prefix + digest;
+	// SockfileCompatPin its fallback's.
+	SockfilePin       = "hck_sockfile_"
+	SockfileCompatPin = "hck_sockfilecompat_"
 	// KillPinDir is the subdirectory of a pin dir where `kill` pins its
 	// owner lookup (the sockfile program, and an owners iterator with maps
 	// of its own), apart from the service's: kills take turns on it (a
@@ -46,7 +51,7 @@ const noPrealloc = 1
 // PinnedMaps are the maps of every object that are pinned by name.
 var PinnedMaps = sync.OnceValue(func() []string {
 	var names []string
-	for _, load := range []func() (*ebpf.CollectionSpec, error){LoadTracker, LoadOwners, LoadSockets, LoadDestroy, LoadSockfile} {
+	for _, load := range []func() (*ebpf.CollectionSpec, error){LoadTracker, LoadOwners, LoadOwnersCompat, LoadSockets, LoadDestroy, LoadSockfile, LoadSockfileCompat} {
 		spec, err := load()
 		if err != nil {
 			panic(fmt.Sprintf("load embedded BPF spec: %v", err)) // the objects are compiled in
@@ -67,7 +72,7 @@ func IsPinName(name string) bool {
 	if name == LinkPin || slices.Contains(PinnedMaps(), name) {
 		return true
 	}
-	for _, prefix := range []string{OwnersIterPin, SocketsIterPin, SockfilePin} {
+	for _, prefix := range []string{OwnersIterPin, OwnersCompatIterPin, SocketsIterPin, SockfilePin, SockfileCompatPin} {
 		if digest, ok := strings.CutPrefix(name, prefix); ok && isDigest(digest) {
 			return true
 		}
@@ -93,6 +98,9 @@ func isDigest(s string) bool {
 // on, naming the object. A verifier error keeps its whole log (%+v).
 func explainLoad(what, pinDir string, mapSize uint32, err error) error {
 	var verr *ebpf.VerifierError
+	if f, ok := missingFeature(err); ok {
+		return &loadError{msg: fmt.Sprintf("load %s: this kernel lacks %s (Linux %s+): %v", what, f.name, f.since, firstLine(err)), err: err}
+	}
 	switch {
 	case errors.As(err, &verr):
 		return &loadError{msg: fmt.Sprintf("load %s: the kernel's verifier refused it: %+v", what, verr), err: err}
@@ -108,6 +116,45 @@ func explainLoad(what, pinDir string, mapSize uint32, err error) error {
 	}
 	return fmt.Errorf("load %s: %w", what, err)
 }
+
+// feature is a kernel feature a program needs, as a failed load names it.
+type feature struct {
+	sign  string // in the load error (or the verifier's log)
+	name  string
+	since string // the first kernel that has it
+}
+
+// features are the newer kernel features hck-bpf's programs call. Each of
+// these has a fallback (ChooseOwners) or a refusal that names it.
+var features = []feature{
+	{`kfunc "bpf_iter_num_`, "the bpf_iter_num kfuncs (open-coded iterators)", "6.4"},
+	{`kfunc "bpf_rdonly_cast"`, "the bpf_rdonly_cast kfunc", "6.2"},
+	{`kfunc "bpf_sock_destroy"`, "the bpf_sock_destroy kfunc", "6.5"},
+	{"unknown func bpf_loop#", "the bpf_loop helper", "5.17"},
+}
+
+// missingFeature is the feature whose absence failed a load, if known.
+func missingFeature(err error) (feature, bool) {
+	msg := fmt.Sprintf("%+v", err)
+	for _, f := range features {
+		if strings.Contains(msg, f.sign) {
+			return f, true
+		}
+	}
+	return feature{}, false
+}
+
+// firstLine is err's message up to its first line break (a verifier
+// error's log follows it).
+func firstLine(err error) string {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return msg
+}
+
+// ExplainLoad is the one-line error for a failed load of the object what
+// (no pins): the kernel feature it lacks and the kernel that has it, when
+// known, else the verifier's log or the cause.
+func ExplainLoad(what string, err error) error { return explainLoad(what, "", 0, err) }
 
 // loadError is a message of its own over the error it explains.
 type loadError struct {
@@ -181,10 +228,23 @@ func OpenOwnersPrealloc(pinDir string, size uint32) (want, owned *ebpf.Map, it *
 }
 
 func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Map, it *link.Iter, err error) {
-	const what = "owners iterator"
-	spec, err := LoadOwners()
+	method, err := ChooseOwners()
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("load owners spec: %w", err)
+		return nil, nil, nil, err
+	}
+	return OpenOwnersWith(method, pinDir, size, prealloc)
+}
+
+// OpenOwnersWith is OpenOwners (OpenOwnersPrealloc with prealloc) with the
+// owners iterator of method, whatever the kernel has: for tests, which
+// compare the methods on one kernel.
+func OpenOwnersWith(method OwnersMethod, pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Map, it *link.Iter, err error) {
+	// The maps are the same whichever program uses them.
+	const maps = "owners iterator"
+	what := maps + " (" + method.String() + ")"
+	spec, prefix, digest, prog, err := method.spec()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	spec.Maps[OwnersMapHckWant].MaxEntries = size
 	spec.Maps[OwnersMapHckOwned].MaxEntries = size
@@ -194,22 +254,21 @@ func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Ma
 	}
 	want, err = ebpf.NewMapWithOptions(spec.Maps[OwnersMapHckWant], ebpf.MapOptions{PinPath: pinDir})
 	if err != nil {
-		return nil, nil, nil, explainLoad(what+" map "+OwnersMapHckWant, pinDir, size, err)
+		return nil, nil, nil, explainLoad(maps+" map "+OwnersMapHckWant, pinDir, size, err)
 	}
 	owned, err = ebpf.NewMapWithOptions(spec.Maps[OwnersMapHckOwned], ebpf.MapOptions{PinPath: pinDir})
 	if err != nil {
 		want.Close()
-		return nil, nil, nil, explainLoad(what+" map "+OwnersMapHckOwned, pinDir, size, err)
+		return nil, nil, nil, explainLoad(maps+" map "+OwnersMapHckOwned, pinDir, size, err)
 	}
-	it, err = pinnedIter(pinDir, OwnersIterPin, OwnersDigest, func() (*ebpf.Program, io.Closer, error) {
-		var objs OwnersObjects
-		err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+	it, err = pinnedIter(pinDir, prefix, digest, func() (*ebpf.Program, io.Closer, error) {
+		coll, err := ebpf.NewCollectionWithOptions(onlyProgram(spec, prog), ebpf.CollectionOptions{
 			MapReplacements: map[string]*ebpf.Map{OwnersMapHckWant: want, OwnersMapHckOwned: owned},
 		})
 		if err != nil {
 			return nil, nil, explainLoad(what, pinDir, size, err)
 		}
-		return objs.HckOwners, &objs, nil
+		return coll.Programs[prog], closer(coll.Close), nil
 	})
 	if err != nil {
 		want.Close()
@@ -219,12 +278,47 @@ func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Ma
 	return want, owned, it, nil
 }
 
+// closer is a Close without an error as an io.Closer.
+type closer func()
+
+func (c closer) Close() error { c(); return nil }
+
+// onlyProgram is spec with its program prog alone, and the maps it uses.
+func onlyProgram(spec *ebpf.CollectionSpec, prog string) *ebpf.CollectionSpec {
+	out := spec.Copy()
+	for name := range out.Programs {
+		if name != prog {
+			delete(out.Programs, name)
+		}
+	}
+	return out
+}
+
 // OpenSockfile returns the sockfile program pinned in dir for this build
 // and its map hck_sockfiles (pinned by name), loading and pinning them
 // when there are none. The program is run, never attached.
+//
+// Kernels without the bpf_iter_num or bpf_rdonly_cast kfuncs get its
+// fallback (sockfile_compat.bpf.c, pinned as SockfileCompatPin), as the
+// owners iterator's method (ChooseOwners) says.
 func OpenSockfile(dir string) (*ebpf.Program, *ebpf.Map, error) {
-	const what = "sockfile program"
-	spec, err := LoadSockfile()
+	m, err := ChooseOwners()
+	if err != nil {
+		return nil, nil, err
+	}
+	return OpenSockfileWith(m, dir)
+}
+
+// OpenSockfileWith is OpenSockfile with the sockfile program that goes
+// with the owners method m, whatever the kernel has: for tests.
+func OpenSockfileWith(method OwnersMethod, dir string) (*ebpf.Program, *ebpf.Map, error) {
+	what := "sockfile program"
+	load, prefix, digest, name := LoadSockfile, SockfilePin, SockfileDigest, SockfileProgHckFindFiles
+	if method == OwnersLoop {
+		what += " (bpf_loop)"
+		load, prefix, digest, name = LoadSockfileCompat, SockfileCompatPin, SockfileCompatDigest, SockfileCompatProgHckFindFilesCompat
+	}
+	spec, err := load()
 	if err != nil {
 		return nil, nil, fmt.Errorf("load sockfile spec: %w", err)
 	}
@@ -232,18 +326,19 @@ func OpenSockfile(dir string) (*ebpf.Program, *ebpf.Map, error) {
 	if err != nil {
 		return nil, nil, explainLoad(what+" map "+SockfileMapHckSockfiles, dir, 0, err)
 	}
-	path := filepath.Join(dir, SockfilePin+SockfileDigest)
+	path := filepath.Join(dir, prefix+digest)
 	prog, err := ebpf.LoadPinnedProgram(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
-		var objs SockfileObjects
-		err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+		var coll *ebpf.Collection
+		coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 			MapReplacements: map[string]*ebpf.Map{SockfileMapHckSockfiles: m},
 		})
 		if err != nil {
 			m.Close()
 			return nil, nil, explainLoad(what, dir, 0, err)
 		}
-		prog = objs.HckFindFiles
+		prog = coll.DetachProgram(name)
+		coll.Close()
 		if err := prog.Pin(path); err != nil {
 			prog.Close()
 			if !errors.Is(err, os.ErrExist) { // or another hck-bpf pinned it first
@@ -252,7 +347,7 @@ func OpenSockfile(dir string) (*ebpf.Program, *ebpf.Map, error) {
 			}
 			prog, err = ebpf.LoadPinnedProgram(path, nil)
 		} else {
-			removeOtherBuilds(dir, SockfilePin, SockfileDigest)
+			removeOtherBuilds(dir, prefix, digest)
 		}
 	}
 	if err != nil {

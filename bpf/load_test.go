@@ -32,6 +32,15 @@ func TestExplainLoad(t *testing.T) {
 		{"owners iterator", 0, &ebpf.VerifierError{Cause: errors.New("invalid argument"),
 			Log: []string{"0: (b7) r0 = 0", "1: first line", "2: middle line", "3: last line"}},
 			[]string{"load owners iterator: the kernel's verifier refused it", "0: (b7) r0 = 0", "1: first line", "2: middle line", "3: last line"}, nil},
+		// A feature the kernel lacks: named with the kernel that has it,
+		// no verifier dump.
+		{"owners iterator", 0, fmt.Errorf(`program hck_owners: fixing up kfuncs: kfunc "bpf_iter_num_new": %w`, ebpf.ErrNotSupported),
+			[]string{"load owners iterator: this kernel lacks the bpf_iter_num kfuncs (open-coded iterators) (Linux 6.4+)"}, nil},
+		{"destroy iterator", 0, fmt.Errorf(`program hck_destroy: fixing up kfuncs: kfunc "bpf_sock_destroy": %w`, ebpf.ErrNotSupported),
+			[]string{"load destroy iterator: this kernel lacks the bpf_sock_destroy kfunc (Linux 6.5+)"}, nil},
+		{"owners iterator", 0, &ebpf.VerifierError{Cause: errors.New("invalid argument"),
+			Log: []string{"0: (85) call bpf_loop#181", "unknown func bpf_loop#181", "processed 5 insns"}},
+			[]string{"load owners iterator: this kernel lacks the bpf_loop helper (Linux 5.17+)"}, []string{"processed 5 insns"}},
 	} {
 		err := explainLoad(tt.what, "/sys/fs/bpf/x", tt.size, tt.err)
 		for _, w := range tt.want {
@@ -57,8 +66,8 @@ func TestWithoutMemlockHint(t *testing.T) {
 	}
 }
 
-// TestOpenSockfile: the sockfile program is loaded and pinned once, then
-// reused from its pin; a program pinned beside another map than the
+// TestOpenSockfile: the sockfile program (the kernel's: primary or
+// fallback) is loaded and pinned once, then reused from its pin; a program pinned beside another map than the
 // pinned hck_sockfiles (its map's pin replaced) is refused, not run.
 func TestOpenSockfile(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -80,7 +89,12 @@ func TestOpenSockfile(t *testing.T) {
 	id, _ := info.ID()
 	prog.Close()
 	m.Close()
-	for _, name := range []string{SockfilePin + SockfileDigest, SockfileMapHckSockfiles} {
+	method, err := ChooseOwners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := method.SockfilePin()
+	for _, name := range []string{pin, SockfileMapHckSockfiles} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("%s not pinned: %v", name, err)
 		}

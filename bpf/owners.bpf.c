@@ -15,41 +15,13 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "hck.h"
+#include "owners.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
 extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
 extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
-
-/* Keep the record types in BTF so bpf2go can generate them. */
-const struct hck_owner *_hck_owner __attribute__((unused));
-const struct hck_owner_key *_hck_owner_key __attribute__((unused));
-
-/* What the walks saw: (cookie, pid) -> when, fd, comm. Pruned by reconcile
- * when the socket is no longer tracked. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 262144);
-	__type(key, struct hck_owner_key);
-	__type(value, struct hck_owner);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hck_owned SEC(".maps");
-
-/* The files a sweep wants the owners of: file address -> the cookie of the
- * socket it was recorded for (hck_conn.file). A match is checked against
- * that cookie, so an address reused by another file never matches. Written
- * by userspace before a walk; entries are pruned when their socket is no
- * longer tracked. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 262144);
-	__type(key, __u64);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hck_want SEC(".maps");
 
 #define FD_CHUNK 512
 
@@ -63,15 +35,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fd_chunk);
 } hck_fd_chunk SEC(".maps");
-
-/* The cookie of the socket behind an open file, or 0. */
-static __always_inline __u64 file_cookie(__u64 f)
-{
-	struct socket *so = BPF_CORE_READ((struct file *)f, private_data);
-	struct sock *sk = BPF_CORE_READ(so, sk);
-
-	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-}
 
 SEC("iter/task")
 int hck_owners(struct bpf_iter__task *ctx)

@@ -54,26 +54,23 @@ func ProbeTracker() error {
 	return nil
 }
 
-// ProbeOwners proves that this kernel runs the owners iterator: it loads
-// hck_owners with a fresh, unpinned hck_want map, attaches iter/task and
+// ProbeOwners proves that this kernel runs the owners iterator of method:
+// it loads it with a fresh, unpinned hck_want map, attaches iter/task and
 // reads it once. The map is empty, so the pass reports no socket; it
 // returns how many bytes it read (0 unless the program changed).
-func ProbeOwners() (int, error) {
-	spec, err := LoadOwners()
+func ProbeOwners(method OwnersMethod) (int, error) {
+	spec, _, _, name, err := method.spec()
 	if err != nil {
-		return 0, fmt.Errorf("load owners spec: %w", err)
+		return 0, err
 	}
 	unpinned(spec)
-	coll, err := ebpf.NewCollection(spec)
+	what := "owners iterator (" + method.String() + ")"
+	coll, err := ebpf.NewCollection(onlyProgram(spec, name))
 	if err != nil {
-		return 0, explainLoad("owners iterator", "", 0, err)
+		return 0, explainLoad(what, "", 0, err)
 	}
 	defer coll.Close()
-	prog := coll.Programs[OwnersProgHckOwners]
-	if prog == nil {
-		return 0, fmt.Errorf("load owners iterator: no program %s in the object", OwnersProgHckOwners)
-	}
-	return ReadIterOnce(prog)
+	return ReadIterOnce(coll.Programs[name])
 }
 
 // ProbeSockets proves that this kernel runs the sockets iterator: it loads

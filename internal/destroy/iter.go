@@ -42,11 +42,7 @@ func newIterKiller(netns uint32) (*iterKiller, error) {
 	}
 	k := &iterKiller{netns: netns, cap: int(spec.Maps[bpf.DestroyMapHckKills].MaxEntries)}
 	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load destroy iterator: %+v", ve)
-		}
-		return nil, fmt.Errorf("load destroy iterator: %w", err)
+		return nil, bpf.ExplainLoad("destroy iterator", err) // names the kfunc and 6.5 when it is missing
 	}
 	if k.link, err = link.AttachIter(link.IterOptions{Program: k.objs.HckDestroy}); err != nil {
 		k.objs.Close()

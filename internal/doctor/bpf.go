@@ -20,10 +20,22 @@ func checkTpBTF(Options) (Status, string) {
 }
 
 func checkIterTask(Options) (Status, string) {
-	if _, err := bpf.ProbeOwners(); err != nil {
+	m, err := bpf.ChooseOwners()
+	if err != nil {
+		return failf("%v", err)
+	}
+	if _, err := bpf.ProbeOwners(m); err != nil {
 		return failf("%v", permHint(err, bpfCaps))
 	}
-	return OK, "owners iterator (iter/task, file-table scan with bpf_iter_num) loaded with an unpinned map, attached and read once"
+	return OK, "owner method: " + ownersDetail(m) + "; loaded with an unpinned map, attached and read once"
+}
+
+// ownersDetail says why this kernel walks with method m.
+func ownersDetail(m bpf.OwnersMethod) string {
+	if m == bpf.OwnersLoop {
+		return m.String() + " (fallback: no bpf_iter_num kfuncs, Linux 6.4, in this kernel's BTF)"
+	}
+	return m.String() + " (file-table scan)"
 }
 
 // checkIterTCP loads the smallest iter/tcp program there is and walks the

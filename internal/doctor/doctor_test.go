@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/kernel"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
@@ -66,6 +67,14 @@ func TestRun(t *testing.T) {
 	}
 
 	checks := Run(Options{})
+	rules, err := kernel.Running()
+	if err != nil {
+		t.Fatal(err)
+	}
+	method, err := bpf.ChooseOwners()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	names := make([]string, 0, len(checks))
 	for _, c := range checks {
@@ -77,6 +86,16 @@ func TestRun(t *testing.T) {
 		want := OK
 		if c.Name == CheckBPFFS && !mounted {
 			want = Warn // not mounted, and the doctor must not mount it
+		}
+		if c.Name == CheckKernel && rules.Warning() != "" {
+			want = Warn // before 6.11: orphans are reported, not destroyed
+		}
+		// The lines say which rules, owner method and destroy path apply.
+		if c.Name == CheckKernel && c.Detail != rules.Summary() {
+			t.Errorf("%s: %q, want the per-state rules %q", c.Name, c.Detail, rules.Summary())
+		}
+		if c.Name == CheckIterTask && !strings.Contains(c.Detail, "owner method: "+method.String()) {
+			t.Errorf("%s: %q does not name the owner method %s", c.Name, c.Detail, method)
 		}
 		if c.Status != want {
 			t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, want)
@@ -114,6 +133,29 @@ func TestRun(t *testing.T) {
 			t.Fatalf("threads in network namespaces %v, want only %s", all, nsLink)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestIterTaskNamesMethod: the iter/task line names the owner method the
+// kernel gets, the fallback as one (forced here, as on a kernel without
+// bpf_iter_num).
+func TestIterTaskNamesMethod(t *testing.T) {
+	requireRoot(t)
+	t.Setenv(bpf.OwnersEnv, "bpf_loop")
+	st, detail := checkIterTask(Options{})
+	if st != OK || !strings.Contains(detail, "owner method: iter/task with bpf_loop (fallback: no bpf_iter_num kfuncs") {
+		t.Errorf("with the fallback: %s %q", st, detail)
+	}
+	if m, _ := bpf.ChooseOwners(); m != bpf.OwnersLoop {
+		t.Fatalf("ChooseOwners = %v with %s=bpf_loop", m, bpf.OwnersEnv)
+	}
+	t.Setenv(bpf.OwnersEnv, "")
+	if m, _ := bpf.ChooseOwners(); m != bpf.OwnersIterNum {
+		t.Skipf("kernel without bpf_iter_num: the primary is not checked")
+	}
+	st, detail = checkIterTask(Options{})
+	if st != OK || !strings.Contains(detail, "owner method: iter/task with bpf_iter_num (file-table scan)") {
+		t.Errorf("the primary: %s %q", st, detail)
 	}
 }
 
@@ -177,10 +219,14 @@ func runIsolated(t *testing.T, fstype string) {
 	if isBPF := uint32(st.Type) == bpffsMagic; isBPF != (fstype == "bpf") {
 		t.Errorf("%s: bpffs=%v after the doctor, over a %s", dir, isBPF, fstype)
 	}
+	rules, _ := kernel.Running()
 	for _, c := range checks {
 		want := OK
 		if c.Name == CheckBPFFS && fstype != "bpf" {
 			want = Warn
+		}
+		if c.Name == CheckKernel && rules.Warning() != "" {
+			want = Warn // before 6.11: orphans are reported, not destroyed
 		}
 		if c.Status != want {
 			t.Errorf("%s: %s (%s), want %s", c.Name, c.Status, c.Detail, want)

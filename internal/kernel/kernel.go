@@ -167,12 +167,19 @@ func (r Rules) Warning() string {
 	return ""
 }
 
-// Summary is one line on what this kernel can destroy: Warning, or that it
-// can destroy everything.
+// Summary is one line on what this kernel destroys, state by state: the
+// sockets a process holds; timewait sockets (TIME_WAIT, and FIN_WAIT2
+// after close) from 6.0; orphans from 6.11 (before, reported only).
 func (r Rules) Summary() string {
-	if w := r.Warning(); w != "" {
-		return w
+	tw := fmt.Sprintf("TIME_WAIT destroyed (≥%d.%d)", TimewaitSince.Major, TimewaitSince.Minor)
+	if !r.DestroyTimewait {
+		tw = fmt.Sprintf("TIME_WAIT and FIN_WAIT2 timewait sockets reported, not destroyed (destroying them needs %d.%d)",
+			TimewaitSince.Major, TimewaitSince.Minor)
 	}
-	return fmt.Sprintf("kernel %s: TIME_WAIT destroy (≥%d.%d) and orphan destroy (≥%d.%d) supported", r.Version,
-		TimewaitSince.Major, TimewaitSince.Minor, OrphansSince.Major, OrphansSince.Minor)
+	orphans := fmt.Sprintf("orphans destroyed (≥%d.%d)", OrphansSince.Major, OrphansSince.Minor)
+	if !r.DestroyOrphans {
+		orphans = fmt.Sprintf("orphaned sockets (no process holds them) reported, not destroyed (tcp_abort can leave them alive before %d.%d)",
+			OrphansSince.Major, OrphansSince.Minor)
+	}
+	return fmt.Sprintf("kernel %s, per state: sockets a process holds destroyed; %s; %s", r.Version, tw, orphans)
 }

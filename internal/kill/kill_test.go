@@ -4,11 +4,13 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/loopsock"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
@@ -190,10 +192,37 @@ func TestKernelFilter(t *testing.T) {
 // TestRunOwners: a kill finds each socket's owner (this process), refuses
 // a socket whose open file no process holds (passed over a unix socket,
 // still in flight) unless forced, and destroys a connection no process
-// has accepted yet (no owner possible) without asking.
+// has accepted yet (no owner possible) without asking. With the primary
+// sockfile program and owners iterator, and with their fallbacks for
+// kernels without bpf_iter_num (forced here: bpf.OwnersEnv).
 func TestRunOwners(t *testing.T) {
+	primary, err := bpf.ChooseOwners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []struct {
+		env    string
+		method bpf.OwnersMethod
+	}{
+		{"iter_num", bpf.OwnersIterNum},
+		{"bpf_loop", bpf.OwnersLoop},
+	} {
+		t.Run(m.env, func(t *testing.T) {
+			if m.method == bpf.OwnersIterNum && primary != m.method {
+				t.Skip("kernel without the bpf_iter_num_new (Linux 6.4) or bpf_rdonly_cast (6.2) kfuncs")
+			}
+			t.Setenv(bpf.OwnersEnv, m.env)
+			pin := runOwners(t)
+			if _, err := os.Stat(filepath.Join(pin, bpf.KillPinDir, m.method.SockfilePin())); err != nil {
+				t.Errorf("the kill did not use the %s sockfile program: %v", m.env, err)
+			}
+		})
+	}
+}
+
+func runOwners(t *testing.T) (pin string) {
 	l := newLab(t)
-	pin := testnet.PinDir(t)
+	pin = testnet.PinDir(t)
 	if err := os.MkdirAll(pin, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -283,4 +312,5 @@ func TestRunOwners(t *testing.T) {
 	if d, ok, _ := l.ns.Find(other); !ok || d.State != conn.Established {
 		t.Errorf("the other peer's socket %d: %v (alive %v)", other, d.State, ok)
 	}
+	return pin
 }

@@ -28,11 +28,12 @@ import (
 // loading (and pinning) them on first use.
 type Finder struct {
 	pinDir   string
-	size     uint32     // entries of hck_want and hck_owned, when made
-	prealloc bool       // make them preallocated (NewPrealloc)
-	want     *ebpf.Map  // hck_want: the files Owners asks about
-	owned    *ebpf.Map  // hck_owned: what the walks found
-	it       *link.Iter // the pinned owners iterator, opened on first Owners
+	size     uint32           // entries of hck_want and hck_owned, when made
+	prealloc bool             // make them preallocated (NewPrealloc)
+	method   bpf.OwnersMethod // 0: the kernel's (bpf.ChooseOwners)
+	want     *ebpf.Map        // hck_want: the files Owners asks about
+	owned    *ebpf.Map        // hck_owned: what the walks found
+	it       *link.Iter       // the pinned owners iterator, opened on first Owners
 }
 
 // New is a Finder for pinDir, whose maps hold size entries when it makes
@@ -44,6 +45,27 @@ func New(pinDir string, size uint32) *Finder { return &Finder{pinDir: pinDir, si
 // dir).
 func NewPrealloc(pinDir string, size uint32) *Finder {
 	return &Finder{pinDir: pinDir, size: size, prealloc: true}
+}
+
+// Use makes f walk with method whatever the kernel has, for tests that
+// compare the methods on one kernel; called before the first Owners. (The
+// whole suite takes a method from the environment: bpf.OwnersEnv.)
+func (f *Finder) Use(method bpf.OwnersMethod) { f.method = method }
+
+// Method is the method f walks with: the kernel's once f is open.
+func (f *Finder) Method() bpf.OwnersMethod { return f.method }
+
+// ProgramID is the ID of the program behind f's iterator, once open (for
+// measurements: its BPF statistics).
+func (f *Finder) ProgramID() (ebpf.ProgramID, error) {
+	if f.it == nil {
+		return 0, errors.New("read owners iterator: not open")
+	}
+	info, err := f.it.Info()
+	if err != nil {
+		return 0, fmt.Errorf("read owners iterator link: %w", err)
+	}
+	return info.Program, nil
 }
 
 // Owners finds the processes holding the sockets cs (one socket can be
@@ -144,11 +166,14 @@ func (f *Finder) open() error {
 	if f.it != nil {
 		return nil
 	}
-	open := bpf.OpenOwners
-	if f.prealloc {
-		open = bpf.OpenOwnersPrealloc
+	if f.method == 0 {
+		m, err := bpf.ChooseOwners()
+		if err != nil {
+			return err
+		}
+		f.method = m
 	}
-	want, owned, it, err := open(f.pinDir, f.size)
+	want, owned, it, err := bpf.OpenOwnersWith(f.method, f.pinDir, f.size, f.prealloc)
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,11 @@ func TestUnloadKillDir(t *testing.T) {
 		if err != nil {
 			t.Fatalf("tracker %v: %v", withTracker, err)
 		}
-		for _, name := range []string{bpf.SockfilePin + bpf.SockfileDigest, bpf.SockfileMapHckSockfiles} {
+		method, err := bpf.ChooseOwners() // the sockfile program OpenSockfile chose
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{method.SockfilePin(), bpf.SockfileMapHckSockfiles} {
 			if !slices.Contains(rep.Removed, filepath.Join(bpf.KillPinDir, name)) {
 				t.Errorf("tracker %v: removed %q, not kill/%s", withTracker, rep.Removed, name)
 			}
