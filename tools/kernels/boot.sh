@@ -15,6 +15,7 @@ kdir=$1
 initrd=$2
 out=$3
 here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
 timeout=${KERNELS_TIMEOUT:-1200}
 
 vmlinuz=$(ls "$kdir"/boot/vmlinuz-* | head -1)
@@ -62,7 +63,7 @@ accel=${ACCEL:-$(probe)}
 echo "boot: $(basename "$vmlinuz") under $accel, timeout ${timeout}s" >&2
 
 case $out in
-/tmp/* | /run/* | /boot/* | /proc/* | /sys/* | /dev/*)
+/run/* | /boot/* | /proc/* | /sys/* | /dev/*)
 	echo "boot: $out is under a directory the guest mounts its own tmpfs on: choose another" >&2
 	exit 2
 	;;
@@ -72,7 +73,7 @@ rm -rf "$out/results"
 timeout --foreground -k 10 "$timeout" qemu-system-x86_64 $(accel_args "$accel") "${common[@]}" \
 	-virtfs "local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$out,mount_tag=out,security_model=none,multidevs=remap" \
-	-append "console=ttyS0 panic=-1 quiet loglevel=4 HCK_GUEST=$here/guest.sh HCK_OUT=$out HCK_KDIR=$kdir" \
+	-append "console=ttyS0 panic=-1 quiet loglevel=4 HCK_GUEST=$here/guest.sh HCK_OUT=$out HCK_KDIR=$kdir HCK_SRC=$src" \
 	</dev/null >"$out/console.log" 2>&1 || true
 
 if ! [ -f "$out/results/.done" ]; then

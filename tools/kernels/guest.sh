@@ -2,7 +2,7 @@
 # guest.sh: PID 1 of a test kernel, on the host's root mounted read-only
 # over 9p (see init). Mounts what the tests need, points module autoloading
 # at the unpacked kernel's modules, runs every test binary listed in
-# $HCK_OUT/tests (built on the host by boot.sh) with -test.v=test2json,
+# $HCK_OUT/tests (built on the host by matrix.sh) with -test.v=test2json,
 # writing each one's output to $HCK_OUT/results/NAME.out, then powers off.
 # Whatever happens, it powers off: the host's timeout is the last resort.
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -22,14 +22,24 @@ mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs shm /dev/shm
+# The host's root as it is, before the tmpfs on /tmp hides part of it: a
+# checkout under /tmp (a CI clone) is bound back from here below.
+mount --bind / /mnt
 mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
+case $HCK_SRC in
+/tmp/*)
+	mkdir -p "$HCK_SRC"
+	mount --bind "/mnt$HCK_SRC" "$HCK_SRC"
+	;;
+esac
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 
 # The results share, at the same path as on the host.
+mkdir -p "$HCK_OUT" 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out "$HCK_OUT" || {
 	say "mount of the results share failed"
 	exit 1
@@ -64,11 +74,11 @@ set +a
 
 say "kernel $release up; running the tests"
 mkdir -p "$HCK_OUT/results"
-# Each line: NAME IMPORTPATH DIR. A test runs in its package's directory,
-# as under go test (testdata/ is found there).
-while read -r name pkg dir; do
+# Each line: NAME IMPORTPATH DIR BINARY. A test runs in its package's
+# directory, as under go test (testdata/ is found there).
+while read -r name pkg dir bin; do
 	start=$(date +%s)
-	(cd "$dir" && "$HCK_OUT/bin/$name.test" -test.v=test2json -test.count=1 \
+	(cd "$dir" && "$bin" -test.v=test2json -test.count=1 \
 		-test.timeout="${HCK_TEST_TIMEOUT:-10m}" </dev/null >"$HCK_OUT/results/$name.out" 2>&1)
 	echo $? >"$HCK_OUT/results/$name.exit"
 	say "$pkg: exit $(cat "$HCK_OUT/results/$name.exit") in $(($(date +%s) - start))s"
