@@ -75,7 +75,8 @@ go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}} {{.Dir}}{{end}}'
 go test -c -o "$outroot/bin/" ./... 2>&1 | grep -v '^?' >&2 || true
 while read -r name pkg dir bin; do
 	# go test -c names a binary after its package's last element.
-	mv "$outroot/bin/$(basename "$pkg").test" "$bin"
+	built=$outroot/bin/$(basename "$pkg").test
+	[ "$built" = "$bin" ] || mv "$built" "$bin"
 done <"$list"
 
 status=0

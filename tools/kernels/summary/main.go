@@ -170,17 +170,30 @@ func reason(t *Test) string {
 	return clip(strings.Join(parts, " | "), 200)
 }
 
-// firstError is a failure's first message, with its location.
-func firstError(t *Test) string {
+// failure is a failure's message: the test's last located line (t.Fatal's,
+// or the last t.Error's; t.Log's lines come before them as a rule) and, when
+// another line names an error (a command's stderr quoted by the test: a
+// line with "error", or hck-bpf's own "hck-bpf: ..." error line), the first
+// such line too.
+func failure(t *Test) string {
 	if len(t.Output) == 0 {
 		return "(no message)"
 	}
-	for _, l := range t.Output {
-		if location.MatchString(l) {
-			return clip(l, 240)
+	last := t.Output[len(t.Output)-1]
+	for i := len(t.Output) - 1; i >= 0; i-- {
+		if location.MatchString(t.Output[i]) {
+			last = t.Output[i]
+			break
 		}
 	}
-	return clip(t.Output[0], 240)
+	msg := clip(last, 240)
+	for _, l := range t.Output {
+		if l != last && (strings.Contains(strings.ToLower(l), "error") || strings.HasPrefix(l, "hck-bpf: ")) {
+			msg += " — " + clip(l, 240)
+			break
+		}
+	}
+	return msg
 }
 
 func clip(s string, n int) string {
@@ -221,7 +234,7 @@ func print(w io.Writer, kernel, note string, runs []Run) bool {
 				skips[rs] = append(skips[rs], id)
 			case "fail":
 				f++
-				failures = append(failures, id+": "+firstError(t))
+				failures = append(failures, id+": "+failure(t))
 			default:
 				f++
 				why := "the binary panicked or timed out"

@@ -54,3 +54,19 @@ func TestSummaryAllPassed(t *testing.T) {
 		t.Errorf("no per-package line:\n%s", out.String())
 	}
 }
+
+// A failure names the test's last located line (its t.Fatal) and the
+// command's error line it quoted, not the t.Log lines before them.
+func TestFailureMessage(t *testing.T) {
+	tt := &Test{Name: "TestList", Outcome: "fail", Output: []string{
+		"e2e_test.go:679: hck-bpf list --map-size 4: exit 0",
+		"e2e_test.go:686: exit 1, want 0",
+		"stdout:",
+		"stderr:",
+		`hck-bpf: load owners iterator: kfunc "bpf_iter_num_new": not supported`,
+	}}
+	want := `e2e_test.go:686: exit 1, want 0 — hck-bpf: load owners iterator: kfunc "bpf_iter_num_new": not supported`
+	if got := failure(tt); got != want {
+		t.Errorf("failure:\n got %s\nwant %s", got, want)
+	}
+}
