@@ -3,7 +3,7 @@
 # the host's root shared read-only over 9p and OUT shared writable; the
 # guest (guest.sh) runs the test binaries listed in OUT/tests and powers
 # off. The console goes to OUT/console.log. Exits non-zero when the guest
-# did not finish (no OUT/results/.done) within KERNELS_TIMEOUT seconds.
+# did not finish (no OUT/results/.done) within KERNELS_TIMEOUT seconds (1800).
 #
 # ACCEL=kvm|tcg chooses the accelerator; unset, probe() decides: /dev/kvm
 # exists on some machines where KVM cannot run a stock kernel (nested
@@ -16,7 +16,7 @@ initrd=$2
 out=$3
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
-timeout=${KERNELS_TIMEOUT:-1200}
+timeout=${KERNELS_TIMEOUT:-1800}
 
 vmlinuz=$(ls "$kdir"/boot/vmlinuz-* | head -1)
 
