@@ -85,6 +85,7 @@ mkdir -p "$HCK_OUT/results"
 while read -r name pkg dir bin; do
 	start=$(date +%s)
 	(cd "$dir" && "$bin" -test.v=test2json -test.count=1 ${HCK_TEST_SKIP:+-test.skip="$HCK_TEST_SKIP"} \
+		${HCK_TEST_RUN:+-test.run="$HCK_TEST_RUN"} \
 		-test.timeout="${HCK_TEST_TIMEOUT:-10m}" </dev/null >"$HCK_OUT/results/$name.out" 2>&1)
 	echo $? >"$HCK_OUT/results/$name.exit"
 	say "$pkg: exit $(cat "$HCK_OUT/results/$name.exit") in $(($(date +%s) - start))s"

@@ -22,6 +22,7 @@
 #   KERNELS_SKIP_TESTS  a -test.skip pattern for the guest (TestNoTesting:
 #                    go list over 9p takes 80 s under TCG and reads no
 #                    kernel; make test runs it)
+#   KERNELS_RUN      a -test.run pattern for the guest (to rerun one test)
 #   ACCEL            kvm or tcg, instead of probing
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -106,6 +107,7 @@ for entry in "${matrix[@]}"; do
 	cp "$list" "$out/tests"
 	cat >"$out/guest.env" <<ENV
 HCK_TEST_CHURN=${KERNELS_CHURN:-10000}
+HCK_TEST_RUN=$(printf %q "${KERNELS_RUN-}")
 HCK_TEST_SKIP=$(printf %q "${KERNELS_SKIP_TESTS-^TestNoTesting\$}")
 HCK_BPF_TEST_BIN=$outroot/bin/hck-bpf
 GOPATH=$(printf %q "$(go env GOPATH)")
