@@ -11,7 +11,7 @@ export BPF2GO_CC     := $(CLANG)
 export BPF2GO_STRIP  := $(STRIP)
 export BPF2GO_CFLAGS := -O2 -g -Wall -Werror
 
-.PHONY: all build generate check-generate test lint demo bench package clean
+.PHONY: all build generate check-generate test test-kernels lint demo bench package clean
 
 all: build
 
@@ -46,6 +46,13 @@ check-generate:
 test: build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The same suite inside other kernels under qemu: Debian 12's 6.1 (and the
+# host's own kernel when an image of it is on disk), a summary per kernel.
+# Needs root, qemu-system-x86, busybox-static and kmod; see README "Kernels
+# tested" and tools/kernels/matrix.sh.
+test-kernels:
+	tools/kernels/matrix.sh
 
 # Formatting, vet, and a tidy go.mod: fails when `go mod tidy` would change
 # go.mod or go.sum (a dependency marked indirect that is used directly, one

@@ -47,8 +47,17 @@ func TestMain(m *testing.M) {
 }
 
 // hckBPF builds the binary the first time a privileged test asks for it.
+// HCK_BPF_TEST_BIN names one built beforehand instead: the kernel matrix
+// (make test-kernels) builds it on the host, since its guests have no
+// writable build cache and compile slowly under qemu.
 func hckBPF(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("HCK_BPF_TEST_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("HCK_BPF_TEST_BIN: %v", err)
+		}
+		return p
+	}
 	binOnce.Do(func() {
 		goBin, err := exec.LookPath("go")
 		if err != nil {
