@@ -109,14 +109,29 @@ func (p *tmuxPane) awaitText(parts ...string) string {
 // dead reports whether the pane's command exited, and its status.
 func (p *tmuxPane) dead() (bool, int) {
 	p.t.Helper()
-	raw := p.run("display-message", "-p", "-t", "top", "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}")
+	raw := p.run("display-message", "-p", "-t", "top", "#{pane_dead} #{pane_dead_status} #{pane_dead_signal} #{pane_pid}")
 	out := strings.Fields(raw)
-	if len(out) < 2 || out[0] != "1" {
-		return false, 0 // alive, or its status not known yet
+	if len(out) == 0 || out[0] != "1" {
+		return false, 0 // alive
 	}
 	code := -1
-	if len(out) > 1 {
+	switch {
+	case len(out) >= 3:
 		code, _ = strconv.Atoi(out[1])
+	case len(out) == 2:
+		// Dead, but tmux has not reaped it (seen under qemu): a zombie's
+		// /proc/PID/stat still holds its exit code, the last field.
+		st, err := os.ReadFile("/proc/" + out[1] + "/stat")
+		f := strings.Fields(string(st))
+		if err != nil || len(f) < 52 || f[2] != "Z" {
+			return false, 0 // its status not known yet
+		}
+		ws, _ := strconv.Atoi(f[len(f)-1])
+		if ws&0x7f != 0 {
+			code = 128 + ws&0x7f // killed by a signal
+		} else {
+			code = ws >> 8
+		}
 	}
 	if code != 0 {
 		p.t.Logf("the pane's command ended: %q", raw)
@@ -346,7 +361,15 @@ func TestTopInTmux(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("top still running after q:\n%s", pane.screen(false))
+			raw := pane.run("display-message", "-p", "-t", "top", "#{pane_pid} #{pane_dead} #{pane_dead_status} #{pane_dead_signal}")
+			f := strings.Fields(raw)
+			stat := ""
+			if len(f) > 0 {
+				b, _ := os.ReadFile("/proc/" + f[0] + "/stat")
+				st, _ := os.ReadFile("/proc/" + f[0] + "/wchan")
+				stat = string(b) + " wchan " + string(st)
+			}
+			t.Fatalf("top still running after q: pane %q, process %s:\n%s", raw, stat, pane.screen(false))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
