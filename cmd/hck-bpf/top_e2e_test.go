@@ -302,7 +302,8 @@ func TestTopInTmux(t *testing.T) {
 	frozen := strings.SplitN(pane.screen(false), "\n", 2)[0]
 	extra, _ := h.ns.CloseWaitOn(t, "tcp4", 18084)
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(h.mustRun(0, "list", "--json").stdout, fmt.Sprint(extra.Cookie)) {
+	tracked := regexp.MustCompile(fmt.Sprintf(`"cookie":\s*%d\b`, extra.Cookie))
+	for !tracked.MatchString(h.mustRun(0, "list", "--json").stdout) {
 		if time.Now().After(deadline) {
 			t.Fatalf("cookie %d never tracked", extra.Cookie)
 		}
