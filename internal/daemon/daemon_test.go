@@ -186,6 +186,15 @@ func (s *service) destroyed(cookie uint64) *sweep.Item {
 	return nil
 }
 
+// awaitDestroyed is destroyed's item, waiting for it: a test sees the
+// socket gone as soon as the sweep destroyed it, a moment before the sweep
+// ends and its report reaches Swept.
+func (s *service) awaitDestroyed(cookie uint64) *sweep.Item {
+	var it *sweep.Item
+	waitFor(testnet.Timeout, func() bool { it = s.destroyed(cookie); return it != nil })
+	return it
+}
+
 // waitFor polls cond every 10ms until it holds or d has passed.
 func waitFor(d time.Duration, cond func() bool) bool {
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
@@ -250,14 +259,7 @@ func TestTimeWaitWithoutEvent(t *testing.T) {
 			t.Fatalf("%s: TIME_WAIT socket %s alive %v after it entered TIME_WAIT with a %v threshold",
 				fam, client, time.Duration(conn.Now()-entered), twThreshold)
 		}
-		var it *sweep.Item
-		for _, r := range s.reports() {
-			for i := range r.Items {
-				if r.Items[i].Conn.Cookie == client.Cookie && r.Items[i].Outcome == sweep.Destroyed {
-					it = &r.Items[i]
-				}
-			}
-		}
+		it := s.awaitDestroyed(client.Cookie)
 		if it == nil {
 			t.Fatalf("%s: %s is gone, but not destroyed by the service", fam, client)
 		}
@@ -302,7 +304,7 @@ func TestHeldFinWait2ThenTimeWait(t *testing.T) {
 			t.Fatalf("%s: TIME_WAIT socket %s alive %v after it entered TIME_WAIT with a %v threshold",
 				fam, client, time.Duration(conn.Now()-entered), twThreshold)
 		}
-		it := s.destroyed(client.Cookie)
+		it := s.awaitDestroyed(client.Cookie)
 		if it == nil {
 			t.Fatalf("%s: %s is gone, but not destroyed by the service", fam, client)
 		}
@@ -392,7 +394,7 @@ func TestDueBeforeTimerIsDestroyed(t *testing.T) {
 		if !waitFor(threshold+8*time.Second, func() bool { return !srv.Alive() }) {
 			t.Fatalf("%s: CLOSE_WAIT socket %s alive %v after a %v threshold, the service's timer an hour away", fam, srv, threshold+8*time.Second, threshold)
 		}
-		it := s.destroyed(srv.Cookie)
+		it := s.awaitDestroyed(srv.Cookie)
 		if it == nil {
 			t.Fatalf("%s: %s is gone, but not destroyed by the service", fam, srv)
 		}
@@ -468,7 +470,7 @@ func TestOtherNamespaceDoesNotWake(t *testing.T) {
 	if !waitFor(threshold+8*time.Second, func() bool { return !srv.Alive() }) {
 		t.Fatalf("CLOSE_WAIT socket %s of the service's namespace alive %v after a %v threshold", srv, threshold+8*time.Second, threshold)
 	}
-	if s.destroyed(srv.Cookie) == nil {
+	if s.awaitDestroyed(srv.Cookie) == nil {
 		t.Fatalf("%s is gone, but not destroyed by the service", srv)
 	}
 	for _, o := range theirs {
@@ -503,7 +505,7 @@ func TestRestartedServiceHears(t *testing.T) {
 	if !waitFor(threshold+8*time.Second, func() bool { return !srv.Alive() }) {
 		t.Fatalf("CLOSE_WAIT socket %s alive %v after a %v threshold, in a restarted service", srv, threshold+8*time.Second, threshold)
 	}
-	if s.destroyed(srv.Cookie) == nil {
+	if s.awaitDestroyed(srv.Cookie) == nil {
 		t.Fatalf("%s is gone, but not destroyed by the restarted service", srv)
 	}
 	if s.sent(t) == before {
