@@ -228,7 +228,7 @@ func OpenOwnersPrealloc(pinDir string, size uint32) (want, owned *ebpf.Map, it *
 }
 
 func openOwners(pinDir string, size uint32, prealloc bool) (want, owned *ebpf.Map, it *link.Iter, err error) {
-	method, err := ChooseOwners()
+	method, err := ChooseOwnersIn(pinDir, false)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -302,7 +302,7 @@ func onlyProgram(spec *ebpf.CollectionSpec, prog string) *ebpf.CollectionSpec {
 // fallback (sockfile_compat.bpf.c, pinned as SockfileCompatPin), as the
 // owners iterator's method (ChooseOwners) says.
 func OpenSockfile(dir string) (*ebpf.Program, *ebpf.Map, error) {
-	m, err := ChooseOwners()
+	m, err := ChooseOwnersIn(dir, true)
 	if err != nil {
 		return nil, nil, err
 	}

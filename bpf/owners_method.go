@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -74,6 +75,27 @@ func ChooseOwners() (OwnersMethod, error) {
 		return 0, fmt.Errorf("read %s: %q is no owners method (iter_num or bpf_loop)", OwnersEnv, v)
 	}
 	return probeIterNum()
+}
+
+// ChooseOwnersIn is ChooseOwners for a pin dir: the method whose owners
+// iterator (or, with sockfile, whose sockfile program) this build pinned
+// there, since it loaded on this kernel (pins do not outlive a boot), else
+// the kernel's. Reading the kernel's BTF costs a process about 20 ms; a
+// look at the pin dir almost nothing.
+func ChooseOwnersIn(pinDir string, sockfile bool) (OwnersMethod, error) {
+	if os.Getenv(OwnersEnv) == "" {
+		primary, fallback := OwnersIterPin+OwnersDigest, OwnersCompatIterPin+OwnersCompatDigest
+		if sockfile {
+			primary, fallback = OwnersIterNum.SockfilePin(), OwnersLoop.SockfilePin()
+		}
+		if _, err := os.Lstat(filepath.Join(pinDir, primary)); err == nil {
+			return OwnersIterNum, nil
+		}
+		if _, err := os.Lstat(filepath.Join(pinDir, fallback)); err == nil {
+			return OwnersLoop, nil
+		}
+	}
+	return ChooseOwners()
 }
 
 var probeIterNum = sync.OnceValues(func() (OwnersMethod, error) {

@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -52,5 +53,36 @@ func TestChooseOwners(t *testing.T) {
 	t.Setenv(OwnersEnv, "task_file")
 	if _, err := ChooseOwners(); err == nil || !strings.Contains(err.Error(), OwnersEnv) {
 		t.Errorf("ChooseOwners with a wrong %s: %v, want an error naming it", OwnersEnv, err)
+	}
+}
+
+// TestChooseOwnersInPinDir: a pin dir holding this build's fallback owners
+// iterator (or sockfile program) gets the fallback, whatever the kernel
+// has: the pin proves it loads here, and no process reads the kernel's BTF
+// (about 20 ms) to choose again. An empty one gets the kernel's choice.
+func TestChooseOwnersInPinDir(t *testing.T) {
+	t.Setenv(OwnersEnv, "")
+	for _, sockfile := range []bool{false, true} {
+		dir := t.TempDir()
+		kernels, err := ChooseOwners()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err := ChooseOwnersIn(dir, sockfile); err != nil || m != kernels {
+			t.Fatalf("empty pin dir: %v %v, want the kernel's %v", m, err, kernels)
+		}
+		other, pin := OwnersLoop, OwnersCompatIterPin+OwnersCompatDigest
+		if kernels == OwnersLoop {
+			other, pin = OwnersIterNum, OwnersIterPin+OwnersDigest
+		}
+		if sockfile {
+			pin = other.SockfilePin()
+		}
+		if err := os.WriteFile(filepath.Join(dir, pin), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := ChooseOwnersIn(dir, sockfile); err != nil || m != other {
+			t.Errorf("sockfile %v: pin dir holding %s: %v %v, want %v", sockfile, pin, m, err, other)
+		}
 	}
 }

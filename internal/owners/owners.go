@@ -167,7 +167,7 @@ func (f *Finder) open() error {
 		return nil
 	}
 	if f.method == 0 {
-		m, err := bpf.ChooseOwners()
+		m, err := bpf.ChooseOwnersIn(f.pinDir, false)
 		if err != nil {
 			return err
 		}
