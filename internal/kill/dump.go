@@ -2,7 +2,6 @@ package kill
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 
@@ -10,6 +9,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
 	"github.com/hck-bpf/hck-bpf/internal/netns"
+	"github.com/hck-bpf/hck-bpf/internal/sockdiag"
 )
 
 // Socket is one socket of a dump: the connection as a destroy request
@@ -24,24 +24,10 @@ type Socket struct {
 }
 
 const (
-	// tcpdiagGetsock is the old sock_diag dump request (struct
-	// inet_diag_req): the kernel answers it with AF_INET and AF_INET6
-	// sockets in one walk of its tables (inet_diag_dump_compat() asks
-	// for AF_UNSPEC), where struct inet_diag_req_v2 names one family and
-	// would need two walks. ss(8) dumps this way too.
-	tcpdiagGetsock = 18 // TCPDIAG_GETSOCK
-	// sizeof(struct inet_diag_req)
-	compatReqLen = 60
-	// sizeof(struct inet_diag_msg)
-	diagMsgLen = 72
-	// INET_DIAG_REQ_BYTECODE, the request's filter attribute.
-	reqBytecode = 1
 	// dumpBuf is the receive buffer of one recvmsg: the kernel fills each
 	// dump message up to the reader's buffer size (at most 32 KiB since
 	// Linux 4.x, netlink_dump()).
 	dumpBuf = 64 << 10
-	// tcpdiagTimewait is idiag_timer of a timewait socket.
-	tcpdiagTimewait = 3
 )
 
 // dumper dumps sockets through one NETLINK_SOCK_DIAG socket.
@@ -74,31 +60,11 @@ func (d *dumper) close() {
 	}
 }
 
-// request builds a dump request of the TCP sockets in states (a mask of
-// 1<<state) with the filter prog (nil: none).
+// request builds the next dump request of the TCP sockets in states (a
+// mask of 1<<state) with the filter prog (nil: none).
 func (d *dumper) request(states uint32, prog []byte) []byte {
 	d.seq++
-	n := nlmsgHdrLen + compatReqLen
-	if prog != nil {
-		n += 4 + len(prog)
-	}
-	b := make([]byte, n)
-	ne := binary.NativeEndian
-	ne.PutUint32(b[0:], uint32(n))
-	ne.PutUint16(b[4:], tcpdiagGetsock)
-	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(b[8:], d.seq)
-	// struct inet_diag_req: family (unused by the dump), src_len,
-	// dst_len, ext, the socket id (unused), then the states mask.
-	r := b[nlmsgHdrLen:]
-	ne.PutUint32(r[52:], states)
-	if prog != nil {
-		a := r[compatReqLen:]
-		ne.PutUint16(a[0:], uint16(4+len(prog)))
-		ne.PutUint16(a[2:], reqBytecode)
-		copy(a[4:], prog)
-	}
-	return b
+	return sockdiag.Request(d.seq, states, prog)
 }
 
 // dump sends a dump request and calls fn with each socket the kernel
@@ -119,7 +85,7 @@ func (d *dumper) dump(states uint32, prog []byte, netnsIno uint32, fn func(s *So
 		case err != nil:
 			return fmt.Errorf("read sock_diag dump: %w", err)
 		}
-		done, err := parseDump(d.buf[:n], d.seq, func(m []byte) {
+		done, err := sockdiag.Parse(d.buf[:n], d.seq, func(m []byte) {
 			decode(m, netnsIno, &s)
 			fn(&s)
 		})
@@ -127,45 +93,6 @@ func (d *dumper) dump(states uint32, prog []byte, netnsIno uint32, fn func(s *So
 			return err
 		}
 	}
-}
-
-// parseDump walks one datagram of a dump's answer (sequence seq) and calls
-// fn with the body of each struct inet_diag_msg. done reports NLMSG_DONE;
-// an NLMSG_ERROR is returned as an error.
-func parseDump(b []byte, seq uint32, fn func(m []byte)) (done bool, err error) {
-	ne := binary.NativeEndian
-	for len(b) >= nlmsgHdrLen {
-		l := ne.Uint32(b[0:])
-		if l < nlmsgHdrLen || l > uint32(len(b)) {
-			return false, errors.New("read sock_diag dump: malformed message")
-		}
-		msg := b[:l]
-		if ne.Uint32(msg[8:]) == seq {
-			switch ne.Uint16(msg[4:]) {
-			case unix.NLMSG_DONE:
-				return true, nil
-			case unix.NLMSG_ERROR:
-				if len(msg) < nlmsgHdrLen+4 {
-					return false, errors.New("read sock_diag dump: malformed error")
-				}
-				code := int32(ne.Uint32(msg[nlmsgHdrLen:]))
-				if code == 0 {
-					return true, nil
-				}
-				return false, fmt.Errorf("sock_diag dump: %w", unix.Errno(-code))
-			case tcpdiagGetsock:
-				if len(msg) >= nlmsgHdrLen+diagMsgLen {
-					fn(msg[nlmsgHdrLen:])
-				}
-			}
-		}
-		next := (uint64(l) + 3) &^ 3
-		if next >= uint64(len(b)) {
-			return false, nil
-		}
-		b = b[next:]
-	}
-	return false, nil
 }
 
 // decode reads struct inet_diag_msg m into s.
@@ -191,7 +118,7 @@ func decode(m []byte, netnsIno uint32, s *Socket) {
 	}
 	s.Local = netip.AddrPortFrom(src, sport)
 	s.Remote = netip.AddrPortFrom(dst, dport)
-	s.Timewait = m[2] == tcpdiagTimewait || s.State == conn.TimeWait
+	s.Timewait = m[2] == sockdiag.TimerTimewait || s.State == conn.TimeWait
 	s.UID = ne.Uint32(m[64:])
 	s.Inode = ne.Uint32(m[68:])
 }

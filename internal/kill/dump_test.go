@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/sockdiag"
 )
 
 // nlmsg is one netlink message: header (length, type, sequence) and body.
@@ -26,7 +27,7 @@ func nlmsg(typ uint16, seq uint32, body []byte) []byte {
 // diagMsg is a struct inet_diag_msg for c, with a trailing attribute the
 // parser must skip.
 func diagMsg(c *conn.Conn, timer uint8, uid, inode uint32) []byte {
-	b := make([]byte, diagMsgLen+8)
+	b := make([]byte, sockdiag.MsgLen+8)
 	ne := binary.NativeEndian
 	b[1], b[2] = byte(c.State), timer
 	binary.BigEndian.PutUint16(b[4:], c.Local.Port())
@@ -58,11 +59,11 @@ func TestParseDump(t *testing.T) {
 	tw := &conn.Conn{Cookie: 9, State: conn.FinWait2, Ifindex: 3,
 		Local: netip.MustParseAddrPort("[fe80::1]:443"), Remote: netip.MustParseAddrPort("[fe80::2]:5000")}
 	var b []byte
-	b = append(b, nlmsg(tcpdiagGetsock, 7, diagMsg(est, 0, 1000, 4242))...)
-	b = append(b, nlmsg(tcpdiagGetsock, 6, diagMsg(est, 0, 0, 1))...) // another request's: skipped
-	b = append(b, nlmsg(tcpdiagGetsock, 7, diagMsg(tw, tcpdiagTimewait, 0, 0))...)
+	b = append(b, nlmsg(sockdiag.GetSock, 7, diagMsg(est, 0, 1000, 4242))...)
+	b = append(b, nlmsg(sockdiag.GetSock, 6, diagMsg(est, 0, 0, 1))...) // another request's: skipped
+	b = append(b, nlmsg(sockdiag.GetSock, 7, diagMsg(tw, sockdiag.TimerTimewait, 0, 0))...)
 	var got []Socket
-	done, err := parseDump(b, 7, func(m []byte) {
+	done, err := sockdiag.Parse(b, 7, func(m []byte) {
 		var s Socket
 		decode(m, 4026531840, &s)
 		got = append(got, s)
@@ -83,20 +84,20 @@ func TestParseDump(t *testing.T) {
 		t.Errorf("FIN_WAIT2 timewait decoded as %+v", g)
 	}
 
-	done, err = parseDump(nlmsg(unix.NLMSG_DONE, 7, make([]byte, 4)), 7, func([]byte) { t.Error("a socket in NLMSG_DONE") })
+	done, err = sockdiag.Parse(nlmsg(unix.NLMSG_DONE, 7, make([]byte, 4)), 7, func([]byte) { t.Error("a socket in NLMSG_DONE") })
 	if !done || err != nil {
 		t.Errorf("NLMSG_DONE: done %v, %v", done, err)
 	}
 	e := make([]byte, 4)
 	code := -int32(unix.EINVAL)
 	binary.NativeEndian.PutUint32(e, uint32(code))
-	_, err = parseDump(nlmsg(unix.NLMSG_ERROR, 7, e), 7, func([]byte) {})
+	_, err = sockdiag.Parse(nlmsg(unix.NLMSG_ERROR, 7, e), 7, func([]byte) {})
 	if err == nil || !strings.Contains(err.Error(), "invalid argument") {
 		t.Errorf("NLMSG_ERROR EINVAL: %v", err)
 	}
-	bad := nlmsg(tcpdiagGetsock, 7, diagMsg(est, 0, 0, 0))
+	bad := nlmsg(sockdiag.GetSock, 7, diagMsg(est, 0, 0, 0))
 	binary.NativeEndian.PutUint32(bad, uint32(len(bad)+100))
-	if _, err := parseDump(bad, 7, func([]byte) {}); err == nil {
+	if _, err := sockdiag.Parse(bad, 7, func([]byte) {}); err == nil {
 		t.Error("a message longer than its datagram parsed")
 	}
 }
@@ -104,11 +105,11 @@ func TestParseDump(t *testing.T) {
 func FuzzParseDump(f *testing.F) {
 	est := &conn.Conn{Cookie: 1, State: conn.Established,
 		Local: netip.MustParseAddrPort("127.0.0.1:80"), Remote: netip.MustParseAddrPort("127.0.0.2:40000")}
-	f.Add(nlmsg(tcpdiagGetsock, 1, diagMsg(est, 0, 0, 0)))
+	f.Add(nlmsg(sockdiag.GetSock, 1, diagMsg(est, 0, 0, 0)))
 	f.Add(nlmsg(unix.NLMSG_DONE, 1, nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = parseDump(b, 1, func(m []byte) {
-			if len(m) < diagMsgLen {
+		_, _ = sockdiag.Parse(b, 1, func(m []byte) {
+			if len(m) < sockdiag.MsgLen {
 				t.Fatalf("short message handed on: %d bytes", len(m))
 			}
 			var s Socket
@@ -122,20 +123,20 @@ func TestRequest(t *testing.T) {
 	prog, _ := (&Filter{LocalPorts: []uint16{443}}).program()
 	b := d.request(1<<conn.Established, prog)
 	ne := binary.NativeEndian
-	if int(ne.Uint32(b)) != len(b) || len(b) != nlmsgHdrLen+compatReqLen+4+len(prog) {
+	if int(ne.Uint32(b)) != len(b) || len(b) != nlmsgHdrLen+sockdiag.ReqLen+4+len(prog) {
 		t.Fatalf("request of %d bytes says %d", len(b), ne.Uint32(b))
 	}
-	if ne.Uint16(b[4:]) != tcpdiagGetsock || ne.Uint16(b[6:]) != unix.NLM_F_REQUEST|unix.NLM_F_DUMP || ne.Uint32(b[8:]) != 1 {
+	if ne.Uint16(b[4:]) != sockdiag.GetSock || ne.Uint16(b[6:]) != unix.NLM_F_REQUEST|unix.NLM_F_DUMP || ne.Uint32(b[8:]) != 1 {
 		t.Errorf("header % x", b[:16])
 	}
 	if ne.Uint32(b[nlmsgHdrLen+52:]) != 1<<conn.Established {
 		t.Errorf("states % x", b[nlmsgHdrLen+52:nlmsgHdrLen+56])
 	}
-	a := b[nlmsgHdrLen+compatReqLen:]
-	if ne.Uint16(a) != uint16(4+len(prog)) || ne.Uint16(a[2:]) != reqBytecode || string(a[4:]) != string(prog) {
+	a := b[nlmsgHdrLen+sockdiag.ReqLen:]
+	if ne.Uint16(a) != uint16(4+len(prog)) || ne.Uint16(a[2:]) != 1 /* INET_DIAG_REQ_BYTECODE */ || string(a[4:]) != string(prog) {
 		t.Errorf("bytecode attribute % x", a)
 	}
-	if b := d.request(1, nil); len(b) != nlmsgHdrLen+compatReqLen || ne.Uint32(b[8:]) != 2 {
+	if b := d.request(1, nil); len(b) != nlmsgHdrLen+sockdiag.ReqLen || ne.Uint32(b[8:]) != 2 {
 		t.Errorf("request without a filter: %d bytes, sequence %d", len(b), ne.Uint32(b[8:]))
 	}
 }

@@ -2,7 +2,6 @@ package tracking
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/sockdiag"
 )
 
 // A walk's records come from one of two sources: the sockets iterator
@@ -29,16 +29,8 @@ import (
 // (needsIterator), and the iterator walks the namespace instead.
 
 const (
-	// sizeof(struct nlmsghdr), sizeof(struct inet_diag_req) (the old
-	// TCPDIAG_GETSOCK request: IPv4 and IPv6 in one walk of the tables),
-	// sizeof(struct inet_diag_msg), sizeof(struct nlattr).
-	diagHdrLen     = 16
-	diagReqLen     = 60
-	diagMsgLen     = 72
-	diagAttrLen    = 4
-	tcpdiagGetsock = 18 // TCPDIAG_GETSOCK
-	// idiag_timer of a timewait socket.
-	diagTimerTimewait = 3
+	// sizeof(struct nlattr).
+	diagAttrLen = 4
 	// INET_DIAG_SHUTDOWN: a full socket's sk_shutdown, a u8; an
 	// attribute's type is under NLA_TYPE_MASK.
 	diagAttrShutdown = 8
@@ -144,15 +136,7 @@ func dumpClosing(netns uint32) ([]diagRec, error) {
 		return nil, fmt.Errorf("set sock_diag receive timeout: %w", err)
 	}
 	const seq = 1
-	req := make([]byte, diagHdrLen+diagReqLen)
-	ne := binary.NativeEndian
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], tcpdiagGetsock)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], seq)
-	// struct inet_diag_req: family, lengths, ext and the socket id are
-	// unused by a dump; then the states mask.
-	ne.PutUint32(req[diagHdrLen+52:], closingMask)
+	req := sockdiag.Request(seq, closingMask, nil)
 	sent := conn.Now()
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("send sock_diag dump request: %w", err)
@@ -177,7 +161,9 @@ func dumpClosing(netns uint32) ([]diagRec, error) {
 			return nil, fmt.Errorf("read sock_diag dump: %w", err)
 		}
 		first := len(recs)
-		done, err := parseDiag(buf[:n], seq, netns, after, &recs)
+		done, err := sockdiag.Parse(buf[:n], seq, func(m []byte) {
+			recs = append(recs, decodeDiag(m, netns, after))
+		})
 		for i := first; i < len(recs); i++ {
 			recs[i].late = after - since
 		}
@@ -189,44 +175,6 @@ func dumpClosing(netns uint32) ([]diagRec, error) {
 			return recs, nil
 		}
 	}
-}
-
-// parseDiag appends to recs the sockets of one part of a dump's answer
-// (sequence seq), read at now (CLOCK_BOOTTIME); done reports the dump's
-// end.
-func parseDiag(b []byte, seq, netns uint32, now uint64, recs *[]diagRec) (done bool, err error) {
-	ne := binary.NativeEndian
-	for len(b) >= diagHdrLen {
-		l := ne.Uint32(b[0:])
-		if l < diagHdrLen || l > uint32(len(b)) {
-			return false, errors.New("read sock_diag dump: malformed message")
-		}
-		msg := b[:l]
-		if ne.Uint32(msg[8:]) == seq {
-			switch ne.Uint16(msg[4:]) {
-			case unix.NLMSG_DONE:
-				return true, nil
-			case unix.NLMSG_ERROR:
-				if len(msg) < diagHdrLen+4 {
-					return false, errors.New("read sock_diag dump: malformed error")
-				}
-				if code := int32(ne.Uint32(msg[diagHdrLen:])); code != 0 {
-					return false, fmt.Errorf("sock_diag dump: %w", unix.Errno(-code))
-				}
-				return true, nil
-			case tcpdiagGetsock:
-				if len(msg) >= diagHdrLen+diagMsgLen {
-					*recs = append(*recs, decodeDiag(msg[diagHdrLen:], netns, now))
-				}
-			}
-		}
-		next := (uint64(l) + 3) &^ 3
-		if next >= uint64(len(b)) {
-			return false, nil
-		}
-		b = b[next:]
-	}
-	return false, nil
 }
 
 // decodeDiag reads one struct inet_diag_msg and its attributes (m) into
@@ -250,7 +198,7 @@ func decodeDiag(m []byte, netns uint32, now uint64) diagRec {
 	c.Netns = netns
 	r.Cookie = uint64(ne.Uint32(m[44:])) | uint64(ne.Uint32(m[48:]))<<32
 	r.inode = ne.Uint32(m[68:])
-	if m[2] == diagTimerTimewait && r.inode == 0 {
+	if m[2] == sockdiag.TimerTimewait && r.inode == 0 {
 		// A timewait socket (inet_twsk_diag_fill()): idiag_state is
 		// its substate; idiag_expires the ms left on its timer, which
 		// for TIME_WAIT started at entry.
@@ -265,7 +213,7 @@ func decodeDiag(m []byte, netns uint32, now uint64) diagRec {
 		}
 		return r
 	}
-	for a := m[diagMsgLen:]; len(a) >= diagAttrLen; {
+	for a := m[sockdiag.MsgLen:]; len(a) >= diagAttrLen; {
 		l := int(ne.Uint16(a[0:]))
 		if l < diagAttrLen || l > len(a) {
 			break

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hck-bpf/hck-bpf/bpf"
 	"github.com/hck-bpf/hck-bpf/internal/conn"
+	"github.com/hck-bpf/hck-bpf/internal/sockdiag"
 	"github.com/hck-bpf/hck-bpf/internal/sweep"
 	"github.com/hck-bpf/hck-bpf/internal/testnet"
 )
@@ -167,7 +168,7 @@ func TestClosedSinceWalkedWithIterator(t *testing.T) {
 
 // diagMsg builds one struct inet_diag_msg with attrs after it.
 func diagMsg(family, state, timer byte, src, dst netip.AddrPort, cookie uint64, expires, inode uint32, attrs ...[]byte) []byte {
-	m := make([]byte, diagMsgLen)
+	m := make([]byte, sockdiag.MsgLen)
 	ne := binary.NativeEndian
 	m[0], m[1], m[2] = family, state, timer
 	binary.BigEndian.PutUint16(m[4:], src.Port())
@@ -199,7 +200,7 @@ func TestDecodeDiag(t *testing.T) {
 	src := netip.MustParseAddrPort("10.0.0.1:80")
 	dst := netip.MustParseAddrPort("10.0.0.2:40000")
 	// A TIME_WAIT socket with 59.5 s left entered 0.5 s ago.
-	r := decodeDiag(diagMsg(unix.AF_INET, byte(conn.TimeWait), diagTimerTimewait, src, dst, 1<<40|5, 59500, 0), 9, now)
+	r := decodeDiag(diagMsg(unix.AF_INET, byte(conn.TimeWait), sockdiag.TimerTimewait, src, dst, 1<<40|5, 59500, 0), 9, now)
 	c := r.Conn
 	if r.Cookie != 1<<40|5 || c.State != uint8(conn.TimeWait) || c.Flags != uint8(bpf.TrackerHckFlagHCK_F_TIMEWAIT) ||
 		c.EnteredNs != now-uint64(500*time.Millisecond) || c.Netns != 9 || c.Ifindex != 7 || c.Family != unix.AF_INET ||
@@ -208,7 +209,7 @@ func TestDecodeDiag(t *testing.T) {
 		t.Errorf("TIME_WAIT: %+v", r)
 	}
 	// A FIN_WAIT2 timewait socket: its timer says nothing of its entry.
-	r = decodeDiag(diagMsg(unix.AF_INET, byte(conn.FinWait2), diagTimerTimewait, src, dst, 6, 30000, 0), 9, now)
+	r = decodeDiag(diagMsg(unix.AF_INET, byte(conn.FinWait2), sockdiag.TimerTimewait, src, dst, 6, 30000, 0), 9, now)
 	if !r.timewait() || r.Conn.EnteredNs != 0 || r.Conn.State != uint8(conn.FinWait2) {
 		t.Errorf("FIN_WAIT2 timewait: %+v", r)
 	}
