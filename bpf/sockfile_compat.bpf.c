@@ -20,43 +20,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "hck.h"
+#include "sockfile.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* Keep the record type in BTF so bpf2go can generate it. */
-const struct hck_sockfile *_hck_sockfile __attribute__((unused));
-
-/* One batch: kill runs the program again for more. Pinned (in the kill's
- * own pin dir, beside the program), used under that directory's lock. */
-#define HCK_SOCKFILES 4096
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, HCK_SOCKFILES);
-	__type(key, __u32);
-	__type(value, struct hck_sockfile);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hck_sockfiles SEC(".maps");
-
-/* include/uapi/linux/bpf.h: the tuple of an incoming packet. */
-struct bpf_sock_tuple {
-	union {
-		struct {
-			__be32 saddr;
-			__be32 daddr;
-			__be16 sport;
-			__be16 dport;
-		} ipv4;
-		struct {
-			__be32 saddr[4];
-			__be32 daddr[4];
-			__be16 sport;
-			__be16 dport;
-		} ipv6;
-	};
-};
-
-#define BPF_F_CURRENT_NETNS (-1L)
 
 /* What a lookup callback needs: the packet the lookups belong to. */
 struct find {
@@ -76,21 +42,7 @@ static long find_one(__u32 i, struct find *ctx)
 
 	if (!e || !e->family)
 		return 1;
-	/* As a packet to the socket would carry it: from the remote end to
-	 * the local one. */
-	if (e->family == AF_INET) {
-		__builtin_memcpy(&t.ipv4.saddr, e->daddr, 4);
-		__builtin_memcpy(&t.ipv4.daddr, e->saddr, 4);
-		t.ipv4.sport = __builtin_bswap16(e->dport);
-		t.ipv4.dport = __builtin_bswap16(e->sport);
-		size = sizeof(t.ipv4);
-	} else {
-		__builtin_memcpy(t.ipv6.saddr, e->daddr, 16);
-		__builtin_memcpy(t.ipv6.daddr, e->saddr, 16);
-		t.ipv6.sport = __builtin_bswap16(e->dport);
-		t.ipv6.dport = __builtin_bswap16(e->sport);
-		size = sizeof(t.ipv6);
-	}
+	size = sockfile_tuple(e, &t);
 	sk = bpf_sk_lookup_tcp(ctx->skb, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 0;
