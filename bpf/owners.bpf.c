@@ -23,19 +23,6 @@ extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
 extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
 extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
 
-#define FD_CHUNK 512
-
-struct fd_chunk {
-	__u64 file[FD_CHUNK];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fd_chunk);
-} hck_fd_chunk SEC(".maps");
-
 SEC("iter/task")
 int hck_owners(struct bpf_iter__task *ctx)
 {

@@ -34,6 +34,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hck_want SEC(".maps");
 
+/* A process's file table is read FD_CHUNK pointers at a time into this
+ * per-CPU scratch (too big for the stack). Not pinned: each program has its
+ * own. */
+#define FD_CHUNK 512
+
+struct fd_chunk {
+	__u64 file[FD_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fd_chunk);
+} hck_fd_chunk SEC(".maps");
+
 /* The cookie of the socket behind an open file, or 0. */
 static __always_inline __u64 file_cookie(__u64 f)
 {

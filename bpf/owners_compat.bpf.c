@@ -23,19 +23,6 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define FD_CHUNK 512
-
-struct fd_chunk {
-	__u64 file[FD_CHUNK];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fd_chunk);
-} hck_fd_chunk SEC(".maps");
-
 /* One process's walk, shared by the callbacks (their context). */
 struct scan {
 	__u64 fds;
