@@ -217,6 +217,37 @@ func (p *parser) errAt(n *yaml.Node, key string, err error) error {
 	return &Error{Path: p.path, Line: n.Line, Key: key, Err: err}
 }
 
+// keyErr is err of key's value n: an *Error from a parser of n, named key
+// if it names no key, or err at n's line.
+func (p *parser) keyErr(err error, n *yaml.Node, key string) error {
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Key == "" {
+			e.Key = key
+		}
+		return e
+	}
+	return p.errAt(n, key, err)
+}
+
+// timeout sets th from n when key is one of the timeouts (Timeouts);
+// other keys are left to the caller.
+func (p *parser) timeout(key string, n *yaml.Node, th *policy.Thresholds) error {
+	for _, t := range Timeouts {
+		if t.Key != key {
+			continue
+		}
+		d, err := p.duration(n)
+		if err != nil {
+			return err
+		}
+		for _, st := range t.States {
+			_ = th.Set(st, d)
+		}
+	}
+	return nil
+}
+
 // Timeouts are the keys of the thresholds, with the states each sets (the
 // --*-timeout flags).
 var Timeouts = []struct {
@@ -351,26 +382,10 @@ func (p *parser) top(c *Config, m *yaml.Node) error {
 		case "rules":
 			s.Rules, err = p.rules(v)
 		default:
-			for _, t := range Timeouts {
-				if t.Key == key {
-					var d time.Duration
-					if d, err = p.duration(v); err == nil {
-						for _, st := range t.States {
-							_ = s.Thresholds.Set(st, d)
-						}
-					}
-				}
-			}
+			err = p.timeout(key, v, &s.Thresholds)
 		}
 		if err != nil {
-			var e *Error
-			if errors.As(err, &e) {
-				if e.Key == "" {
-					e.Key = key
-				}
-				return e
-			}
-			return p.errAt(v, key, err)
+			return p.keyErr(err, v, key)
 		}
 	}
 	if s.AllNetNS && len(s.NetNS) > 0 {
@@ -573,26 +588,10 @@ func (p *parser) rule(m *yaml.Node, where string) (policy.Rule, error) {
 				r.Action, err = policy.ParseRuleAction(a)
 			}
 		default:
-			for _, t := range Timeouts {
-				if t.Key == key {
-					var d time.Duration
-					if d, err = p.duration(v); err == nil {
-						for _, st := range t.States {
-							_ = r.Thresholds.Set(st, d)
-						}
-					}
-				}
-			}
+			err = p.timeout(key, v, &r.Thresholds)
 		}
 		if err != nil {
-			var e *Error
-			if errors.As(err, &e) {
-				if e.Key == "" {
-					e.Key = at
-				}
-				return r, e
-			}
-			return r, p.errAt(v, at, err)
+			return r, p.keyErr(err, v, at)
 		}
 	}
 	if _, ok := seen["name"]; !ok {
