@@ -127,17 +127,11 @@ func killCmd(g *globals, f *killFlags) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := g.checkPinDir(); err != nil {
-		return err
-	}
-	sc, err := f.scope.open()
+	sc, err := g.openScope(&f.scope)
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
-	if err := canEnter(sc); err != nil {
-		return err
-	}
 	targets := kill.Targets(sc)
 	defer kill.Close(targets)
 	log, out, err := g.logger()

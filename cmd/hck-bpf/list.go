@@ -84,17 +84,11 @@ func list(g *globals, f *listOpts, stderr io.Writer) error {
 			want[s] = true
 		}
 	}
-	if err := g.checkPinDir(); err != nil {
-		return err
-	}
-	scope, err := f.scope.open()
+	scope, err := g.openScope(&f.scope)
 	if err != nil {
 		return err
 	}
 	defer scope.Close()
-	if err := canEnter(scope); err != nil {
-		return err
-	}
 	tr, err := g.openTracker(f.mapSize, false, scope)
 	if err != nil {
 		return err

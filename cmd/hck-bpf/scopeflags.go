@@ -66,6 +66,24 @@ func scopeText(s *scope.Scope) string {
 	return fmt.Sprintf("%d network namespaces", len(ns))
 }
 
+// openScope checks --pin-dir, opens the namespaces the scope flags name
+// and checks this process can enter them: what list, kill and top do
+// before anything is loaded. The caller closes the scope.
+func (g *globals) openScope(f *scopeFlags) (*scope.Scope, error) {
+	if err := g.checkPinDir(); err != nil {
+		return nil, err
+	}
+	sc, err := f.open()
+	if err != nil {
+		return nil, err
+	}
+	if err := canEnter(sc); err != nil {
+		sc.Close()
+		return nil, err
+	}
+	return sc, nil
+}
+
 // canEnter fails when the scope holds a namespace other than the calling
 // thread's and this process cannot enter it (kernel.CanEnter).
 func canEnter(s *scope.Scope) error {

@@ -156,17 +156,11 @@ func topCmd(g *globals, f *topFlags, fs *pflag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	if err := g.checkPinDir(); err != nil {
-		return err
-	}
-	sc, err := f.scope.open()
+	sc, err := g.openScope(&f.scope)
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
-	if err := canEnter(sc); err != nil {
-		return err
-	}
 	src, err := top.Open(top.Options{PinDir: g.pinDir, Policy: pol, PolicyFrom: f.from, FollowService: f.follow, Scope: sc, SynAlarm: f.synAlarm, MaxPeers: 10})
 	if err != nil {
 		return err
