@@ -127,6 +127,24 @@ func (hs holderSet) stop() {
 
 // buildSet starts one holder per spec, all at once, and waits until each
 // holds its sockets. It returns the states they report, summed.
+// buildLargest builds the plan's largest mixed set for phase (mostly
+// ESTABLISHED, a few in closing states) and counts the namespace's sockets
+// by state; the caller stops the holders.
+func (b *bench) buildLargest(ctx context.Context, p plan, phase string) (holderSet, map[string]int, int, error) {
+	n := p.sizes[len(p.sizes)-1]
+	b.progress("%s: building %s sockets", phase, fmtCount(n))
+	hs, _, err := b.buildSet(ctx, planMixed(n))
+	if err != nil {
+		return hs, nil, 0, err
+	}
+	counts, total, err := census(ctx)
+	if err != nil {
+		hs.stop()
+		return hs, nil, 0, err
+	}
+	return hs, counts, total, nil
+}
+
 func (b *bench) buildSet(ctx context.Context, specs []holdSpec) (holderSet, map[string]int, error) {
 	return b.buildSetIn(ctx, false, specs)
 }

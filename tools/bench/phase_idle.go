@@ -34,17 +34,11 @@ func (b *bench) idlePhase(ctx context.Context, p plan) error {
 }
 
 func (b *bench) idleRun(ctx context.Context, p plan, extra []string) error {
-	n := p.sizes[len(p.sizes)-1]
-	b.progress("idle: building %s sockets", fmtCount(n))
-	hs, _, err := b.buildSet(ctx, planMixed(n))
+	hs, counts, total, err := b.buildLargest(ctx, p, "idle")
 	if err != nil {
 		return err
 	}
 	defer hs.stop()
-	counts, total, err := census(ctx)
-	if err != nil {
-		return err
-	}
 	pin := b.pin("idle")
 	port := b.nextPort()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)

@@ -34,17 +34,11 @@ const topWindow = 30 * time.Second // how long `top` is measured
 // /proc/PID/stat: the row with the < 2% target; the in-process row takes
 // it only when the binary has no top command).
 func (b *bench) topPhase(ctx context.Context, p plan) error {
-	n := p.sizes[len(p.sizes)-1]
-	b.progress("top: building %s sockets", fmtCount(n))
-	hs, _, err := b.buildSet(ctx, planMixed(n))
+	hs, counts, total, err := b.buildLargest(ctx, p, "top")
 	if err != nil {
 		return err
 	}
 	defer hs.stop()
-	counts, total, err := census(ctx)
-	if err != nil {
-		return err
-	}
 	pin := b.pin("top")
 	svc, err := b.startService(ctx, "top", pin, append([]string{"--dry-run"}, thresholdArgs("3600", "3600")...)...)
 	if err != nil {
